@@ -1,0 +1,17 @@
+package infrastructure
+
+import "context"
+
+// Backend bundles one adapter's implementations of every interface, so that
+// wiring in app/cmd hands the core a single value.
+type Backend struct {
+	State   StateStore
+	PubSub  PubSub
+	Config  ConfigStore
+	Invoker Invoker
+	// Ready reports whether the backend answers now: for Dapr, whether the
+	// sidecar is reachable. The gateway's /readyz calls it.
+	Ready func(ctx context.Context) error
+	// Close releases connections and stops subscriptions.
+	Close func() error
+}

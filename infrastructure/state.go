@@ -1,0 +1,83 @@
+package infrastructure
+
+import (
+	"context"
+	"time"
+)
+
+// Item is one key's value as read from a StateStore. A missing key reads as
+// an Item with Found false, nil Value and empty ETag.
+type Item struct {
+	Key   string
+	Value []byte
+	ETag  string
+	Found bool
+}
+
+// StateStore is a key/value store with optimistic concurrency, per-item TTL
+// and multi-key transactions. Implementations are safe for concurrent use.
+type StateStore interface {
+	// Get reads one key. A missing key is not an error: it returns Found false.
+	Get(ctx context.Context, key string) (Item, error)
+	// BulkGet reads many keys at once, returning one Item per key in order.
+	BulkGet(ctx context.Context, keys []string) ([]Item, error)
+	// Set writes a key. With IfMatch it is a compare-and-set, with IfAbsent an
+	// insert-if-absent; either returns ErrConflict when the check fails.
+	Set(ctx context.Context, key string, value []byte, opts ...WriteOption) error
+	// Delete removes a key. Deleting a missing key is not an error unless
+	// IfMatch is given.
+	Delete(ctx context.Context, key string, opts ...WriteOption) error
+	// Transact applies all operations atomically, or none. Any failed
+	// concurrency check fails the whole transaction with ErrConflict.
+	Transact(ctx context.Context, ops []StateOp) error
+}
+
+// StateOp is one write in a transaction: a Set, or a Delete when Delete is true.
+type StateOp struct {
+	Key     string
+	Value   []byte
+	Delete  bool
+	Options []WriteOption
+}
+
+// WriteOptions is the resolved form of a list of WriteOption. Adapters call
+// ResolveWriteOptions; the core uses the With* constructors.
+type WriteOptions struct {
+	// ETag, when set, makes the write a compare-and-set against it.
+	ETag string
+	// IfAbsent makes a Set fail with ErrConflict if the key already exists.
+	IfAbsent bool
+	// TTL, when positive, makes the item expire after it. Zero keeps it forever.
+	TTL time.Duration
+}
+
+// WriteOption changes one Set, Delete or StateOp.
+type WriteOption func(*WriteOptions)
+
+// IfMatch makes the write succeed only if the stored ETag equals etag.
+func IfMatch(etag string) WriteOption { return func(o *WriteOptions) { o.ETag = etag } }
+
+// IfAbsent makes the Set succeed only if the key does not exist yet.
+func IfAbsent() WriteOption { return func(o *WriteOptions) { o.IfAbsent = true } }
+
+// WithTTL makes the item expire after d. Dapr stores TTLs in whole seconds, so
+// d is rounded up to at least one second.
+func WithTTL(d time.Duration) WriteOption { return func(o *WriteOptions) { o.TTL = d } }
+
+// ResolveWriteOptions applies opts in order.
+func ResolveWriteOptions(opts []WriteOption) WriteOptions {
+	var o WriteOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// TTLSeconds is the TTL rounded up to whole seconds, 0 for none.
+func (o WriteOptions) TTLSeconds() int64 {
+	if o.TTL <= 0 {
+		return 0
+	}
+	s := int64((o.TTL + time.Second - 1) / time.Second)
+	return max(s, 1)
+}
