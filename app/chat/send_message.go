@@ -1,0 +1,159 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/parley-im/parley/app/settings"
+	"github.com/parley-im/parley/app/store"
+	"github.com/parley-im/parley/domain"
+	"github.com/parley-im/parley/infrastructure"
+)
+
+// SendMessage asks to store a message and deliver it to the conversation.
+// Conv names the conversation; To names the peer of a direct conversation
+// when Conv is empty.
+type SendMessage struct {
+	Sender      domain.UserID
+	Conv        string
+	To          string
+	ClientMsgID string
+	ContentType string
+	Body        string
+}
+
+// SendResult is the stored message. Duplicate is true when the same
+// (sender, client message id) was sent before and this is that message.
+type SendResult struct {
+	Message   domain.Message
+	Duplicate bool
+}
+
+// SendMessageHandler stores messages with a gap-free seq and hands them to
+// the Deliverer. The zero value is not usable; use NewSendMessageHandler.
+// Safe for concurrent use.
+type SendMessageHandler struct {
+	store    *store.Store
+	settings *settings.Live
+	deliver  Deliverer
+	now      Clock
+	stripes  *stripes
+	limiter  *limiter
+	// known holds conversations this node already created, to skip the
+	// create-if-absent writes on every send.
+	known sync.Map
+}
+
+// NewSendMessageHandler wires the handler.
+func NewSendMessageHandler(s *store.Store, live *settings.Live, d Deliverer, now Clock) *SendMessageHandler {
+	return &SendMessageHandler{store: s, settings: live, deliver: d, now: now, stripes: newStripes(), limiter: newLimiter()}
+}
+
+// maxProbe bounds how far past a stale head hint a writer looks for a free
+// seq before it re-reads the head.
+const maxProbe = 64
+
+// Handle validates, deduplicates, stores and delivers. It returns only after
+// the message is durable: the caller may acknowledge it.
+func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendResult, error) {
+	cfg := h.settings.Load()
+	now := h.now()
+	nowMs := now.UnixMilli()
+	conv, err := resolve(cmd.Sender, cmd.Conv, cmd.To, nowMs)
+	if err != nil {
+		return SendResult{}, err
+	}
+	ctype, err := domain.ParseContentType(cmd.ContentType)
+	if err != nil {
+		return SendResult{}, err
+	}
+	draft := domain.Draft{Conv: conv.ID, Sender: cmd.Sender, ClientMsgID: cmd.ClientMsgID, ContentType: ctype, Body: cmd.Body}
+	if err := draft.Validate(cfg.MaxBodyBytes); err != nil {
+		return SendResult{}, err
+	}
+	if !h.limiter.allow(cmd.Sender, cfg.SendRate, now) {
+		return SendResult{}, ErrRateLimited
+	}
+	if prior, ok, err := h.prior(ctx, cmd.Sender, cmd.ClientMsgID); err != nil || ok {
+		return prior, err
+	}
+
+	heads, unlock := h.stripes.lock(conv.ID)
+	defer unlock()
+	if _, ok := h.known.Load(conv.ID); !ok {
+		if err := h.store.CreateConversation(ctx, conv); err != nil {
+			return SendResult{}, err
+		}
+		h.known.Store(conv.ID, struct{}{})
+	}
+	// Look again under the lock: a retry may have raced the first send.
+	if prior, ok, err := h.prior(ctx, cmd.Sender, cmd.ClientMsgID); err != nil || ok {
+		return prior, err
+	}
+	head, cached := heads[conv.ID]
+	if !cached {
+		if head, err = h.store.Head(ctx, conv.ID); err != nil {
+			return SendResult{}, err
+		}
+	}
+	msg, err := h.insert(ctx, draft, head, nowMs)
+	if err != nil {
+		delete(heads, conv.ID)
+		return SendResult{}, err
+	}
+	heads[conv.ID] = msg.Seq
+	// The message is durable now. A failed commit leaves a stale head hint
+	// (writers probe past it) and no idempotency record (a retry would store
+	// a copy under the same message id, which clients drop), so the send
+	// still succeeds.
+	commitErr := h.store.CommitSend(ctx, &msg, cfg.IdempotencyTTL)
+	if commitErr != nil {
+		delete(heads, conv.ID)
+	}
+	// Deliver under the conversation lock so that local devices see seqs in order.
+	h.deliver.Deliver(ctx, &conv, &msg)
+	return SendResult{Message: msg}, nil
+}
+
+// insert claims the first free seq after head. Insert-if-absent on the
+// message key is the claim itself, so concurrent writers on other nodes
+// can never share a seq nor leave a hole.
+func (h *SendMessageHandler) insert(ctx context.Context, d domain.Draft, head uint64, nowMs int64) (domain.Message, error) {
+	for probe := 1; ; probe++ {
+		msg := d.Accept(head+uint64(probe), nowMs)
+		err := h.store.InsertMessage(ctx, &msg)
+		if err == nil {
+			return msg, nil
+		}
+		if !errors.Is(err, infrastructure.ErrConflict) {
+			return domain.Message{}, err
+		}
+		if probe == maxProbe {
+			fresh, herr := h.store.Head(ctx, d.Conv)
+			if herr != nil {
+				return domain.Message{}, herr
+			}
+			if fresh <= head {
+				return domain.Message{}, fmt.Errorf("no free seq in %s after %d: %w", d.Conv, head, infrastructure.ErrConflict)
+			}
+			head, probe = fresh, 0
+		}
+	}
+}
+
+func (h *SendMessageHandler) prior(ctx context.Context, sender domain.UserID, cmid string) (SendResult, bool, error) {
+	rec, ok, err := h.store.PriorSend(ctx, sender, cmid)
+	if err != nil || !ok {
+		return SendResult{}, false, err
+	}
+	m, ok, err := h.store.Message(ctx, rec.Conv, rec.Seq)
+	if err != nil {
+		return SendResult{}, false, err
+	}
+	if !ok {
+		return SendResult{}, false, fmt.Errorf("send record %s/%s points at missing %s#%d", sender, cmid, rec.Conv, rec.Seq)
+	}
+	return SendResult{Message: m, Duplicate: true}, true, nil
+}

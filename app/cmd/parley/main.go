@@ -1,0 +1,95 @@
+// Command parley runs one parley node: the WebSocket gateway, the HTTP API
+// and the chat page, over either a Dapr sidecar (the default; it can launch
+// one itself) or the in-memory adapter.
+//
+// Flags and environment variables are read here and nowhere else.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "parley:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// options are the command line, with the environment as fallback.
+type options struct {
+	addr         string
+	backend      string
+	profile      string
+	sidecar      string
+	daprGRPC     string
+	daprHTTP     string
+	appID        string
+	nodeID       string
+	jwtSecret    string
+	devTokens    bool
+	settingsFile string
+	logFormat    string
+	logLevel     string
+	shutdown     time.Duration
+	readyFile    string
+}
+
+func parseOptions(args []string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("parley", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.addr, "addr", envOr("PARLEY_ADDR", "127.0.0.1:8080"), "listen address for the page, the HTTP API and WebSocket (env PARLEY_ADDR)")
+	fs.StringVar(&o.backend, "backend", envOr("PARLEY_BACKEND", "dapr"), "dapr: state and pub/sub through a Dapr sidecar; memory: in-process, no sidecar, nothing kept (env PARLEY_BACKEND)")
+	fs.StringVar(&o.profile, "profile", envOr("PARLEY_PROFILE", "local"), "components/<profile> used when parley launches its own sidecar (env PARLEY_PROFILE)")
+	fs.StringVar(&o.sidecar, "sidecar", envOr("PARLEY_SIDECAR", "launch"), "launch: start daprd from sidecar/bin for -profile; external: use the daprd at -dapr-grpc/-dapr-http (env PARLEY_SIDECAR)")
+	fs.StringVar(&o.daprGRPC, "dapr-grpc", envOr("DAPR_GRPC_ENDPOINT", "127.0.0.1:50001"), "daprd gRPC address with -sidecar=external (env DAPR_GRPC_ENDPOINT)")
+	fs.StringVar(&o.daprHTTP, "dapr-http", envOr("DAPR_HTTP_ENDPOINT", "127.0.0.1:3500"), "daprd HTTP address with -sidecar=external (env DAPR_HTTP_ENDPOINT)")
+	fs.StringVar(&o.appID, "app-id", envOr("PARLEY_APP_ID", "parley"), "Dapr app-id: state key prefix and consumer group (env PARLEY_APP_ID)")
+	fs.StringVar(&o.nodeID, "node-id", envOr("PARLEY_NODE_ID", ""), "this node's name; empty means the host name plus the port (env PARLEY_NODE_ID)")
+	fs.StringVar(&o.jwtSecret, "jwt-secret", os.Getenv("PARLEY_JWT_SECRET"), "HS256 secret for tokens, 32+ bytes; empty with -dev-tokens means a random one (env PARLEY_JWT_SECRET)")
+	fs.BoolVar(&o.devTokens, "dev-tokens", envOr("PARLEY_DEV_TOKENS", "") == "true", "enable POST /v1/dev/token (on by default with -profile local or -backend memory) (env PARLEY_DEV_TOKENS)")
+	fs.StringVar(&o.settingsFile, "settings", envOr("PARLEY_SETTINGS", ""), "YAML file of live settings, re-read when it changes, for profiles without a configuration store (env PARLEY_SETTINGS)")
+	fs.StringVar(&o.logFormat, "log-format", envOr("PARLEY_LOG_FORMAT", "auto"), "auto (console on a terminal, JSON otherwise), console or json (env PARLEY_LOG_FORMAT)")
+	fs.StringVar(&o.logLevel, "log-level", envOr("PARLEY_LOG_LEVEL", "info"), "debug, info, warn or error (env PARLEY_LOG_LEVEL)")
+	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	fs.StringVar(&o.readyFile, "ready-file", "", "write the listen address to this file once serving (for scripts and tests)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["dev-tokens"] && os.Getenv("PARLEY_DEV_TOKENS") == "" {
+		o.devTokens = o.backend == "memory" || (o.sidecar == "launch" && o.profile == "local")
+	}
+	switch o.backend {
+	case "dapr", "memory":
+	default:
+		return o, fmt.Errorf("-backend %q: use dapr or memory", o.backend)
+	}
+	switch o.sidecar {
+	case "launch", "external":
+	default:
+		return o, fmt.Errorf("-sidecar %q: use launch or external", o.sidecar)
+	}
+	return o, nil
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/delivery"
+	"github.com/parley-im/parley/app/gateway"
+	"github.com/parley-im/parley/app/settings"
+	"github.com/parley-im/parley/app/store"
+	"github.com/parley-im/parley/infrastructure"
+	"github.com/parley-im/parley/infrastructure/dapr"
+	"github.com/parley-im/parley/infrastructure/dapr/daprd"
+	"github.com/parley-im/parley/infrastructure/memory"
+)
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(o.logFormat, o.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another parley running? pick another with -addr)", o.addr, err)
+	}
+	if o.nodeID == "" {
+		host, _ := os.Hostname()
+		o.nodeID = fmt.Sprintf("%s-%d", host, ln.Addr().(*net.TCPAddr).Port)
+	}
+	log = log.With(zap.String("node", o.nodeID))
+
+	backend, cleanup, err := openBackend(ctx, o, log)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer cleanup()
+
+	live := settings.NewLive(settings.Defaults())
+	stopSettings, err := followSettings(ctx, o, backend, live, log)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer stopSettings()
+
+	secret := []byte(o.jwtSecret)
+	if len(secret) == 0 && o.devTokens {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		log.Warn("no -jwt-secret given: using a random one, so tokens end with this process")
+	}
+	auth, err := gateway.NewAuthenticator(secret)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("%w (set PARLEY_JWT_SECRET or -jwt-secret)", err)
+	}
+
+	srv := newApplication(o, log, backend, live, auth)
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	url := "http://" + ln.Addr().String()
+	if tcp := ln.Addr().(*net.TCPAddr); tcp.IP.IsLoopback() {
+		url = fmt.Sprintf("http://localhost:%d", tcp.Port)
+	}
+	log.Info("parley is serving", zap.String("page", url+"/"), zap.String("websocket", url+"/v1/ws"),
+		zap.String("backend", o.backend), zap.Bool("dev_tokens", o.devTokens))
+	fmt.Fprintf(stderr, "\n  parley is up: open %s/ in a browser (Ctrl-C stops it)\n\n", url)
+	if o.readyFile != "" {
+		if err := os.WriteFile(o.readyFile, []byte(ln.Addr().String()), 0o644); err != nil {
+			log.Warn("write ready file", zap.Error(err))
+		}
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", zap.Duration("deadline", o.shutdown))
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)
+	defer cancel()
+	// Stop accepting first, then drain WebSocket connections: hijacked
+	// connections are not tracked by http.Server.
+	httpErr := httpSrv.Shutdown(sctx)
+	gwErr := srv.Shutdown(sctx)
+	if err := errors.Join(httpErr, gwErr); err != nil {
+		log.Warn("shutdown was not clean", zap.Error(err))
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newApplication builds the whole application from a backend: the one place
+// where the core meets concrete adapters.
+func newApplication(o options, log *zap.Logger, b infrastructure.Backend, live *settings.Live, auth *gateway.Authenticator) *gateway.Server {
+	st := store.New(b.State)
+	hub := delivery.NewHub()
+	uc := gateway.UseCases{
+		Send:     chat.NewSendMessageHandler(st, live, hub, time.Now),
+		History:  chat.NewHistoryHandler(st),
+		List:     chat.NewListConversationsHandler(st),
+		MarkRead: chat.NewMarkReadHandler(st),
+	}
+	return gateway.New(gateway.Config{NodeID: o.nodeID, DevTokens: o.devTokens, Ready: b.Ready}, log, auth, live, hub, uc)
+}
+
+// openBackend returns the backend the options name, launching daprd first
+// when asked to. cleanup closes the client, then stops the sidecar.
+func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructure.Backend, func(), error) {
+	if o.backend == "memory" {
+		log.Info("backend: in-memory; nothing survives a restart")
+		return memory.NewBackend(o.appID, nil, nil), func() {}, nil
+	}
+	// Invocations from other apps arrive from daprd on an app port of ours.
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return infrastructure.Backend{}, nil, fmt.Errorf("listen for dapr invocations: %w", err)
+	}
+	var sc *daprd.Sidecar
+	grpcAddr, httpAddr := o.daprGRPC, o.daprHTTP
+	if o.sidecar == "launch" {
+		root, err := daprd.RepoRoot()
+		if err != nil {
+			_ = appLn.Close()
+			return infrastructure.Backend{}, nil, fmt.Errorf("find the components folder: %w (run from the parley checkout, or use -sidecar external)", err)
+		}
+		logPath := filepath.Join(os.TempDir(), fmt.Sprintf("parley-daprd-%s.log", o.nodeID))
+		sc, err = daprd.Start(ctx, daprd.Options{
+			ResourcesPath: filepath.Join(root, "components", o.profile),
+			AppID:         o.appID,
+			AppPort:       appLn.Addr().(*net.TCPAddr).Port,
+			InstanceName:  o.nodeID,
+			LogPath:       logPath,
+		})
+		if err != nil {
+			_ = appLn.Close()
+			return infrastructure.Backend{}, nil, fmt.Errorf("launch daprd for profile %q: %w", o.profile, err)
+		}
+		log.Info("daprd is ready", zap.String("profile", o.profile), zap.String("grpc", sc.GRPCAddr()), zap.String("log", logPath))
+		grpcAddr, httpAddr = sc.GRPCAddr(), sc.HTTPAddr()
+	}
+	client, err := dapr.New(ctx, dapr.Config{GRPCAddress: grpcAddr, HTTPAddress: httpAddr, Logger: log.Named("dapr")})
+	if err != nil {
+		_ = appLn.Close()
+		if sc != nil {
+			_ = sc.Stop(context.Background())
+		}
+		return infrastructure.Backend{}, nil, err
+	}
+	appSrv := &http.Server{Handler: client.InvocationHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = appSrv.Serve(appLn) }()
+	cleanup := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = appSrv.Shutdown(sctx)
+		_ = client.Close()
+		if sc != nil {
+			if err := sc.Stop(sctx); err != nil {
+				log.Warn("stop daprd", zap.Error(err))
+			}
+		}
+	}
+	b := client.Backend()
+	if !client.HasConfigStore(ctx) {
+		// Profiles without a configuration store read live settings from a file.
+		b.Config = nil
+	}
+	return b, cleanup, nil
+}
+
+func newLogger(format, level string, out io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("-log-level %q: use debug, info, warn or error", level)
+	}
+	if format == "auto" {
+		format = "json"
+		if f, ok := out.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "console"
+			}
+		}
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(encCfg)
+	case "console":
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	default:
+		return nil, fmt.Errorf("-log-format %q: use auto, console or json", format)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(out), lvl)), nil
+}

@@ -1,0 +1,169 @@
+// Package delivery pushes stored messages to the devices that are connected
+// to this node, and keeps the registry of those connections.
+package delivery
+
+import (
+	"context"
+	"hash/maphash"
+	"slices"
+	"sync"
+
+	"github.com/parley-im/parley/domain"
+)
+
+// Session is one connected device. Push must not block: a session that
+// cannot keep up disconnects itself.
+type Session interface {
+	ID() string
+	User() domain.UserID
+	Push(env *Envelope)
+	// Notify sends a small event (such as "delivered") to the device.
+	Notify(ev Event)
+}
+
+// Envelope carries one message to many sessions and encodes it once per
+// wire format, however many devices receive it. Safe for concurrent use.
+type Envelope struct {
+	Msg     *domain.Message
+	encoded [2]struct {
+		once sync.Once
+		data []byte
+		err  error
+	}
+}
+
+// Encoded returns the message in format (0 or 1, the caller's numbering),
+// calling encode only the first time.
+func (e *Envelope) Encoded(format int, encode func(*domain.Message) ([]byte, error)) ([]byte, error) {
+	slot := &e.encoded[format]
+	slot.once.Do(func() { slot.data, slot.err = encode(e.Msg) })
+	return slot.data, slot.err
+}
+
+// Event tells a device about something that happened to a message it sent.
+type Event struct {
+	Type string // "delivered"
+	Conv domain.ConversationID
+	Seq  uint64
+	User domain.UserID // who caused it, e.g. the receiver
+}
+
+// Hub is the registry of this node's sessions by user. The zero value is
+// not usable; use NewHub. Safe for concurrent use.
+type Hub struct {
+	seed   maphash.Seed
+	shards [64]struct {
+		sync.RWMutex
+		users map[domain.UserID][]Session
+	}
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub {
+	h := &Hub{seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].users = make(map[domain.UserID][]Session)
+	}
+	return h
+}
+
+func (h *Hub) shard(u domain.UserID) int {
+	return int(maphash.String(h.seed, string(u)) % uint64(len(h.shards)))
+}
+
+// Add registers s and reports how many sessions its user has now.
+func (h *Hub) Add(s Session) int {
+	sh := &h.shards[h.shard(s.User())]
+	sh.Lock()
+	defer sh.Unlock()
+	sh.users[s.User()] = append(sh.users[s.User()], s)
+	return len(sh.users[s.User()])
+}
+
+// Remove unregisters s and reports how many sessions its user has left.
+func (h *Hub) Remove(s Session) int {
+	sh := &h.shards[h.shard(s.User())]
+	sh.Lock()
+	defer sh.Unlock()
+	list := sh.users[s.User()]
+	if i := slices.Index(list, s); i >= 0 {
+		// Copy rather than shift in place: Deliver may be iterating over
+		// the old slice without the lock.
+		list = append(list[:i:i], list[i+1:]...)
+	}
+	if len(list) == 0 {
+		delete(sh.users, s.User())
+		return 0
+	}
+	sh.users[s.User()] = list
+	return len(list)
+}
+
+// Sessions returns u's sessions on this node. The slice must not be modified.
+func (h *Hub) Sessions(u domain.UserID) []Session {
+	sh := &h.shards[h.shard(u)]
+	sh.RLock()
+	defer sh.RUnlock()
+	return sh.users[u]
+}
+
+// Deliver pushes m to every session of every member on this node, the
+// sender's other devices included.
+func (h *Hub) Deliver(_ context.Context, conv *domain.Conversation, m *domain.Message) {
+	env := &Envelope{Msg: m}
+	for _, u := range conv.Members {
+		for _, s := range h.Sessions(u) {
+			s.Push(env)
+		}
+	}
+}
+
+// NotifyUser sends ev to every session of u on this node.
+func (h *Hub) NotifyUser(u domain.UserID, ev Event) {
+	for _, s := range h.Sessions(u) {
+		s.Notify(ev)
+	}
+}
+
+// OnlineUsers lists users with at least one session, sorted.
+func (h *Hub) OnlineUsers() []domain.UserID {
+	var out []domain.UserID
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.RLock()
+		for u := range sh.users {
+			out = append(out, u)
+		}
+		sh.RUnlock()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Count is the number of sessions on this node.
+func (h *Hub) Count() int {
+	n := 0
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.RLock()
+		for _, l := range sh.users {
+			n += len(l)
+		}
+		sh.RUnlock()
+	}
+	return n
+}
+
+// All returns every session, for shutdown.
+func (h *Hub) All() []Session {
+	var out []Session
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.RLock()
+		for _, l := range sh.users {
+			out = append(out, l...)
+		}
+		sh.RUnlock()
+	}
+	return out
+}

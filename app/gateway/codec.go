@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"fmt"
+
+	jsoniter "github.com/json-iterator/go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/domain"
+	pb "github.com/parley-im/parley/proto/parley/v1"
+)
+
+var json = jsoniter.ConfigFastest
+
+// Subprotocols the gateway speaks. JSON is the default when a client names none.
+const (
+	SubprotocolJSON  = "parley.v1.json"
+	SubprotocolProto = "parley.v1.proto"
+)
+
+// codec turns frames into WebSocket payloads and back.
+type codec interface {
+	encode(f *pb.Frame) ([]byte, error)
+	decode(data []byte, f *pb.Frame) error
+	binary() bool
+}
+
+type jsonCodec struct{}
+
+func (jsonCodec) encode(f *pb.Frame) ([]byte, error) { return json.Marshal(f) }
+func (jsonCodec) decode(data []byte, f *pb.Frame) error {
+	if err := json.Unmarshal(data, f); err != nil {
+		return fmt.Errorf("frame is not a JSON object of the documented shape: %s", trimErr(err))
+	}
+	return nil
+}
+func (jsonCodec) binary() bool { return false }
+
+type protoCodec struct{}
+
+func (protoCodec) encode(f *pb.Frame) ([]byte, error) { return proto.Marshal(f) }
+func (protoCodec) decode(data []byte, f *pb.Frame) error {
+	if err := proto.Unmarshal(data, f); err != nil {
+		return fmt.Errorf("frame is not a parley.v1.Frame protobuf: %v", err)
+	}
+	return nil
+}
+func (protoCodec) binary() bool { return true }
+
+// trimErr keeps jsoniter's messages short: they quote the input, which may
+// be large and must not be echoed whole.
+func trimErr(err error) string {
+	s := err.Error()
+	if len(s) > 160 {
+		s = s[:160] + "…"
+	}
+	return s
+}
+
+func toPB(m *domain.Message) *pb.Message {
+	return &pb.Message{
+		Id: m.ID, Conv: string(m.Conv), Seq: m.Seq, From: string(m.Sender),
+		Cmid: m.ClientMsgID, Ctype: string(m.ContentType), Body: m.Body, Ts: m.ServerMs,
+	}
+}
+
+func toPBList(ms []domain.Message) []*pb.Message {
+	out := make([]*pb.Message, len(ms))
+	for i := range ms {
+		out[i] = toPB(&ms[i])
+	}
+	return out
+}

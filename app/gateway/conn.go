@@ -1,0 +1,467 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/delivery"
+	"github.com/parley-im/parley/domain"
+	pb "github.com/parley-im/parley/proto/parley/v1"
+)
+
+// WebSocket close codes parley sends. The README documents each and what a
+// client should do.
+const (
+	// CloseGoingAway (1001): the server is shutting down; reconnect, then sync.
+	CloseGoingAway = websocket.CloseGoingAway
+	// CloseSlowConsumer: the client did not read fast enough and its queue
+	// filled; reconnect and sync.
+	CloseSlowConsumer = 4008
+	// CloseAckTimeout: a pushed message was not acknowledged after the last
+	// try; reconnect and sync.
+	CloseAckTimeout = 4009
+	// CloseDeadPeer: the connection stayed silent after a ping; reconnect.
+	CloseDeadPeer = 4010
+)
+
+type ackKey struct {
+	conv domain.ConversationID
+	seq  uint64
+}
+
+type pending struct {
+	env      *delivery.Envelope
+	deadline time.Time
+	tries    int
+}
+
+// conn is one device's WebSocket. Its handler goroutine reads and handles
+// frames; a writer goroutine exists only while there is something to write,
+// so an idle connection costs one goroutine. One timer per connection serves
+// heartbeats and delivery-ACK deadlines.
+type conn struct {
+	srv    *Server
+	id     string
+	user   domain.UserID
+	device string
+	ws     *websocket.Conn
+	codec  codec
+	format int
+	log    *zap.Logger
+
+	lastRead atomic.Int64 // unix nanos of the last frame or pong
+
+	mu          sync.Mutex
+	closed      bool
+	writing     bool
+	queue       [][]byte
+	queuedBytes int
+	pending     map[ackKey]*pending
+	order       []ackKey // push order; acked entries are skipped lazily
+	timer       *time.Timer
+	nextFire    time.Time
+	pingedAt    int64 // unix nanos of the last ping, 0 when none is outstanding
+	writerIdle  chan struct{}
+}
+
+func (c *conn) ID() string          { return c.id }
+func (c *conn) User() domain.UserID { return c.user }
+
+// Push queues a message for the device and tracks it until the device
+// acknowledges it.
+func (c *conn) Push(env *delivery.Envelope) {
+	data, err := env.Encoded(c.format, c.encodeMsg)
+	if err != nil {
+		c.log.Error("encode message", zap.String("msg_id", env.Msg.ID), zap.Error(err))
+		return
+	}
+	cfg := c.srv.settings.Load()
+	key := ackKey{env.Msg.Conv, env.Msg.Seq}
+	now := time.Now()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if _, dup := c.pending[key]; !dup {
+		if len(c.pending) >= c.srv.cfg.MaxPendingAcks {
+			c.mu.Unlock()
+			c.closeWith(CloseSlowConsumer, "too many unacknowledged messages; reconnect and sync")
+			return
+		}
+		p := &pending{env: env, deadline: now.Add(cfg.AckTimeout), tries: 1}
+		c.pending[key] = p
+		c.order = append(c.order, key)
+		c.armLocked(p.deadline)
+	}
+	ok := c.enqueueLocked(data)
+	c.mu.Unlock()
+	if !ok {
+		c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
+	}
+}
+
+func (c *conn) encodeMsg(m *domain.Message) ([]byte, error) {
+	return c.codec.encode(&pb.Frame{Type: "msg", Msg: toPB(m)})
+}
+
+// Notify sends a small event frame; events are not retransmitted.
+func (c *conn) Notify(ev delivery.Event) {
+	c.send(&pb.Frame{Type: ev.Type, Conv: string(ev.Conv), Seq: ev.Seq, User: string(ev.User)})
+}
+
+// send encodes and queues a frame. It reports false if the connection is
+// closed or was just closed for being slow.
+func (c *conn) send(f *pb.Frame) bool {
+	data, err := c.codec.encode(f)
+	if err != nil {
+		c.log.Error("encode frame", zap.String("type", f.Type), zap.Error(err))
+		return false
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	ok := c.enqueueLocked(data)
+	c.mu.Unlock()
+	if !ok {
+		c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
+	}
+	return ok
+}
+
+// enqueueLocked appends data to the write queue and starts the writer if it
+// is not running. It reports false when the queue is over its bound: the
+// client is not reading, and nothing else may wait on it.
+func (c *conn) enqueueLocked(data []byte) bool {
+	if c.queuedBytes+len(data) > c.srv.cfg.MaxQueueBytes || len(c.queue) >= c.srv.cfg.MaxQueueFrames {
+		return false
+	}
+	c.queue = append(c.queue, data)
+	c.queuedBytes += len(data)
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+	return true
+}
+
+// writeLoop drains the queue and exits when it is empty. It stops at the
+// first write error: the reader then sees the broken connection too.
+func (c *conn) writeLoop() {
+	msgType := websocket.TextMessage
+	if c.codec.binary() {
+		msgType = websocket.BinaryMessage
+	}
+	for {
+		c.mu.Lock()
+		batch := c.queue
+		c.queue, c.queuedBytes = nil, 0
+		if len(batch) == 0 || c.closed {
+			c.writing = false
+			if c.writerIdle != nil {
+				close(c.writerIdle)
+				c.writerIdle = nil
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		for _, data := range batch {
+			if err := c.ws.WriteMessage(msgType, data); err != nil {
+				c.closeWith(CloseSlowConsumer, "write failed")
+				c.mu.Lock()
+				c.writing = false
+				if c.writerIdle != nil {
+					close(c.writerIdle)
+					c.writerIdle = nil
+				}
+				c.mu.Unlock()
+				return
+			}
+		}
+	}
+}
+
+// flush waits until the writer has sent everything queued, or d passes.
+func (c *conn) flush(d time.Duration) {
+	c.mu.Lock()
+	if !c.writing {
+		c.mu.Unlock()
+		return
+	}
+	if c.writerIdle == nil {
+		c.writerIdle = make(chan struct{})
+	}
+	ch := c.writerIdle
+	c.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+}
+
+// armLocked makes the timer fire no later than at.
+func (c *conn) armLocked(at time.Time) {
+	if c.closed || (!c.nextFire.IsZero() && !at.Before(c.nextFire)) {
+		return
+	}
+	c.nextFire = at
+	d := time.Until(at)
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.onTimer)
+		return
+	}
+	c.timer.Reset(d)
+}
+
+// onTimer handles heartbeats and ACK deadlines, then re-arms for the
+// earliest next event.
+func (c *conn) onTimer() {
+	cfg := c.srv.settings.Load()
+	now := time.Now()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.nextFire = time.Time{}
+	lastRead := c.lastRead.Load()
+	if c.pingedAt != 0 && lastRead > c.pingedAt {
+		c.pingedAt = 0
+	}
+	idleSince := time.Unix(0, lastRead)
+	var ping bool
+	var next time.Time
+	switch {
+	case c.pingedAt != 0 && now.Sub(time.Unix(0, c.pingedAt)) >= cfg.HeartbeatIdle:
+		c.mu.Unlock()
+		c.log.Info("dead peer: no answer to ping", zap.Duration("idle", now.Sub(idleSince)))
+		c.closeWith(CloseDeadPeer, "no answer to ping")
+		return
+	case c.pingedAt != 0:
+		next = time.Unix(0, c.pingedAt).Add(cfg.HeartbeatIdle)
+	case now.Sub(idleSince) >= cfg.HeartbeatIdle:
+		ping = true
+		c.pingedAt = now.UnixNano()
+		next = now.Add(cfg.HeartbeatIdle)
+	default:
+		next = idleSince.Add(cfg.HeartbeatIdle)
+	}
+	// ACK deadlines, in push order.
+	var resend [][]byte
+	for len(c.order) > 0 {
+		key := c.order[0]
+		p := c.pending[key]
+		if p == nil {
+			c.order = c.order[1:]
+			continue
+		}
+		if p.deadline.After(now) {
+			if p.deadline.Before(next) {
+				next = p.deadline
+			}
+			break
+		}
+		if p.tries >= cfg.AckTries {
+			c.mu.Unlock()
+			c.log.Info("delivery not acknowledged, closing for re-sync",
+				zap.String("conv", string(key.conv)), zap.Uint64("seq", key.seq), zap.Int("tries", p.tries))
+			c.closeWith(CloseAckTimeout, "messages not acknowledged; reconnect and sync")
+			return
+		}
+		p.tries++
+		p.deadline = now.Add(cfg.AckTimeout)
+		c.order = append(c.order[1:], key)
+		data, err := p.env.Encoded(c.format, c.encodeMsg)
+		if err == nil {
+			resend = append(resend, data)
+		}
+	}
+	if len(c.order) == 0 {
+		c.order = nil // let a grown backing array go
+	}
+	for _, data := range resend {
+		if !c.enqueueLocked(data) {
+			c.mu.Unlock()
+			c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
+			return
+		}
+	}
+	c.armLocked(next)
+	c.mu.Unlock()
+	if ping {
+		_ = c.ws.WriteControl(websocket.PingMessage, nil, now.Add(c.srv.cfg.WriteTimeout))
+	}
+}
+
+// acked removes a pushed message from the retransmit set and tells the
+// sender's devices it was delivered.
+func (c *conn) acked(conv domain.ConversationID, seq uint64) {
+	key := ackKey{conv, seq}
+	c.mu.Lock()
+	p := c.pending[key]
+	delete(c.pending, key)
+	c.mu.Unlock()
+	if p != nil && p.env.Msg.Sender != c.user {
+		c.srv.hub.NotifyUser(p.env.Msg.Sender, delivery.Event{Type: "delivered", Conv: conv, Seq: seq, User: c.user})
+	}
+}
+
+// closeWith sends a close frame with code and closes the socket, once. The
+// reader then fails and cleans up.
+func (c *conn) closeWith(code int, reason string) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.queue, c.queuedBytes = nil, 0
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	if code != 0 {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	}
+	_ = c.ws.Close()
+}
+
+// serve is the reader: it runs on the upgrade handler's goroutine until the
+// connection ends.
+func (c *conn) serve(ctx context.Context) {
+	c.lastRead.Store(time.Now().UnixNano())
+	c.ws.SetPongHandler(func(string) error {
+		c.lastRead.Store(time.Now().UnixNano())
+		return nil
+	})
+	c.mu.Lock()
+	c.armLocked(time.Now().Add(c.srv.settings.Load().HeartbeatIdle))
+	c.mu.Unlock()
+	c.send(&pb.Frame{Type: "hello", User: string(c.user), Conn: c.id, Node: c.srv.cfg.NodeID})
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			if c.srv.draining.Load() {
+				// Shutdown interrupted the read between frames: the replies
+				// to every frame handled so far are queued; send them first.
+				c.flush(2 * time.Second)
+				c.closeWith(CloseGoingAway, "server shutting down; reconnect and sync")
+				return
+			}
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) {
+				c.log.Debug("read ended", zap.Error(err))
+			}
+			c.closeWith(0, "")
+			return
+		}
+		c.lastRead.Store(time.Now().UnixNano())
+		c.handle(ctx, mt, data)
+	}
+}
+
+func (c *conn) sendErr(id string, err error) {
+	ae := toAPIError(err)
+	if ae.Code == CodeInternal || ae.Code == CodeUnavailable {
+		c.log.Warn("request failed", zap.String("req", id), zap.Error(err))
+	}
+	c.send(&pb.Frame{Type: "error", Id: id, Code: ae.Code, Message: ae.Message, Retryable: ae.Retryable})
+}
+
+func (c *conn) sendCode(id, code, msg string) {
+	c.send(&pb.Frame{Type: "error", Id: id, Code: code, Message: msg})
+}
+
+func (c *conn) handle(ctx context.Context, mt int, data []byte) {
+	if (mt == websocket.BinaryMessage) != c.codec.binary() {
+		c.sendCode("", CodeBadFrame, "wrong frame kind: text frames carry JSON, binary frames need subprotocol "+SubprotocolProto)
+		return
+	}
+	var f pb.Frame
+	if err := c.codec.decode(data, &f); err != nil {
+		c.sendCode("", CodeBadFrame, err.Error())
+		return
+	}
+	if len(f.Id) > 64 {
+		c.sendCode("", CodeBadFrame, "id longer than 64 characters")
+		return
+	}
+	switch f.Type {
+	case "send":
+		c.handleSend(ctx, &f)
+	case "recv":
+		c.acked(domain.ConversationID(f.Conv), f.Seq)
+	case "sync":
+		page, err := c.srv.history.Handle(ctx, chat.History{Reader: c.user, Conv: f.Conv, After: f.Seq, Limit: int(f.Limit)})
+		if err != nil {
+			c.sendErr(f.Id, err)
+			return
+		}
+		c.send(&pb.Frame{Type: "sync_result", Id: f.Id, Conv: string(page.Conv), Messages: toPBList(page.Messages), More: page.More})
+	case "read":
+		seq, err := c.srv.markRead.Handle(ctx, chat.MarkRead{Reader: c.user, Conv: f.Conv, Seq: f.Seq})
+		if err != nil {
+			c.sendErr(f.Id, err)
+			return
+		}
+		c.send(&pb.Frame{Type: "read", Id: f.Id, Conv: f.Conv, Seq: seq})
+	case "convs":
+		views, err := c.srv.list.Handle(ctx, c.user)
+		if err != nil {
+			c.sendErr(f.Id, err)
+			return
+		}
+		c.send(&pb.Frame{Type: "conversations", Id: f.Id, Conversations: toPBConvs(views)})
+	case "ping":
+		c.send(&pb.Frame{Type: "pong", Id: f.Id})
+	case "":
+		c.sendCode(f.Id, CodeBadFrame, `frame has no "type"`)
+	default:
+		c.sendCode(f.Id, CodeUnknownType, "unknown frame type; see the protocol section of the README")
+	}
+}
+
+func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
+	start := time.Now()
+	res, err := c.srv.send.Handle(ctx, chat.SendMessage{
+		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body,
+	})
+	if err != nil {
+		c.log.Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))
+		c.sendErr(f.Id, err)
+		return
+	}
+	m := &res.Message
+	c.srv.logSend(m, c.id, res.Duplicate, time.Since(start))
+	c.send(&pb.Frame{Type: "ack", Id: f.Id, Msg: &pb.Message{Id: m.ID, Conv: string(m.Conv), Seq: m.Seq, Cmid: m.ClientMsgID, Ts: m.ServerMs}})
+}
+
+func toPBConvs(views []chat.ConversationView) []*pb.Conversation {
+	out := make([]*pb.Conversation, len(views))
+	for i, v := range views {
+		members := make([]string, len(v.Conversation.Members))
+		for j, m := range v.Conversation.Members {
+			members[j] = string(m)
+		}
+		pc := &pb.Conversation{Id: string(v.Conversation.ID), Kind: string(v.Conversation.Kind), Members: members,
+			LastSeq: v.LastSeq, ReadSeq: v.ReadSeq, Unread: v.Unread}
+		if v.Last != nil {
+			pc.Last = toPB(v.Last)
+		}
+		out[i] = pc
+	}
+	return out
+}

@@ -1,0 +1,236 @@
+package gateway
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/domain"
+	pb "github.com/parley-im/parley/proto/parley/v1"
+)
+
+//go:embed web
+var webFS embed.FS
+
+// maxRequestBytes bounds an HTTP request body.
+const maxRequestBytes = 1 << 20
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /v1/ws", s.handleWS)
+	m.HandleFunc("POST /v1/messages", s.authed(s.postMessage))
+	m.HandleFunc("GET /v1/conversations", s.authed(s.getConversations))
+	m.HandleFunc("GET /v1/conversations/{id}/messages", s.authed(s.getMessages))
+	m.HandleFunc("POST /v1/conversations/{id}/read", s.authed(s.postRead))
+	m.HandleFunc("GET /v1/users/online", s.authed(s.getOnline))
+	m.HandleFunc("POST /v1/dev/token", s.postDevToken)
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.cfg.NodeID})
+	})
+	m.HandleFunc("GET /readyz", s.getReady)
+	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		http.ServeFileFS(w, r, webFS, "web/index.html")
+	})
+	m.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "no such endpoint or method; see the HTTP API section of the README", false})
+	})
+	s.mux = m
+}
+
+type authedHandler func(w http.ResponseWriter, r *http.Request, user domain.UserID)
+
+func (s *Server) authed(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		user, err := s.auth.Verify(tokenFrom(r))
+		if err != nil {
+			writeError(w, toAPIError(err))
+			return
+		}
+		h(w, r, user)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		status, data = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encode response"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(data, '\n'))
+}
+
+type errorBody struct {
+	Error struct {
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		Retryable bool   `json:"retryable,omitempty"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, e apiError) {
+	var b errorBody
+	b.Error.Code, b.Error.Message, b.Error.Retryable = e.Code, e.Message, e.Retryable
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+	}
+	writeJSON(w, e.Status, b)
+}
+
+// readJSON decodes a bounded JSON body into v.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, apiError{http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body over 1 MiB", false})
+		} else {
+			writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "could not read the request body", false})
+		}
+		return false
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "request body is not JSON of the documented shape: " + trimErr(err), false})
+		return false
+	}
+	return true
+}
+
+type sendRequest struct {
+	Conv  string `json:"conv"`
+	To    string `json:"to"`
+	Cmid  string `json:"cmid"`
+	Ctype string `json:"ctype"`
+	Body  string `json:"body"`
+}
+
+type sendResponse struct {
+	*pb.Message
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, user domain.UserID) {
+	var req sendRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	start := time.Now()
+	res, err := s.send.Handle(r.Context(), chat.SendMessage{
+		Sender: user, Conv: req.Conv, To: req.To, ClientMsgID: req.Cmid, ContentType: req.Ctype, Body: req.Body,
+	})
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	s.logSend(&res.Message, "http", res.Duplicate, time.Since(start))
+	writeJSON(w, http.StatusOK, sendResponse{Message: toPB(&res.Message), Duplicate: res.Duplicate})
+}
+
+func (s *Server) getConversations(w http.ResponseWriter, r *http.Request, user domain.UserID) {
+	views, err := s.list.Handle(r.Context(), user)
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conversations": toPBConvs(views)})
+}
+
+func (s *Server) getMessages(w http.ResponseWriter, r *http.Request, user domain.UserID) {
+	q := r.URL.Query()
+	after, err := parseUint(q.Get("after"))
+	if err != nil {
+		writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "after must be a whole number (a seq)", false})
+		return
+	}
+	limit, err := parseUint(q.Get("limit"))
+	if err != nil || limit > 200 {
+		writeError(w, toAPIError(domain.ErrInvalidLimit))
+		return
+	}
+	page, err := s.history.Handle(r.Context(), chat.History{Reader: user, Conv: r.PathValue("id"), After: after, Limit: int(limit)})
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conv": page.Conv, "messages": toPBList(page.Messages), "more": page.More})
+}
+
+func parseUint(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+func (s *Server) postRead(w http.ResponseWriter, r *http.Request, user domain.UserID) {
+	var req struct {
+		Seq uint64 `json:"seq"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	seq, err := s.markRead.Handle(r.Context(), chat.MarkRead{Reader: user, Conv: r.PathValue("id"), Seq: req.Seq})
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"conv": r.PathValue("id"), "read_seq": seq})
+}
+
+func (s *Server) getOnline(w http.ResponseWriter, _ *http.Request, _ domain.UserID) {
+	users := s.hub.OnlineUsers()
+	if users == nil {
+		users = []domain.UserID{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": users})
+}
+
+// devTokenTTL is how long a development token lasts.
+const devTokenTTL = 24 * time.Hour
+
+func (s *Server) postDevToken(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.DevTokens {
+		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "development tokens are only enabled in the local profile (flag -dev-tokens)", false})
+		return
+	}
+	var req struct {
+		User string `json:"user"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	u, err := domain.ParseUserID(req.User)
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	tok, err := s.auth.Issue(u, devTokenTTL)
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": u, "token": tok, "expires_in": int(devTokenTTL.Seconds())})
+}
+
+func (s *Server) getReady(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "sidecar not answering: " + err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node": s.cfg.NodeID})
+}

@@ -1,0 +1,219 @@
+// Package gateway is parley's edge: the WebSocket endpoint, the HTTP API and
+// the chat page. It authenticates, decodes frames, calls the chat use cases
+// and maps their errors to protocol codes in one place.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/delivery"
+	"github.com/parley-im/parley/app/settings"
+	"github.com/parley-im/parley/domain"
+)
+
+// Config sets up a Server. Every zero value has a documented default.
+type Config struct {
+	// NodeID names this node in logs and hello frames. Zero means "node-1".
+	NodeID string
+	// DevTokens enables POST /v1/dev/token, which hands out a token for any
+	// user name. Only for the local profile: it is an open door.
+	DevTokens bool
+	// MaxFrameBytes bounds one WebSocket frame. A larger frame closes the
+	// connection with 1009. Zero means 64 KiB.
+	MaxFrameBytes int64
+	// MaxQueueBytes and MaxQueueFrames bound a connection's write queue; a
+	// client that lets it fill is disconnected with 4008. Zero means 1 MiB
+	// and 1024 frames.
+	MaxQueueBytes  int
+	MaxQueueFrames int
+	// MaxPendingAcks bounds messages awaiting a device ACK per connection.
+	// Zero means 4096.
+	MaxPendingAcks int
+	// WriteTimeout bounds one write to a client. Zero means 10s.
+	WriteTimeout time.Duration
+	// MaxConnsPerUser bounds one user's devices on this node. Zero means 16.
+	MaxConnsPerUser int
+	// Ready reports whether the backend answers, for /readyz. Nil means always.
+	Ready func(ctx context.Context) error
+}
+
+func (c *Config) defaults() {
+	if c.NodeID == "" {
+		c.NodeID = "node-1"
+	}
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = 64 << 10
+	}
+	if c.MaxQueueBytes == 0 {
+		c.MaxQueueBytes = 1 << 20
+	}
+	if c.MaxQueueFrames == 0 {
+		c.MaxQueueFrames = 1024
+	}
+	if c.MaxPendingAcks == 0 {
+		c.MaxPendingAcks = 4096
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxConnsPerUser == 0 {
+		c.MaxConnsPerUser = 16
+	}
+}
+
+// Server serves WebSocket, HTTP and the page. The zero value is not usable;
+// use New. Safe for concurrent use.
+type Server struct {
+	cfg      Config
+	log      *zap.Logger
+	auth     *Authenticator
+	settings *settings.Live
+	hub      *delivery.Hub
+	send     *chat.SendMessageHandler
+	history  *chat.HistoryHandler
+	list     *chat.ListConversationsHandler
+	markRead *chat.MarkReadHandler
+	upgrader websocket.Upgrader
+	mux      *http.ServeMux
+
+	draining atomic.Bool
+	conns    sync.WaitGroup
+}
+
+// UseCases are the handlers the gateway calls.
+type UseCases struct {
+	Send     *chat.SendMessageHandler
+	History  *chat.HistoryHandler
+	List     *chat.ListConversationsHandler
+	MarkRead *chat.MarkReadHandler
+}
+
+// New builds a Server.
+func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, hub *delivery.Hub, uc UseCases) *Server {
+	cfg.defaults()
+	s := &Server{
+		cfg: cfg, log: log, auth: auth, settings: live, hub: hub,
+		send: uc.Send, history: uc.History, list: uc.List, markRead: uc.MarkRead,
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  1024,
+			WriteBufferSize: 1024,
+			// A shared pool means an idle connection holds no write buffer.
+			WriteBufferPool:   &sync.Pool{},
+			Subprotocols:      []string{SubprotocolJSON, SubprotocolProto},
+			HandshakeTimeout:  10 * time.Second,
+			EnableCompression: false,
+			// The page is served from the same origin; API clients send no
+			// Origin. Cross-origin browser pages are refused.
+			CheckOrigin: sameOriginOrNone,
+		},
+	}
+	s.routes()
+	return s
+}
+
+// Handler is the HTTP handler of every endpoint.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Connections is the number of open WebSocket connections on this node.
+func (s *Server) Connections() int { return s.hub.Count() }
+
+func newConnID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "c" + hex.EncodeToString(b[:])
+}
+
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server is shutting down; connect to another node or retry", true})
+		return
+	}
+	user, err := s.auth.Verify(tokenFrom(r))
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	if len(s.hub.Sessions(user)) >= s.cfg.MaxConnsPerUser {
+		writeError(w, apiError{http.StatusTooManyRequests, CodeRateLimited, "too many connections for this user on this node", true})
+		return
+	}
+	device := r.URL.Query().Get("device")
+	if len(device) > 32 {
+		device = device[:32]
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader already answered with an HTTP error
+	}
+	ws.SetReadLimit(s.cfg.MaxFrameBytes)
+	c := &conn{
+		srv: s, id: newConnID(), user: user, device: device, ws: ws,
+		codec: jsonCodec{}, pending: make(map[ackKey]*pending),
+	}
+	if ws.Subprotocol() == SubprotocolProto {
+		c.codec, c.format = protoCodec{}, 1
+	}
+	c.log = s.log.With(zap.String("conn", c.id), zap.String("user", string(user)))
+	s.conns.Add(1)
+	defer s.conns.Done()
+	n := s.hub.Add(c)
+	c.log.Info("connected", zap.String("device", device), zap.Int("user_conns", n))
+	ctx, cancel := context.WithCancel(r.Context())
+	c.serve(ctx)
+	cancel()
+	n = s.hub.Remove(c)
+	c.log.Info("disconnected", zap.Int("user_conns", n))
+}
+
+func sameOriginOrNone(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	return origin == "http://"+r.Host || origin == "https://"+r.Host
+}
+
+// Shutdown stops accepting connections, lets every connection finish the
+// frame it is handling and flush its replies, closes it with 1001 so the
+// client reconnects elsewhere, and waits for all of them until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	for _, sess := range s.hub.All() {
+		if c, ok := sess.(*conn); ok {
+			// Interrupt the blocking read; the reader sees draining and closes.
+			_ = c.ws.NetConn().SetReadDeadline(time.Now())
+		}
+	}
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, sess := range s.hub.All() {
+			if c, ok := sess.(*conn); ok {
+				c.closeWith(CloseGoingAway, "server shutting down")
+			}
+		}
+		<-done
+		return errors.New("shutdown deadline passed; remaining connections were closed")
+	}
+}
+
+func (s *Server) logSend(m *domain.Message, connID string, dup bool, took time.Duration) {
+	s.log.Info("send",
+		zap.String("conv", string(m.Conv)), zap.Uint64("seq", m.Seq), zap.String("msg_id", m.ID),
+		zap.String("sender", string(m.Sender)), zap.String("conn", connID), zap.Bool("duplicate", dup),
+		zap.Duration("took", took))
+}

@@ -1,0 +1,123 @@
+// Package settings holds parley's live settings: limits, timeouts and
+// switches that operators change at run time through the configuration
+// interface, without a restart.
+package settings
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parley-im/parley/infrastructure"
+)
+
+// Settings is one immutable snapshot. Readers take it with Live.Load and
+// never see a half-applied change.
+type Settings struct {
+	// MaxBodyBytes bounds a message body. Key parley.max_body_bytes, default 16384.
+	MaxBodyBytes int
+	// AckTimeout is how long a device has to acknowledge a pushed message
+	// before it is sent again. Key parley.ack_timeout_ms, default 18s.
+	AckTimeout time.Duration
+	// AckTries is how many times a message is sent before the connection is
+	// closed for the client to re-sync. Key parley.ack_tries, default 3.
+	AckTries int
+	// HeartbeatIdle is how long a connection may stay silent before the
+	// server pings it. Key parley.heartbeat_idle_ms, default 25s.
+	HeartbeatIdle time.Duration
+	// SendRate is how many sends per second one user may make; bursts of
+	// twice that are allowed. Key parley.send_rate_per_sec, default 50.
+	SendRate float64
+	// IdempotencyTTL is how long a client message id stays reserved.
+	// Key parley.idempotency_ttl_s, default 24h.
+	IdempotencyTTL time.Duration
+}
+
+// Keys are the configuration keys parley watches.
+var Keys = []string{
+	"parley.max_body_bytes", "parley.ack_timeout_ms", "parley.ack_tries",
+	"parley.heartbeat_idle_ms", "parley.send_rate_per_sec", "parley.idempotency_ttl_s",
+}
+
+// Defaults returns the settings used for keys the store does not hold.
+func Defaults() Settings {
+	return Settings{
+		MaxBodyBytes:   16 << 10,
+		AckTimeout:     18 * time.Second,
+		AckTries:       3,
+		HeartbeatIdle:  25 * time.Second,
+		SendRate:       50,
+		IdempotencyTTL: 24 * time.Hour,
+	}
+}
+
+// Apply returns s with the values in kv applied. A value that does not parse
+// or is out of range is reported and leaves the old value in place, so a
+// typo in the store never takes a limit away.
+func (s Settings) Apply(kv map[string]string) (Settings, []error) {
+	var errs []error
+	intIn := func(key string, lo, hi int64, set func(int64)) {
+		v, ok := kv[key]
+		if !ok {
+			return
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < lo || n > hi {
+			errs = append(errs, fmt.Errorf("setting %s=%q ignored: want a whole number from %d to %d", key, v, lo, hi))
+			return
+		}
+		set(n)
+	}
+	intIn("parley.max_body_bytes", 1, 1<<20, func(n int64) { s.MaxBodyBytes = int(n) })
+	intIn("parley.ack_timeout_ms", 100, 600_000, func(n int64) { s.AckTimeout = time.Duration(n) * time.Millisecond })
+	intIn("parley.ack_tries", 1, 100, func(n int64) { s.AckTries = int(n) })
+	intIn("parley.heartbeat_idle_ms", 100, 600_000, func(n int64) { s.HeartbeatIdle = time.Duration(n) * time.Millisecond })
+	intIn("parley.send_rate_per_sec", 1, 1_000_000, func(n int64) { s.SendRate = float64(n) })
+	intIn("parley.idempotency_ttl_s", 1, 30*24*3600, func(n int64) { s.IdempotencyTTL = time.Duration(n) * time.Second })
+	return s, errs
+}
+
+// Live holds the current settings and follows the configuration store.
+// The zero value is not usable; use NewLive. Safe for concurrent use.
+type Live struct {
+	cur atomic.Pointer[Settings]
+}
+
+// NewLive starts at base.
+func NewLive(base Settings) *Live {
+	l := &Live{}
+	l.cur.Store(&base)
+	return l
+}
+
+// Load returns the current snapshot.
+func (l *Live) Load() Settings { return *l.cur.Load() }
+
+// Update applies kv to the current snapshot.
+func (l *Live) Update(kv map[string]string) []error {
+	next, errs := l.cur.Load().Apply(kv)
+	l.cur.Store(&next)
+	return errs
+}
+
+// Follow reads the keys from store once and then watches them until ctx
+// ends. The returned stop function ends the watch.
+func (l *Live) Follow(ctx context.Context, store infrastructure.ConfigStore, log *zap.Logger) (stop func(), err error) {
+	kv, err := store.Get(ctx, Keys...)
+	if err != nil {
+		return nil, fmt.Errorf("read live settings: %w", err)
+	}
+	for _, e := range l.Update(kv) {
+		log.Warn("bad live setting", zap.Error(e))
+	}
+	return store.Watch(ctx, Keys, func(changed map[string]string) {
+		for _, e := range l.Update(changed) {
+			log.Warn("bad live setting", zap.Error(e))
+		}
+		log.Info("live settings changed", zap.Any("keys", changed))
+	})
+}

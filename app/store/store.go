@@ -1,0 +1,336 @@
+// Package store keeps parley's conversations, messages, sequence heads, read
+// cursors and idempotency keys in an infrastructure.StateStore. It owns the
+// key layout; the use cases above it speak in domain terms only.
+//
+// Keys (the sidecar prefixes them with the app-id):
+//
+//	conv:{conv}          the conversation record
+//	convs:{user}         the ids of a user's conversations (JSON array)
+//	msg:{conv}:{seq}     one message; inserted only if absent, which is what
+//	                     makes a seq belong to exactly one message
+//	head:{conv}          the newest seq, a hint: writers probe past it
+//	read:{conv}:{user}   the user's read cursor
+//	idem:{user}:{cmid}   the reply to a send, for idempotent retries (TTL)
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	jsoniter "github.com/json-iterator/go"
+
+	"github.com/parley-im/parley/domain"
+	"github.com/parley-im/parley/infrastructure"
+)
+
+var json = jsoniter.ConfigFastest
+
+// MaxPage bounds one history read.
+const MaxPage = 200
+
+// Store is the repository of conversations and messages. The zero value is
+// not usable; use New. Safe for concurrent use.
+type Store struct {
+	state infrastructure.StateStore
+}
+
+// New returns a Store over state.
+func New(state infrastructure.StateStore) *Store { return &Store{state: state} }
+
+func convKey(c domain.ConversationID) string      { return "conv:" + string(c) }
+func convsKey(u domain.UserID) string             { return "convs:" + string(u) }
+func headKey(c domain.ConversationID) string      { return "head:" + string(c) }
+func idemKey(u domain.UserID, cmid string) string { return "idem:" + string(u) + ":" + cmid }
+func readKey(c domain.ConversationID, u domain.UserID) string {
+	return "read:" + string(c) + ":" + string(u)
+}
+func msgKey(c domain.ConversationID, seq uint64) string {
+	return "msg:" + string(c) + ":" + strconv.FormatUint(seq, 10)
+}
+
+// Conversation reads a conversation record.
+func (s *Store) Conversation(ctx context.Context, id domain.ConversationID) (domain.Conversation, bool, error) {
+	it, err := s.state.Get(ctx, convKey(id))
+	if err != nil || !it.Found {
+		return domain.Conversation{}, false, err
+	}
+	var c domain.Conversation
+	if err := json.Unmarshal(it.Value, &c); err != nil {
+		return domain.Conversation{}, false, fmt.Errorf("decode conversation %s: %w", id, err)
+	}
+	return c, true, nil
+}
+
+// CreateConversation stores c unless it exists, and lists it in every
+// member's conversation index. Calling it again is harmless.
+func (s *Store) CreateConversation(ctx context.Context, c domain.Conversation) error {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode conversation %s: %w", c.ID, err)
+	}
+	err = s.state.Set(ctx, convKey(c.ID), data, infrastructure.IfAbsent())
+	if err != nil && !errors.Is(err, infrastructure.ErrConflict) {
+		return fmt.Errorf("create conversation %s: %w", c.ID, err)
+	}
+	for _, m := range c.Members {
+		if err := s.addToIndex(ctx, m, c.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addToIndex appends conv to u's index with compare-and-set, so that two
+// conversations created at once for the same user are both kept.
+func (s *Store) addToIndex(ctx context.Context, u domain.UserID, conv domain.ConversationID) error {
+	for {
+		it, err := s.state.Get(ctx, convsKey(u))
+		if err != nil {
+			return fmt.Errorf("read conversations of %s: %w", u, err)
+		}
+		var ids []domain.ConversationID
+		if it.Found {
+			if err := json.Unmarshal(it.Value, &ids); err != nil {
+				return fmt.Errorf("decode conversations of %s: %w", u, err)
+			}
+		}
+		if slices.Contains(ids, conv) {
+			return nil
+		}
+		ids = append(ids, conv)
+		data, _ := json.Marshal(ids)
+		opt := infrastructure.IfAbsent()
+		if it.Found {
+			opt = infrastructure.IfMatch(it.ETag)
+		}
+		err = s.state.Set(ctx, convsKey(u), data, opt)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, infrastructure.ErrConflict) {
+			return fmt.Errorf("add conversation %s to %s: %w", conv, u, err)
+		}
+	}
+}
+
+// UserConversations lists the ids of u's conversations, oldest first.
+func (s *Store) UserConversations(ctx context.Context, u domain.UserID) ([]domain.ConversationID, error) {
+	it, err := s.state.Get(ctx, convsKey(u))
+	if err != nil || !it.Found {
+		return nil, err
+	}
+	var ids []domain.ConversationID
+	if err := json.Unmarshal(it.Value, &ids); err != nil {
+		return nil, fmt.Errorf("decode conversations of %s: %w", u, err)
+	}
+	return ids, nil
+}
+
+// Head returns the newest seq hint of conv, 0 for a new conversation.
+func (s *Store) Head(ctx context.Context, conv domain.ConversationID) (uint64, error) {
+	it, err := s.state.Get(ctx, headKey(conv))
+	if err != nil || !it.Found {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(string(it.Value), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("decode head of %s: %w", conv, err)
+	}
+	return n, nil
+}
+
+// InsertMessage stores m at its seq if that seq is free. It returns an error
+// wrapping infrastructure.ErrConflict when another message holds the seq.
+func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode message %s: %w", m.ID, err)
+	}
+	if err := s.state.Set(ctx, msgKey(m.Conv, m.Seq), data, infrastructure.IfAbsent()); err != nil {
+		return fmt.Errorf("insert message %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
+	}
+	return nil
+}
+
+// SendRecord is what an idempotent retry gets back.
+type SendRecord struct {
+	Conv domain.ConversationID `json:"conv"`
+	Seq  uint64                `json:"seq"`
+}
+
+// CommitSend records, after m is stored, the idempotency key, the new head
+// and the sender's read cursor, in one transaction.
+func (s *Store) CommitSend(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
+	rec, _ := json.Marshal(SendRecord{Conv: m.Conv, Seq: m.Seq})
+	seq := []byte(strconv.FormatUint(m.Seq, 10))
+	err := s.state.Transact(ctx, []infrastructure.StateOp{
+		{Key: idemKey(m.Sender, m.ClientMsgID), Value: rec, Options: []infrastructure.WriteOption{infrastructure.WithTTL(idemTTL)}},
+		{Key: headKey(m.Conv), Value: seq},
+		{Key: readKey(m.Conv, m.Sender), Value: seq},
+	})
+	if err != nil {
+		return fmt.Errorf("commit send %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
+	}
+	return nil
+}
+
+// PriorSend finds an earlier send by sender with cmid.
+func (s *Store) PriorSend(ctx context.Context, sender domain.UserID, cmid string) (SendRecord, bool, error) {
+	it, err := s.state.Get(ctx, idemKey(sender, cmid))
+	if err != nil || !it.Found {
+		return SendRecord{}, false, err
+	}
+	var r SendRecord
+	if err := json.Unmarshal(it.Value, &r); err != nil {
+		return SendRecord{}, false, fmt.Errorf("decode send record %s/%s: %w", sender, cmid, err)
+	}
+	return r, true, nil
+}
+
+// Message reads one message.
+func (s *Store) Message(ctx context.Context, conv domain.ConversationID, seq uint64) (domain.Message, bool, error) {
+	it, err := s.state.Get(ctx, msgKey(conv, seq))
+	if err != nil || !it.Found {
+		return domain.Message{}, false, err
+	}
+	var m domain.Message
+	if err := json.Unmarshal(it.Value, &m); err != nil {
+		return domain.Message{}, false, fmt.Errorf("decode message %s#%d: %w", conv, seq, err)
+	}
+	return m, true, nil
+}
+
+// Messages reads up to limit messages after seq after, in seq order. It
+// stops at the first missing seq: seqs have no gaps, so that is the end.
+// more is true when limit cut the page.
+func (s *Store) Messages(ctx context.Context, conv domain.ConversationID, after uint64, limit int) (msgs []domain.Message, more bool, err error) {
+	if limit <= 0 || limit > MaxPage {
+		limit = MaxPage
+	}
+	// Read one past the limit to tell the caller whether there is more.
+	keys := make([]string, limit+1)
+	for i := range keys {
+		keys[i] = msgKey(conv, after+uint64(i)+1)
+	}
+	items, err := s.state.BulkGet(ctx, keys)
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s after %d: %w", conv, after, err)
+	}
+	for i, it := range items {
+		if !it.Found {
+			break
+		}
+		if i == limit {
+			return msgs, true, nil
+		}
+		var m domain.Message
+		if err := json.Unmarshal(it.Value, &m); err != nil {
+			return nil, false, fmt.Errorf("decode message %s: %w", it.Key, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, false, nil
+}
+
+// ReadCursor returns u's read cursor in conv.
+func (s *Store) ReadCursor(ctx context.Context, conv domain.ConversationID, u domain.UserID) (uint64, error) {
+	it, err := s.state.Get(ctx, readKey(conv, u))
+	if err != nil || !it.Found {
+		return 0, err
+	}
+	return strconv.ParseUint(string(it.Value), 10, 64)
+}
+
+// AdvanceReadCursor moves u's cursor in conv up to seq, never down, with
+// compare-and-set so that two devices marking at once keep the larger.
+func (s *Store) AdvanceReadCursor(ctx context.Context, conv domain.ConversationID, u domain.UserID, seq uint64) (uint64, error) {
+	for {
+		it, err := s.state.Get(ctx, readKey(conv, u))
+		if err != nil {
+			return 0, fmt.Errorf("read cursor %s/%s: %w", conv, u, err)
+		}
+		var cur uint64
+		opt := infrastructure.IfAbsent()
+		if it.Found {
+			cur, _ = strconv.ParseUint(string(it.Value), 10, 64)
+			opt = infrastructure.IfMatch(it.ETag)
+		}
+		if cur >= seq {
+			return cur, nil
+		}
+		err = s.state.Set(ctx, readKey(conv, u), []byte(strconv.FormatUint(seq, 10)), opt)
+		if err == nil {
+			return seq, nil
+		}
+		if !errors.Is(err, infrastructure.ErrConflict) {
+			return 0, fmt.Errorf("advance read cursor %s/%s: %w", conv, u, err)
+		}
+	}
+}
+
+// Summary is what a conversation list shows of one conversation.
+type Summary struct {
+	Conversation domain.Conversation
+	LastSeq      uint64
+	ReadSeq      uint64
+	Last         *domain.Message
+}
+
+// Summaries reads the list entries of convs for reader u with few round
+// trips: one bulk read of heads, cursors and records, one of last messages.
+func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.ConversationID) ([]Summary, error) {
+	if len(convs) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, 3*len(convs))
+	for _, c := range convs {
+		keys = append(keys, convKey(c), headKey(c), readKey(c, u))
+	}
+	items, err := s.state.BulkGet(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read conversations of %s: %w", u, err)
+	}
+	out := make([]Summary, 0, len(convs))
+	var lastKeys []string
+	for i := range convs {
+		rec, head, read := items[3*i], items[3*i+1], items[3*i+2]
+		if !rec.Found {
+			continue
+		}
+		var sum Summary
+		if err := json.Unmarshal(rec.Value, &sum.Conversation); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", rec.Key, err)
+		}
+		sum.LastSeq, _ = strconv.ParseUint(string(head.Value), 10, 64)
+		sum.ReadSeq, _ = strconv.ParseUint(string(read.Value), 10, 64)
+		out = append(out, sum)
+		if sum.LastSeq > 0 {
+			lastKeys = append(lastKeys, msgKey(sum.Conversation.ID, sum.LastSeq))
+		}
+	}
+	if len(lastKeys) == 0 {
+		return out, nil
+	}
+	lasts, err := s.state.BulkGet(ctx, lastKeys)
+	if err != nil {
+		return nil, fmt.Errorf("read last messages of %s: %w", u, err)
+	}
+	byKey := make(map[string]*domain.Message, len(lasts))
+	for _, it := range lasts {
+		if !it.Found {
+			continue
+		}
+		var m domain.Message
+		if err := json.Unmarshal(it.Value, &m); err == nil {
+			byKey[it.Key] = &m
+		}
+	}
+	for i := range out {
+		out[i].Last = byKey[msgKey(out[i].Conversation.ID, out[i].LastSeq)]
+	}
+	return out, nil
+}
