@@ -1,0 +1,348 @@
+// Package client is a Go client of parley's public protocol: sign in, connect
+// over WebSocket, send with idempotent retries, receive with delivery ACKs,
+// and sync. The tests, the load generator and any Go service can use it.
+//
+// A Client drops duplicate deliveries by message id and keeps, per
+// conversation, the highest contiguous seq it holds, so that Resync after a
+// reconnect asks for exactly what is missing.
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	jsoniter "github.com/json-iterator/go"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/parley-im/parley/proto/parley/v1"
+)
+
+var json = jsoniter.ConfigFastest
+
+// Error is an error frame or HTTP error body from the server.
+type Error struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Retryable bool   `json:"retryable"`
+	Status    int    `json:"-"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// DevToken asks a local-profile server for a token for user.
+func DevToken(ctx context.Context, base, user string) (string, error) {
+	body, _ := json.Marshal(map[string]string{"user": user})
+	var out struct {
+		Token string `json:"token"`
+	}
+	if err := DoJSON(ctx, http.MethodPost, base+"/v1/dev/token", "", body, &out); err != nil {
+		return "", err
+	}
+	return out.Token, nil
+}
+
+// DoJSON performs an HTTP request and decodes the JSON reply into out, or
+// returns the server's *Error.
+func DoJSON(ctx context.Context, method, u, token string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var eb struct {
+			Error Error `json:"error"`
+		}
+		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
+			return fmt.Errorf("%s %s: HTTP %d: %s", method, u, resp.StatusCode, data)
+		}
+		eb.Error.Status = resp.StatusCode
+		return &eb.Error
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// Options configure Dial. Zero values have defaults.
+type Options struct {
+	// Device names the device, e.g. "web" or "phone".
+	Device string
+	// Proto selects binary protobuf frames instead of JSON.
+	Proto bool
+	// NoAck disables automatic delivery ACKs, to test retransmission.
+	NoAck bool
+	// Buffer is the capacity of the Messages channel. Zero means 4096. When
+	// it is full the reader blocks, like a slow device.
+	Buffer int
+}
+
+// Client is one WebSocket connection. Safe for concurrent use.
+type Client struct {
+	ws      *websocket.Conn
+	opts    Options
+	binary  bool
+	writeMu sync.Mutex
+	nextID  atomic.Uint64
+
+	mu      sync.Mutex
+	waiting map[string]chan *pb.Frame
+
+	// Messages delivers each msg frame; duplicates are not filtered here,
+	// Inbox does that.
+	Messages chan *pb.Message
+	// Events delivers delivered frames.
+	Events chan *pb.Frame
+	// Hello is the server's hello frame.
+	Hello *pb.Frame
+
+	done     chan struct{}
+	closeErr atomic.Value // error
+}
+
+// Dial connects to base (http://host:port) with token.
+func Dial(ctx context.Context, base, token string, o Options) (*Client, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	u.Path = "/v1/ws"
+	q := url.Values{"token": {token}}
+	if o.Device != "" {
+		q.Set("device", o.Device)
+	}
+	u.RawQuery = q.Encode()
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	if o.Proto {
+		d.Subprotocols = []string{"parley.v1.proto"}
+	}
+	ws, resp, err := d.DialContext(ctx, u.String(), nil)
+	if err != nil {
+		if resp != nil {
+			defer resp.Body.Close()
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			var eb struct {
+				Error Error `json:"error"`
+			}
+			if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
+				eb.Error.Status = resp.StatusCode
+				return nil, &eb.Error
+			}
+		}
+		return nil, fmt.Errorf("dial %s: %w", base, err)
+	}
+	if o.Buffer == 0 {
+		o.Buffer = 4096
+	}
+	c := &Client{
+		ws: ws, opts: o, binary: o.Proto, waiting: map[string]chan *pb.Frame{},
+		Messages: make(chan *pb.Message, o.Buffer), Events: make(chan *pb.Frame, 1024), done: make(chan struct{}),
+	}
+	hello, err := c.read()
+	if err != nil || hello.Type != "hello" {
+		ws.Close()
+		return nil, fmt.Errorf("no hello frame: %v", err)
+	}
+	c.Hello = hello
+	go c.readLoop()
+	return c, nil
+}
+
+// Done is closed when the connection ends; Err then says why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is the reason the connection ended (a *websocket.CloseError when the
+// server closed it with a code).
+func (c *Client) Err() error {
+	if v := c.closeErr.Load(); v != nil {
+		return v.(error)
+	}
+	return nil
+}
+
+// Close closes the connection with a normal close frame.
+func (c *Client) Close() error {
+	c.writeMu.Lock()
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	c.writeMu.Unlock()
+	err := c.ws.Close()
+	<-c.done
+	return err
+}
+
+// Drop closes the TCP connection without a close frame, as a lost network would.
+func (c *Client) Drop() {
+	_ = c.ws.NetConn().Close()
+	<-c.done
+}
+
+func (c *Client) read() (*pb.Frame, error) {
+	_, data, err := c.ws.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	var f pb.Frame
+	if c.binary {
+		err = proto.Unmarshal(data, &f)
+	} else {
+		err = json.Unmarshal(data, &f)
+	}
+	return &f, err
+}
+
+func (c *Client) readLoop() {
+	defer close(c.done)
+	defer close(c.Messages)
+	for {
+		f, err := c.read()
+		if err != nil {
+			c.closeErr.Store(err)
+			c.mu.Lock()
+			for id, ch := range c.waiting {
+				close(ch)
+				delete(c.waiting, id)
+			}
+			c.mu.Unlock()
+			return
+		}
+		switch f.Type {
+		case "msg":
+			if !c.opts.NoAck && f.Msg != nil {
+				_ = c.write(&pb.Frame{Type: "recv", Conv: f.Msg.Conv, Seq: f.Msg.Seq})
+			}
+			if f.Msg != nil {
+				c.Messages <- f.Msg
+			}
+		case "delivered":
+			select {
+			case c.Events <- f:
+			default:
+			}
+		default:
+			if f.Id != "" {
+				c.mu.Lock()
+				ch := c.waiting[f.Id]
+				delete(c.waiting, f.Id)
+				c.mu.Unlock()
+				if ch != nil {
+					ch <- f
+				}
+			}
+		}
+	}
+}
+
+// WriteRaw sends a raw WebSocket message, for tests of bad input.
+func (c *Client) WriteRaw(messageType int, data []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	return c.ws.WriteMessage(messageType, data)
+}
+
+func (c *Client) write(f *pb.Frame) error {
+	var data []byte
+	var err error
+	mt := websocket.TextMessage
+	if c.binary {
+		data, err = proto.Marshal(f)
+		mt = websocket.BinaryMessage
+	} else {
+		data, err = json.Marshal(f)
+	}
+	if err != nil {
+		return err
+	}
+	return c.WriteRaw(mt, data)
+}
+
+// ErrClosed means the connection ended before the reply came.
+var ErrClosed = errors.New("connection closed")
+
+// Request sends f with a fresh id and waits for the frame that answers it.
+// An error frame is returned as *Error.
+func (c *Client) Request(ctx context.Context, f *pb.Frame) (*pb.Frame, error) {
+	f.Id = strconv.FormatUint(c.nextID.Add(1), 10)
+	ch := make(chan *pb.Frame, 1)
+	c.mu.Lock()
+	select {
+	case <-c.done:
+		c.mu.Unlock()
+		return nil, ErrClosed
+	default:
+	}
+	c.waiting[f.Id] = ch
+	c.mu.Unlock()
+	if err := c.write(f); err != nil {
+		c.mu.Lock()
+		delete(c.waiting, f.Id)
+		c.mu.Unlock()
+		return nil, err
+	}
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, ErrClosed
+		}
+		if r.Type == "error" {
+			return nil, &Error{Code: r.Code, Message: r.Message, Retryable: r.Retryable}
+		}
+		return r, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiting, f.Id)
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// Send sends a text message to a user (to) or a conversation (conv) and
+// returns the server's ACK: the message id, conv, seq and time.
+func (c *Client) Send(ctx context.Context, to, conv, cmid, body string) (*pb.Message, error) {
+	r, err := c.Request(ctx, &pb.Frame{Type: "send", To: to, Conv: conv, Cmid: cmid, Body: body})
+	if err != nil {
+		return nil, err
+	}
+	return r.Msg, nil
+}
+
+// Sync reads every message of conv after seq, following pages.
+func (c *Client) Sync(ctx context.Context, conv string, after uint64) ([]*pb.Message, error) {
+	var out []*pb.Message
+	for {
+		r, err := c.Request(ctx, &pb.Frame{Type: "sync", Conv: conv, Seq: after, Limit: 200})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r.Messages...)
+		if len(r.Messages) > 0 {
+			after = r.Messages[len(r.Messages)-1].Seq
+		}
+		if !r.More || len(r.Messages) == 0 {
+			return out, nil
+		}
+	}
+}
