@@ -1,0 +1,59 @@
+package settings_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parley-im/parley/app/settings"
+	"github.com/parley-im/parley/infrastructure/memory"
+)
+
+func TestApplyKeepsOldValueOnBadInput(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		kv      map[string]string
+		check   func(settings.Settings) bool
+		wantErr bool
+	}{
+		{"ack_timeout", map[string]string{"parley.ack_timeout_ms": "500"}, func(s settings.Settings) bool { return s.AckTimeout == 500*time.Millisecond }, false},
+		{"body_limit", map[string]string{"parley.max_body_bytes": "100"}, func(s settings.Settings) bool { return s.MaxBodyBytes == 100 }, false},
+		{"not_a_number", map[string]string{"parley.ack_tries": "three"}, func(s settings.Settings) bool { return s.AckTries == 3 }, true},
+		{"out_of_range", map[string]string{"parley.max_body_bytes": "0"}, func(s settings.Settings) bool { return s.MaxBodyBytes == 16<<10 }, true},
+		{"unknown_key_ignored", map[string]string{"other": "1"}, func(s settings.Settings) bool { return s == settings.Defaults() }, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s, errs := settings.Defaults().Apply(c.kv)
+			if !c.check(s) || (len(errs) > 0) != c.wantErr {
+				t.Fatalf("Apply(%v) = %+v, %v", c.kv, s, errs)
+			}
+		})
+	}
+}
+
+func TestLiveFollowsStore(t *testing.T) {
+	t.Parallel()
+	store := memory.NewConfigStore(map[string]string{"parley.ack_tries": "5"})
+	live := settings.NewLive(settings.Defaults())
+	stop, err := live.Follow(context.Background(), store, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if live.Load().AckTries != 5 {
+		t.Fatalf("initial value not read: %+v", live.Load())
+	}
+	store.Set(map[string]string{"parley.ack_tries": "7"})
+	deadline := time.Now().Add(5 * time.Second)
+	for live.Load().AckTries != 7 {
+		if time.Now().After(deadline) {
+			t.Fatal("change not applied within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
