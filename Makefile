@@ -1,0 +1,47 @@
+# parley's developer entry points. The README starts with `make run` and
+# `make test`; .ci/run calls `make test`.
+SHELL := /bin/bash
+GO    ?= go
+
+DAPR_VERSION := 1.18.2
+DAPRD        := sidecar/bin/daprd
+
+.PHONY: run run-memory test test-short fuzz bench sidecar cluster proto vet
+
+# run: daprd with components/local, then parley with the chat page on
+# http://localhost:8080. Ctrl-C stops both.
+run: $(DAPRD)
+	$(GO) run ./app/cmd/parley -backend dapr -sidecar launch -profile local -settings deploy/local/settings.yaml
+
+# run-memory: parley alone, with the in-memory adapter and no sidecar.
+run-memory:
+	$(GO) run ./app/cmd/parley -backend memory -settings deploy/local/settings.yaml
+
+# test: every test, race detector on, against a real daprd per profile.
+# Profiles whose servers are not running skip with a reason (fail in CI).
+test: $(DAPRD)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+# test-short: the unit tests only, no sidecar needed.
+test-short:
+	$(GO) test -race -count=1 -short ./domain/... ./app/... ./infrastructure/memory/...
+
+# fuzz: a short run of every fuzz target.
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzParseConversationID -fuzztime 20s ./domain/
+	$(GO) test -run XXX -fuzz FuzzDraftValidate -fuzztime 20s ./domain/
+	$(GO) test -run XXX -fuzz FuzzDecodeFrame -fuzztime 20s ./app/gateway/
+
+# sidecar: the real daprd, built from github.com/dapr/dapr v$(DAPR_VERSION)
+# by the module in sidecar/. Rebuilt only when that module changes.
+sidecar: $(DAPRD)
+
+$(DAPRD): sidecar/go.mod sidecar/go.sum sidecar/main.go
+	cd sidecar && $(GO) build -tags stablecomponents \
+		-ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$(DAPR_VERSION)" \
+		-o bin/daprd .
+
+# proto: regenerate proto/ (needs protoc and protoc-gen-go; the output is committed).
+proto:
+	$(GO) generate ./proto
