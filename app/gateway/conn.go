@@ -308,14 +308,14 @@ func (c *conn) onTimer() {
 
 // acked removes a pushed message from the retransmit set and tells the
 // sender's devices it was delivered.
-func (c *conn) acked(conv domain.ConversationID, seq uint64) {
+func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64) {
 	key := ackKey{conv, seq}
 	c.mu.Lock()
 	p := c.pending[key]
 	delete(c.pending, key)
 	c.mu.Unlock()
 	if p != nil && p.env.Msg.Sender != c.user {
-		c.srv.hub.NotifyUser(p.env.Msg.Sender, delivery.Event{Type: "delivered", Conv: conv, Seq: seq, User: c.user})
+		c.srv.notify(ctx, p.env.Msg.Sender, delivery.Event{Type: "delivered", Conv: conv, Seq: seq, User: c.user})
 	}
 }
 
@@ -403,7 +403,7 @@ func (c *conn) handle(ctx context.Context, mt int, data []byte) {
 	case "send":
 		c.handleSend(ctx, &f)
 	case "recv":
-		c.acked(domain.ConversationID(f.Conv), f.Seq)
+		c.acked(ctx, domain.ConversationID(f.Conv), f.Seq)
 	case "sync":
 		page, err := c.srv.history.Handle(ctx, chat.History{Reader: c.user, Conv: f.Conv, After: f.Seq, Limit: int(f.Limit)})
 		if err != nil {

@@ -33,6 +33,7 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.cfg.NodeID})
 	})
 	m.HandleFunc("GET /readyz", s.getReady)
+	m.HandleFunc("GET /v1/route", s.getRoute)
 	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
 		http.ServeFileFS(w, r, webFS, "web/index.html")
@@ -186,6 +187,9 @@ func (s *Server) postRead(w http.ResponseWriter, r *http.Request, user domain.Us
 
 func (s *Server) getOnline(w http.ResponseWriter, _ *http.Request, _ domain.UserID) {
 	users := s.hub.OnlineUsers()
+	if s.cluster != nil {
+		users = s.cluster.OnlineUsers(users)
+	}
 	if users == nil {
 		users = []domain.UserID{}
 	}
@@ -233,4 +237,25 @@ func (s *Server) getReady(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node": s.cfg.NodeID})
+}
+
+type routeNode struct {
+	Node  string `json:"node"`
+	URL   string `json:"url"`
+	Conns int    `json:"conns"`
+}
+
+// getRoute tells a client which node to connect to: the live node with the
+// fewest connections first. Any node still accepts any client.
+func (s *Server) getRoute(w http.ResponseWriter, _ *http.Request) {
+	nodes := []routeNode{}
+	if s.cluster != nil {
+		for _, l := range s.cluster.LiveNodes() {
+			nodes = append(nodes, routeNode{Node: l.Node, URL: l.URL, Conns: l.Conns})
+		}
+	}
+	if len(nodes) == 0 {
+		nodes = append(nodes, routeNode{Node: s.cfg.NodeID, URL: s.cfg.PublicURL, Conns: s.hub.Count()})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": nodes[0], "nodes": nodes})
 }

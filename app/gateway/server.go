@@ -18,6 +18,7 @@ import (
 
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/delivery"
+	"github.com/parley-im/parley/app/presence"
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/domain"
 )
@@ -26,6 +27,8 @@ import (
 type Config struct {
 	// NodeID names this node in logs and hello frames. Zero means "node-1".
 	NodeID string
+	// PublicURL is where clients reach this node, for GET /v1/route.
+	PublicURL string
 	// DevTokens enables POST /v1/dev/token, which hands out a token for any
 	// user name. Only for the local profile: it is an open door.
 	DevTokens bool
@@ -84,6 +87,8 @@ type Server struct {
 	history  *chat.HistoryHandler
 	list     *chat.ListConversationsHandler
 	markRead *chat.MarkReadHandler
+	cluster  Cluster
+	notifier Notifier
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
 
@@ -99,11 +104,25 @@ type UseCases struct {
 	MarkRead *chat.MarkReadHandler
 }
 
-// New builds a Server.
-func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, hub *delivery.Hub, uc UseCases) *Server {
+// Cluster is the presence registry as the gateway needs it.
+type Cluster interface {
+	Connect(ctx context.Context, u domain.UserID, e presence.Entry) error
+	Disconnect(ctx context.Context, u domain.UserID, conn string) error
+	OnlineUsers(local []domain.UserID) []domain.UserID
+	LiveNodes() []presence.Lease
+}
+
+// Notifier sends events to every device of a user, on any node.
+type Notifier interface {
+	Notify(ctx context.Context, u domain.UserID, ev delivery.Event)
+}
+
+// New builds a Server. cluster and notifier may be nil for a node that
+// runs alone.
+func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, hub *delivery.Hub, uc UseCases, cluster Cluster, notifier Notifier) *Server {
 	cfg.defaults()
 	s := &Server{
-		cfg: cfg, log: log, auth: auth, settings: live, hub: hub,
+		cfg: cfg, log: log, auth: auth, settings: live, hub: hub, cluster: cluster, notifier: notifier,
 		send: uc.Send, history: uc.History, list: uc.List, markRead: uc.MarkRead,
 		upgrader: websocket.Upgrader{
 			ReadBufferSize:  1024,
@@ -167,13 +186,37 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	c.log = s.log.With(zap.String("conn", c.id), zap.String("user", string(user)))
 	s.conns.Add(1)
 	defer s.conns.Done()
-	n := s.hub.Add(c)
-	c.log.Info("connected", zap.String("device", device), zap.Int("user_conns", n))
 	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	// Register before the first frame, so that a message sent right after
+	// hello reaches this device wherever the sender is.
+	n := s.hub.Add(c)
+	if s.cluster != nil {
+		if err := s.cluster.Connect(ctx, user, presence.Entry{Conn: c.id, Device: device, SinceMs: time.Now().UnixMilli()}); err != nil {
+			c.log.Warn("presence not recorded; devices on other nodes may need to sync", zap.Error(err))
+		}
+	}
+	c.log.Info("connected", zap.String("device", device), zap.Int("user_conns", n))
 	c.serve(ctx)
-	cancel()
 	n = s.hub.Remove(c)
+	if s.cluster != nil {
+		// The request context may be gone: the client left. Presence must
+		// still be cleaned, within a bound.
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := s.cluster.Disconnect(dctx, user, c.id); err != nil {
+			c.log.Warn("presence not removed; it expires with the node lease", zap.Error(err))
+		}
+		dcancel()
+	}
 	c.log.Info("disconnected", zap.Int("user_conns", n))
+}
+
+func (s *Server) notify(ctx context.Context, u domain.UserID, ev delivery.Event) {
+	if s.notifier != nil {
+		s.notifier.Notify(ctx, u, ev)
+		return
+	}
+	s.hub.NotifyUser(u, ev)
 }
 
 func sameOriginOrNone(r *http.Request) bool {

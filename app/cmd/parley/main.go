@@ -45,6 +45,8 @@ type options struct {
 	logLevel     string
 	shutdown     time.Duration
 	readyFile    string
+	publicURL    string
+	leaseTTL     time.Duration
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -66,6 +68,8 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.logLevel, "log-level", envOr("PARLEY_LOG_LEVEL", "info"), "debug, info, warn or error (env PARLEY_LOG_LEVEL)")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write the listen address to this file once serving (for scripts and tests)")
+	fs.StringVar(&o.publicURL, "public-url", envOr("PARLEY_PUBLIC_URL", ""), "where clients reach this node, for GET /v1/route; empty means http://<-addr> (env PARLEY_PUBLIC_URL)")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 15*time.Second, "how long a node's presence lease lives without renewal; a dead node's connections stop counting after it")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -18,8 +18,10 @@ import (
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway"
+	"github.com/parley-im/parley/app/presence"
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/app/store"
+	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 	"github.com/parley-im/parley/infrastructure/dapr"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd"
@@ -74,7 +76,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w (set PARLEY_JWT_SECRET or -jwt-secret)", err)
 	}
 
-	srv := newApplication(o, log, backend, live, auth)
+	if o.publicURL == "" {
+		o.publicURL = "http://" + ln.Addr().String()
+	}
+	app, err := newApplication(ctx, o, log, backend, live, auth)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	srv := app.gateway
 	httpSrv := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -108,6 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// connections are not tracked by http.Server.
 	httpErr := httpSrv.Shutdown(sctx)
 	gwErr := srv.Shutdown(sctx)
+	app.stop(sctx)
 	if err := errors.Join(httpErr, gwErr); err != nil {
 		log.Warn("shutdown was not clean", zap.Error(err))
 	}
@@ -115,18 +126,46 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
+// application is one wired node.
+type application struct {
+	gateway  *gateway.Server
+	router   *delivery.Router
+	presence *presence.Registry
+}
+
 // newApplication builds the whole application from a backend: the one place
-// where the core meets concrete adapters.
-func newApplication(o options, log *zap.Logger, b infrastructure.Backend, live *settings.Live, auth *gateway.Authenticator) *gateway.Server {
+// where the core meets concrete adapters. It joins the cluster (a lease and
+// a node topic) before it returns.
+func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastructure.Backend, live *settings.Live, auth *gateway.Authenticator) (*application, error) {
 	st := store.New(b.State)
 	hub := delivery.NewHub()
+	reg := presence.New(presence.Config{Node: o.nodeID, URL: o.publicURL, LeaseTTL: o.leaseTTL}, b.State, log.Named("presence"),
+		func() (int, []domain.UserID) { return hub.Count(), hub.OnlineUsers() })
+	router := delivery.NewRouter(hub, reg, b.PubSub, o.nodeID, log.Named("delivery"))
+	if err := reg.Start(ctx); err != nil {
+		return nil, err
+	}
+	if err := router.Start(ctx); err != nil {
+		reg.Stop(ctx)
+		return nil, err
+	}
+	send := chat.NewSendMessageHandler(st, live, router, time.Now)
 	uc := gateway.UseCases{
-		Send:     chat.NewSendMessageHandler(st, live, hub, time.Now),
+		Send:     send,
 		History:  chat.NewHistoryHandler(st),
 		List:     chat.NewListConversationsHandler(st),
 		MarkRead: chat.NewMarkReadHandler(st),
 	}
-	return gateway.New(gateway.Config{NodeID: o.nodeID, DevTokens: o.devTokens, Ready: b.Ready}, log, auth, live, hub, uc)
+	gw := gateway.New(gateway.Config{NodeID: o.nodeID, PublicURL: o.publicURL, DevTokens: o.devTokens, Ready: b.Ready},
+		log, auth, live, hub, uc, reg, router)
+	return &application{gateway: gw, router: router, presence: reg}, nil
+}
+
+// stop leaves the cluster: no more deliveries from other nodes, and the
+// lease is deleted so that this node's connections stop counting at once.
+func (a *application) stop(ctx context.Context) {
+	a.router.Stop()
+	a.presence.Stop(ctx)
 }
 
 // openBackend returns the backend the options name, launching daprd first

@@ -1,0 +1,121 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+
+	jsoniter "github.com/json-iterator/go"
+	"go.uber.org/zap"
+
+	"github.com/parley-im/parley/domain"
+	"github.com/parley-im/parley/infrastructure"
+)
+
+var json = jsoniter.ConfigFastest
+
+// Presence tells which other nodes hold connections of some users.
+type Presence interface {
+	RemoteNodes(ctx context.Context, users []domain.UserID) ([]string, error)
+}
+
+// envelope is what one node sends another on its node topic.
+type envelope struct {
+	Users []domain.UserID `json:"users"`
+	Msg   *domain.Message `json:"msg,omitempty"`
+	Event *Event          `json:"event,omitempty"`
+}
+
+// NodeTopic is the topic a node subscribes to for deliveries from others.
+func NodeTopic(node string) string { return "node." + node }
+
+// Router delivers to this node's devices in-process and to other nodes'
+// devices with one envelope per node on that node's topic. The zero value
+// is not usable; use NewRouter. Safe for concurrent use.
+type Router struct {
+	hub      *Hub
+	presence Presence
+	pubsub   infrastructure.PubSub
+	node     string
+	log      *zap.Logger
+	sub      infrastructure.Subscription
+}
+
+// NewRouter wires a router for node.
+func NewRouter(hub *Hub, p Presence, ps infrastructure.PubSub, node string, log *zap.Logger) *Router {
+	return &Router{hub: hub, presence: p, pubsub: ps, node: node, log: log}
+}
+
+// Start subscribes to this node's topic. The adapter re-subscribes by
+// itself after a sidecar restart.
+func (r *Router) Start(ctx context.Context) error {
+	sub, err := r.pubsub.Subscribe(ctx, NodeTopic(r.node), r.receive)
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", NodeTopic(r.node), err)
+	}
+	r.sub = sub
+	return nil
+}
+
+// Stop ends the subscription, waiting for deliveries in flight.
+func (r *Router) Stop() {
+	if r.sub != nil {
+		_ = r.sub.Close()
+	}
+}
+
+func (r *Router) receive(_ context.Context, msg *infrastructure.Message) infrastructure.Outcome {
+	var env envelope
+	if err := json.Unmarshal(msg.Data, &env); err != nil {
+		r.log.Error("undecodable envelope dropped", zap.String("topic", msg.Topic), zap.Error(err))
+		return infrastructure.Drop
+	}
+	switch {
+	case env.Msg != nil:
+		e := &Envelope{Msg: env.Msg}
+		for _, u := range env.Users {
+			for _, s := range r.hub.Sessions(u) {
+				s.Push(e)
+			}
+		}
+	case env.Event != nil:
+		for _, u := range env.Users {
+			r.hub.NotifyUser(u, *env.Event)
+		}
+	}
+	return infrastructure.Success
+}
+
+// Deliver pushes m to local devices, then hands it to every other node
+// that holds a member's device. A failed hand-off is logged: the message is
+// stored, so those devices get it when they sync.
+func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *domain.Message) {
+	r.hub.Deliver(ctx, conv, m)
+	r.forward(ctx, conv.Members, envelope{Users: conv.Members, Msg: m}, m.ID)
+}
+
+// Notify sends ev to every device of u, wherever it is connected.
+func (r *Router) Notify(ctx context.Context, u domain.UserID, ev Event) {
+	r.hub.NotifyUser(u, ev)
+	r.forward(ctx, []domain.UserID{u}, envelope{Users: []domain.UserID{u}, Event: &ev}, "")
+}
+
+func (r *Router) forward(ctx context.Context, users []domain.UserID, env envelope, msgID string) {
+	nodes, err := r.presence.RemoteNodes(ctx, users)
+	if err != nil {
+		r.log.Warn("presence lookup failed; remote devices will sync", zap.String("msg_id", msgID), zap.Error(err))
+		return
+	}
+	if len(nodes) == 0 {
+		return
+	}
+	data, err := json.Marshal(env)
+	if err != nil {
+		r.log.Error("encode envelope", zap.String("msg_id", msgID), zap.Error(err))
+		return
+	}
+	for _, n := range nodes {
+		if err := r.pubsub.Publish(ctx, NodeTopic(n), data); err != nil {
+			r.log.Warn("hand-off to node failed; its devices will sync", zap.String("to_node", n), zap.String("msg_id", msgID), zap.Error(err))
+		}
+	}
+}
