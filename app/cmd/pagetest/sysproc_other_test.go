@@ -1,0 +1,7 @@
+//go:build !linux
+
+package pagetest
+
+import "syscall"
+
+func sysProcAttr() *syscall.SysProcAttr { return nil }

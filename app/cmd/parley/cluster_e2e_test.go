@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	pb "github.com/parley-im/parley/proto/parley/v1"
+)
+
+// device is one connected client and everything it received.
+type device struct {
+	name  string
+	c     *client.Client
+	inbox *client.Inbox
+	done  chan struct{}
+}
+
+func connectDevice(t *testing.T, n *node, user, dev string) *device {
+	t.Helper()
+	d := &device{name: user + "/" + dev, c: dial(t, n, user, dev), inbox: client.NewInbox(), done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		for m := range d.c.Messages {
+			d.inbox.Add(m)
+		}
+	}()
+	return d
+}
+
+// waitInbox waits until d holds want messages of conv.
+func waitInbox(t *testing.T, d *device, conv string, want int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for len(d.inbox.Messages(conv)) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d of %d messages of %s after %v", d.name, len(d.inbox.Messages(conv)), want, conv, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkComplete asserts that d holds exactly the ACKed messages of conv,
+// seqs 1..n with no gap, each once.
+func checkComplete(t *testing.T, d *device, conv string, acked map[uint64]string) {
+	t.Helper()
+	got := d.inbox.Messages(conv)
+	if len(got) != len(acked) {
+		t.Errorf("%s holds %d messages of %s, %d were ACKed", d.name, len(got), conv, len(acked))
+	}
+	for i, m := range got {
+		if m.Seq != uint64(i+1) {
+			t.Errorf("%s: position %d holds seq %d: gap", d.name, i, m.Seq)
+			return
+		}
+		if acked[m.Seq] != m.Id {
+			t.Errorf("%s: seq %d is %s, the ACK said %s", d.name, m.Seq, m.Id, acked[m.Seq])
+		}
+	}
+}
+
+// TestClusterDelivery: three nodes with their own daprd share one backend.
+// Users with devices spread over the nodes chat; every device gets every
+// message once, and a node killed with SIGKILL loses nothing: its users
+// reconnect elsewhere and sync, and its presence disappears with its lease.
+func TestClusterDelivery(t *testing.T) {
+	for _, profile := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ, daprdtest.MySQLMQTT} {
+		t.Run(profile, func(t *testing.T) {
+			m := mode{name: "dapr-" + profile, args: []string{"-backend", "dapr", "-sidecar", "launch", "-profile", profile}}
+			requireMode(t, m)
+			appID := daprdtest.UniqueName("parley-cluster")
+			var procs []*proc
+			for i := range 3 {
+				procs = append(procs, startProc(t, m, "-app-id", appID, "-node-id", fmt.Sprintf("%s-n%d", appID, i+1), "-lease-ttl", "3s",
+					"-jwt-secret", "cluster-test-secret-cluster-test-secret"))
+			}
+			n1, n2, n3 := procs[0].node(), procs[1].node(), procs[2].node()
+			// Every node sees the others through the route endpoint.
+			var route struct {
+				Nodes []struct{ Node, URL string } `json:"nodes"`
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for len(route.Nodes) < 3 {
+				if err := client.DoJSON(ctxT(t, 5*time.Second), http.MethodGet, n1.base+"/v1/route", "", nil, &route); err != nil {
+					t.Fatal(err)
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("route lists %d nodes after 20s, want 3", len(route.Nodes))
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+
+			aliceWeb := connectDevice(t, n1, "alice", "web")
+			alicePhone := connectDevice(t, n2, "alice", "phone")
+			bobWeb := connectDevice(t, n2, "bob", "web")
+			bobPhone := connectDevice(t, n3, "bob", "phone")
+			ctx := ctxT(t, 120*time.Second)
+			const conv = "d:alice~bob"
+			var mu sync.Mutex
+			acked := map[uint64]string{}
+			var wg sync.WaitGroup
+			send := func(d *device, to, who string, n int) {
+				defer wg.Done()
+				for i := range n {
+					a, err := d.c.Send(ctx, to, "", fmt.Sprintf("%s-%d", who, i), fmt.Sprintf("%s %d", who, i))
+					if err != nil {
+						t.Errorf("%s send: %v", who, err)
+						return
+					}
+					mu.Lock()
+					acked[a.Seq] = a.Id
+					mu.Unlock()
+				}
+			}
+			wg.Add(2)
+			go send(aliceWeb, "bob", "alice", 15)
+			go send(bobPhone, "alice", "bob", 15)
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			for _, d := range []*device{aliceWeb, alicePhone, bobWeb, bobPhone} {
+				waitInbox(t, d, conv, len(acked), 30*time.Second)
+				checkComplete(t, d, conv, acked)
+				if dups := d.inbox.Duplicates(); dups != 0 {
+					t.Logf("%s dropped %d duplicate deliveries", d.name, dups)
+				}
+			}
+
+			// SIGKILL node 3: bob's phone loses its connection.
+			procs[2].kill()
+			<-bobPhone.done
+			// Messages sent while bob's phone is away.
+			wg.Add(1)
+			go send(aliceWeb, "bob", "alice-late", 10)
+			wg.Wait()
+			// Node 3's presence goes with its lease (3s).
+			deadline = time.Now().Add(15 * time.Second)
+			for {
+				var out struct {
+					Nodes []struct{ Node string } `json:"nodes"`
+				}
+				if err := client.DoJSON(ctx, http.MethodGet, n1.base+"/v1/route", "", nil, &out); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.ContainsFunc(out.Nodes, func(n struct{ Node string }) bool { return n.Node == appID+"-n3" }) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("killed node still routed to after 15s (lease 3s): %v", out.Nodes)
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+			// The phone reconnects to another node and syncs from what it holds.
+			phoneAgain := connectDevice(t, n1, "bob", "phone")
+			from := bobPhone.inbox.Contiguous(conv)
+			missed, err := phoneAgain.c.Sync(ctx, conv, from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range missed {
+				bobPhone.inbox.Add(m)
+			}
+			checkComplete(t, bobPhone, conv, acked)
+			for _, d := range []*device{aliceWeb, alicePhone, bobWeb} {
+				waitInbox(t, d, conv, len(acked), 30*time.Second)
+				checkComplete(t, d, conv, acked)
+			}
+			_ = n2
+			_ = pb.Frame{}
+		})
+	}
+}

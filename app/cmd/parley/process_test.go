@@ -1,0 +1,121 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/infrastructure/dapr/daprd"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// parleyBinary builds app/cmd/parley once per test run, for tests that
+// need a real process to kill.
+func parleyBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := daprd.RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "parley-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "parley")
+		out, err := exec.Command("go", "build", "-o", binPath, filepath.Join(root, "app", "cmd", "parley")).CombinedOutput()
+		if err != nil {
+			buildErr = err
+			t.Logf("%s", out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build parley: %v", buildErr)
+	}
+	return binPath
+}
+
+// proc is a parley node running as its own process.
+type proc struct {
+	base string
+	cmd  *exec.Cmd
+	log  string
+	args []string
+	dir  string
+	done chan struct{}
+}
+
+// startProc runs the parley binary with the mode's arguments plus extra.
+func startProc(t *testing.T, m mode, extra ...string) *proc {
+	t.Helper()
+	requireMode(t, m)
+	p := &proc{dir: t.TempDir()}
+	p.log = filepath.Join(p.dir, "parley.log")
+	p.args = append(append([]string{"-addr", "127.0.0.1:0", "-log-format", "json", "-dev-tokens", "-shutdown-timeout", "5s"}, m.args...), extra...)
+	p.launch(t)
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) launch(t *testing.T) {
+	t.Helper()
+	ready := filepath.Join(p.dir, "ready")
+	_ = os.Remove(ready)
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"-ready-file", ready}, p.args...)
+	if p.base != "" {
+		// A restart keeps its address, as a supervisor would.
+		args = append(args, "-addr", p.base[len("http://"):])
+	}
+	cmd := exec.Command(parleyBinary(t), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = cmd
+	p.done = make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if data, err := os.ReadFile(ready); err == nil && len(data) > 0 {
+			p.base = "http://" + string(data)
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("parley exited before serving\n%s", tailFile(p.log))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parley not serving after 90s\n%s", tailFile(p.log))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL and waits; the kernel then kills its daprd too.
+func (p *proc) kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// node returns a view of p usable by the helpers that take a *node.
+func (p *proc) node() *node { return &node{base: p.base, log: p.log} }
