@@ -55,3 +55,14 @@ func invalid(kind error, value, reason string) error {
 	}
 	return &InvalidError{Kind: kind, Value: value, Reason: reason}
 }
+
+// ErrRejected means a before-send hook refused the message.
+var ErrRejected = errors.New("rejected by policy")
+
+// RejectedError carries the hook's reason, which is shown to the sender.
+type RejectedError struct{ Reason string }
+
+func (e *RejectedError) Error() string { return "rejected: " + e.Reason }
+
+// Is makes errors.Is(err, ErrRejected) true.
+func (e *RejectedError) Is(target error) bool { return target == ErrRejected }

@@ -31,6 +31,11 @@ type SendResult struct {
 	Duplicate bool
 }
 
+// Hook may rewrite or refuse a draft before it is stored.
+type Hook interface {
+	Check(ctx context.Context, d domain.Draft) (domain.Draft, error)
+}
+
 // SendMessageHandler stores messages with a gap-free seq and hands them to
 // the Deliverer. The zero value is not usable; use NewSendMessageHandler.
 // Safe for concurrent use.
@@ -41,6 +46,7 @@ type SendMessageHandler struct {
 	now      Clock
 	stripes  *stripes
 	limiter  *limiter
+	hook     Hook
 	// known holds conversations this node already created, to skip the
 	// create-if-absent writes on every send.
 	known sync.Map
@@ -49,6 +55,12 @@ type SendMessageHandler struct {
 // NewSendMessageHandler wires the handler.
 func NewSendMessageHandler(s *store.Store, live *settings.Live, d Deliverer, now Clock) *SendMessageHandler {
 	return &SendMessageHandler{store: s, settings: live, deliver: d, now: now, stripes: newStripes(), limiter: newLimiter()}
+}
+
+// WithHook makes the handler ask hook before storing a message.
+func (h *SendMessageHandler) WithHook(hook Hook) *SendMessageHandler {
+	h.hook = hook
+	return h
 }
 
 // maxProbe bounds how far past a stale head hint a writer looks for a free
@@ -78,6 +90,15 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 	}
 	if prior, ok, err := h.prior(ctx, cmd.Sender, cmd.ClientMsgID); err != nil || ok {
 		return prior, err
+	}
+	if h.hook != nil {
+		if draft, err = h.hook.Check(ctx, draft); err != nil {
+			return SendResult{}, err
+		}
+		// A rewrite must obey the same rules as the original.
+		if err := draft.Validate(cfg.MaxBodyBytes); err != nil {
+			return SendResult{}, fmt.Errorf("rewritten by the before-send hook: %w", err)
+		}
 	}
 
 	heads, unlock := h.stripes.lock(conv.ID)

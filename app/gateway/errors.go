@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/hook"
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 )
@@ -32,6 +33,7 @@ const (
 	CodeMethodNotAllowed   = "method_not_allowed"
 	CodeRequestTooLarge    = "request_too_large"
 	CodeInternal           = "internal"
+	CodeRejected           = "rejected"
 )
 
 // apiError is an error as the client sees it.
@@ -47,7 +49,12 @@ type apiError struct {
 // becomes "internal" without its text, which may name keys or hosts.
 func toAPIError(err error) apiError {
 	var tooLarge *domain.BodyTooLargeError
+	var rejected *domain.RejectedError
 	switch {
+	case errors.As(err, &rejected):
+		return apiError{http.StatusForbidden, CodeRejected, rejected.Reason, false}
+	case errors.Is(err, hook.ErrHookFailed):
+		return apiError{http.StatusServiceUnavailable, CodeUnavailable, "the before-send policy could not be checked; nothing was stored, retry with the same cmid", true}
 	case errors.As(err, &tooLarge):
 		return apiError{http.StatusRequestEntityTooLarge, CodeBodyTooLarge, err.Error(), false}
 	case errors.Is(err, ErrUnauthorized):

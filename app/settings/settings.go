@@ -35,12 +35,19 @@ type Settings struct {
 	// IdempotencyTTL is how long a client message id stays reserved.
 	// Key parley.idempotency_ttl_s, default 24h.
 	IdempotencyTTL time.Duration
+	// HookTimeout bounds one call of the before-send hook.
+	// Key parley.hook_timeout_ms, default 500ms.
+	HookTimeout time.Duration
+	// HookFailOpen lets messages through when the hook fails; false refuses
+	// them as retryable. Key parley.hook_fail_open, default true.
+	HookFailOpen bool
 }
 
 // Keys are the configuration keys parley watches.
 var Keys = []string{
 	"parley.max_body_bytes", "parley.ack_timeout_ms", "parley.ack_tries",
 	"parley.heartbeat_idle_ms", "parley.send_rate_per_sec", "parley.idempotency_ttl_s",
+	"parley.hook_timeout_ms", "parley.hook_fail_open",
 }
 
 // Defaults returns the settings used for keys the store does not hold.
@@ -52,6 +59,8 @@ func Defaults() Settings {
 		HeartbeatIdle:  25 * time.Second,
 		SendRate:       50,
 		IdempotencyTTL: 24 * time.Hour,
+		HookTimeout:    500 * time.Millisecond,
+		HookFailOpen:   true,
 	}
 }
 
@@ -78,6 +87,17 @@ func (s Settings) Apply(kv map[string]string) (Settings, []error) {
 	intIn("parley.heartbeat_idle_ms", 100, 600_000, func(n int64) { s.HeartbeatIdle = time.Duration(n) * time.Millisecond })
 	intIn("parley.send_rate_per_sec", 1, 1_000_000, func(n int64) { s.SendRate = float64(n) })
 	intIn("parley.idempotency_ttl_s", 1, 30*24*3600, func(n int64) { s.IdempotencyTTL = time.Duration(n) * time.Second })
+	intIn("parley.hook_timeout_ms", 10, 60_000, func(n int64) { s.HookTimeout = time.Duration(n) * time.Millisecond })
+	if v, ok := kv["parley.hook_fail_open"]; ok {
+		switch v {
+		case "true":
+			s.HookFailOpen = true
+		case "false":
+			s.HookFailOpen = false
+		default:
+			errs = append(errs, fmt.Errorf("setting parley.hook_fail_open=%q ignored: want true or false", v))
+		}
+	}
 	return s, errs
 }
 

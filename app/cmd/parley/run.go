@@ -18,6 +18,7 @@ import (
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway"
+	"github.com/parley-im/parley/app/hook"
 	"github.com/parley-im/parley/app/presence"
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/app/store"
@@ -150,6 +151,10 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		return nil, err
 	}
 	send := chat.NewSendMessageHandler(st, live, router, time.Now)
+	if o.hookAppID != "" {
+		send.WithHook(hook.New(o.hookAppID, b.Invoker, live, log.Named("hook")))
+		log.Info("before-send hook enabled", zap.String("hook_app_id", o.hookAppID))
+	}
 	uc := gateway.UseCases{
 		Send:     send,
 		History:  chat.NewHistoryHandler(st),
@@ -158,6 +163,11 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 	}
 	gw := gateway.New(gateway.Config{NodeID: o.nodeID, PublicURL: o.publicURL, DevTokens: o.devTokens, Ready: b.Ready},
 		log, auth, live, hub, uc, reg, router)
+	if err := gw.ServeInvocations(b.Invoker); err != nil {
+		router.Stop()
+		reg.Stop(ctx)
+		return nil, fmt.Errorf("serve invocations: %w", err)
+	}
 	return &application{gateway: gw, router: router, presence: reg}, nil
 }
 
@@ -176,7 +186,7 @@ func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructur
 		return memory.NewBackend(o.appID, nil, nil), func() {}, nil
 	}
 	// Invocations from other apps arrive from daprd on an app port of ours.
-	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	appLn, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", o.appPort))
 	if err != nil {
 		return infrastructure.Backend{}, nil, fmt.Errorf("listen for dapr invocations: %w", err)
 	}
