@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -125,17 +126,30 @@ func (l *Live) Update(kv map[string]string) []error {
 }
 
 // Follow reads the keys from store once and then watches them until ctx
-// ends. The returned stop function ends the watch.
-func (l *Live) Follow(ctx context.Context, store infrastructure.ConfigStore, log *zap.Logger) (stop func(), err error) {
-	kv, err := store.Get(ctx, Keys...)
+// ends. prefix is prepended to every key in the store, so that several
+// deployments can share one configuration store. The returned stop function
+// ends the watch.
+func (l *Live) Follow(ctx context.Context, store infrastructure.ConfigStore, log *zap.Logger, prefix string) (stop func(), err error) {
+	keys := make([]string, len(Keys))
+	for i, k := range Keys {
+		keys[i] = prefix + k
+	}
+	strip := func(kv map[string]string) map[string]string {
+		out := make(map[string]string, len(kv))
+		for k, v := range kv {
+			out[strings.TrimPrefix(k, prefix)] = v
+		}
+		return out
+	}
+	kv, err := store.Get(ctx, keys...)
 	if err != nil {
 		return nil, fmt.Errorf("read live settings: %w", err)
 	}
-	for _, e := range l.Update(kv) {
+	for _, e := range l.Update(strip(kv)) {
 		log.Warn("bad live setting", zap.Error(e))
 	}
-	return store.Watch(ctx, Keys, func(changed map[string]string) {
-		for _, e := range l.Update(changed) {
+	return store.Watch(ctx, keys, func(changed map[string]string) {
+		for _, e := range l.Update(strip(changed)) {
 			log.Warn("bad live setting", zap.Error(e))
 		}
 		log.Info("live settings changed", zap.Any("keys", changed))

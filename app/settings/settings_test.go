@@ -40,7 +40,7 @@ func TestLiveFollowsStore(t *testing.T) {
 	t.Parallel()
 	store := memory.NewConfigStore(map[string]string{"parley.ack_tries": "5"})
 	live := settings.NewLive(settings.Defaults())
-	stop, err := live.Follow(context.Background(), store, zap.NewNop())
+	stop, err := live.Follow(context.Background(), store, zap.NewNop(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

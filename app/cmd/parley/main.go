@@ -31,25 +31,26 @@ func main() {
 
 // options are the command line, with the environment as fallback.
 type options struct {
-	addr         string
-	backend      string
-	profile      string
-	sidecar      string
-	daprGRPC     string
-	daprHTTP     string
-	appID        string
-	nodeID       string
-	jwtSecret    string
-	devTokens    bool
-	settingsFile string
-	logFormat    string
-	logLevel     string
-	shutdown     time.Duration
-	readyFile    string
-	publicURL    string
-	leaseTTL     time.Duration
-	hookAppID    string
-	appPort      int
+	addr           string
+	backend        string
+	profile        string
+	sidecar        string
+	daprGRPC       string
+	daprHTTP       string
+	appID          string
+	nodeID         string
+	jwtSecret      string
+	devTokens      bool
+	settingsFile   string
+	logFormat      string
+	logLevel       string
+	shutdown       time.Duration
+	readyFile      string
+	publicURL      string
+	leaseTTL       time.Duration
+	hookAppID      string
+	settingsPrefix string
+	appPort        int
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -73,6 +74,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.readyFile, "ready-file", "", "write the listen address to this file once serving (for scripts and tests)")
 	fs.StringVar(&o.publicURL, "public-url", envOr("PARLEY_PUBLIC_URL", ""), "where clients reach this node, for GET /v1/route; empty means http://<-addr> (env PARLEY_PUBLIC_URL)")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 15*time.Second, "how long a node's presence lease lives without renewal; a dead node's connections stop counting after it")
+	fs.StringVar(&o.settingsPrefix, "settings-prefix", envOr("PARLEY_SETTINGS_PREFIX", ""), "prefix of the live-setting keys in the configuration store, for deployments that share one (env PARLEY_SETTINGS_PREFIX)")
 	fs.StringVar(&o.hookAppID, "hook-app-id", envOr("PARLEY_HOOK_APP_ID", ""), "Dapr app-id of a before-send hook app; empty means none (env PARLEY_HOOK_APP_ID)")
 	appPort, _ := strconv.Atoi(envOr("PARLEY_APP_PORT", "0"))
 	fs.IntVar(&o.appPort, "app-port", appPort, "port on 127.0.0.1 where daprd delivers invocations to parley; 0 picks a free one (env PARLEY_APP_PORT)")

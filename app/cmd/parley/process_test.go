@@ -13,38 +13,37 @@ import (
 )
 
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	buildMu sync.Mutex
+	built   = map[string]string{}
 )
 
-// parleyBinary builds app/cmd/parley once per test run, for tests that
-// need a real process to kill.
-func parleyBinary(t *testing.T) string {
+// buildBinary builds app/cmd/<name> once per test run, for tests that need
+// a real process.
+func buildBinary(t *testing.T, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		root, err := daprd.RepoRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "parley-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "parley")
-		out, err := exec.Command("go", "build", "-o", binPath, filepath.Join(root, "app", "cmd", "parley")).CombinedOutput()
-		if err != nil {
-			buildErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build parley: %v", buildErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[name]; ok {
+		return p
 	}
-	return binPath
+	root, err := daprd.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "parley-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	out, err := exec.Command("go", "build", "-o", p, filepath.Join(root, "app", "cmd", name)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	built[name] = p
+	return p
 }
+
+func parleyBinary(t *testing.T) string { return buildBinary(t, "parley") }
 
 // proc is a parley node running as its own process.
 type proc struct {

@@ -37,7 +37,11 @@ func followSettings(ctx context.Context, o options, b infrastructure.Backend, li
 	} else {
 		log.Info("live settings from the configuration store")
 	}
-	stop, err := live.Follow(ctx, store, log)
+	prefix := o.settingsPrefix
+	if store != b.Config {
+		prefix = "" // the file holds plain keys
+	}
+	stop, err := live.Follow(ctx, store, log, prefix)
 	if err != nil {
 		stopFile()
 		return nil, err
