@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/app/store"
@@ -88,9 +89,6 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 	if !h.limiter.allow(cmd.Sender, cfg.SendRate, now) {
 		return SendResult{}, ErrRateLimited
 	}
-	if prior, ok, err := h.prior(ctx, cmd.Sender, cmd.ClientMsgID); err != nil || ok {
-		return prior, err
-	}
 	if h.hook != nil {
 		if draft, err = h.hook.Check(ctx, draft); err != nil {
 			return SendResult{}, err
@@ -109,7 +107,8 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 		}
 		h.known.Store(conv.ID, struct{}{})
 	}
-	// Look again under the lock: a retry may have raced the first send.
+	// Under the lock, so that a retry racing its first attempt on this node
+	// waits for it and then finds it.
 	if prior, ok, err := h.prior(ctx, cmd.Sender, cmd.ClientMsgID); err != nil || ok {
 		return prior, err
 	}
@@ -119,20 +118,12 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 			return SendResult{}, err
 		}
 	}
-	msg, err := h.insert(ctx, draft, head, nowMs)
+	msg, err := h.insert(ctx, draft, head, nowMs, cfg.IdempotencyTTL)
 	if err != nil {
 		delete(heads, conv.ID)
 		return SendResult{}, err
 	}
 	heads[conv.ID] = msg.Seq
-	// The message is durable now. A failed commit leaves a stale head hint
-	// (writers probe past it) and no idempotency record (a retry would store
-	// a copy under the same message id, which clients drop), so the send
-	// still succeeds.
-	commitErr := h.store.CommitSend(ctx, &msg, cfg.IdempotencyTTL)
-	if commitErr != nil {
-		delete(heads, conv.ID)
-	}
 	// Deliver under the conversation lock so that local devices see seqs in order.
 	h.deliver.Deliver(ctx, &conv, &msg)
 	return SendResult{Message: msg}, nil
@@ -141,10 +132,10 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 // insert claims the first free seq after head. Insert-if-absent on the
 // message key is the claim itself, so concurrent writers on other nodes
 // can never share a seq nor leave a hole.
-func (h *SendMessageHandler) insert(ctx context.Context, d domain.Draft, head uint64, nowMs int64) (domain.Message, error) {
+func (h *SendMessageHandler) insert(ctx context.Context, d domain.Draft, head uint64, nowMs int64, idemTTL time.Duration) (domain.Message, error) {
 	for probe := 1; ; probe++ {
 		msg := d.Accept(head+uint64(probe), nowMs)
-		err := h.store.InsertMessage(ctx, &msg)
+		err := h.store.InsertMessage(ctx, &msg, idemTTL)
 		if err == nil {
 			return msg, nil
 		}
@@ -173,8 +164,10 @@ func (h *SendMessageHandler) prior(ctx context.Context, sender domain.UserID, cm
 	if err != nil {
 		return SendResult{}, false, err
 	}
-	if !ok {
-		return SendResult{}, false, fmt.Errorf("send record %s/%s points at missing %s#%d", sender, cmid, rec.Conv, rec.Seq)
+	if !ok || m.ID != domain.MessageID(sender, cmid) {
+		// A refused insert on a store without atomic transactions can leave
+		// a record pointing at another message: it is not this send's.
+		return SendResult{}, false, nil
 	}
 	return SendResult{Message: m, Duplicate: true}, true, nil
 }

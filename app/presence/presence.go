@@ -94,7 +94,7 @@ func New(cfg Config, state infrastructure.StateStore, log *zap.Logger, local fun
 func (r *Registry) Node() string { return r.cfg.Node }
 
 func presenceKey(u domain.UserID) string { return "presence:" + string(u) }
-func leaseKey(node string) string       { return "node:" + node }
+func leaseKey(node string) string        { return "node:" + node }
 
 const nodesKey = "nodes"
 

@@ -143,14 +143,32 @@ func (s *Store) Head(ctx context.Context, conv domain.ConversationID) (uint64, e
 	return n, nil
 }
 
-// InsertMessage stores m at its seq if that seq is free. It returns an error
-// wrapping infrastructure.ErrConflict when another message holds the seq.
-func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
+// InsertMessage stores m at its seq if that seq is free, and in the same
+// transaction records the idempotency key (with ttl), the head hint and the
+// sender's read cursor. It returns an error wrapping
+// infrastructure.ErrConflict when another message holds the seq.
+//
+// Writing the idempotency key atomically with the message closes the
+// window where a message is stored but a retry of its send cannot find it:
+// a sidecar that dies after the backend committed, before the reply came
+// back, must not turn the retry into a second copy. Stores whose
+// transactions are not all-or-nothing (Redis) may leave the side writes of
+// a refused insert behind; they only ever point at a stored message, and
+// PriorSend checks that the message is really the sender's.
+func (s *Store) InsertMessage(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
-	if err := s.state.Set(ctx, msgKey(m.Conv, m.Seq), data, infrastructure.IfAbsent()); err != nil {
+	rec, _ := json.Marshal(SendRecord{Conv: m.Conv, Seq: m.Seq})
+	seq := []byte(strconv.FormatUint(m.Seq, 10))
+	err = s.state.Transact(ctx, []infrastructure.StateOp{
+		{Key: msgKey(m.Conv, m.Seq), Value: data, Options: []infrastructure.WriteOption{infrastructure.IfAbsent()}},
+		{Key: idemKey(m.Sender, m.ClientMsgID), Value: rec, Options: []infrastructure.WriteOption{infrastructure.WithTTL(idemTTL)}},
+		{Key: headKey(m.Conv), Value: seq},
+		{Key: readKey(m.Conv, m.Sender), Value: seq},
+	})
+	if err != nil {
 		return fmt.Errorf("insert message %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
 	}
 	return nil
@@ -160,22 +178,6 @@ func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
 type SendRecord struct {
 	Conv domain.ConversationID `json:"conv"`
 	Seq  uint64                `json:"seq"`
-}
-
-// CommitSend records, after m is stored, the idempotency key, the new head
-// and the sender's read cursor, in one transaction.
-func (s *Store) CommitSend(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
-	rec, _ := json.Marshal(SendRecord{Conv: m.Conv, Seq: m.Seq})
-	seq := []byte(strconv.FormatUint(m.Seq, 10))
-	err := s.state.Transact(ctx, []infrastructure.StateOp{
-		{Key: idemKey(m.Sender, m.ClientMsgID), Value: rec, Options: []infrastructure.WriteOption{infrastructure.WithTTL(idemTTL)}},
-		{Key: headKey(m.Conv), Value: seq},
-		{Key: readKey(m.Conv, m.Sender), Value: seq},
-	})
-	if err != nil {
-		return fmt.Errorf("commit send %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
-	}
-	return nil
 }
 
 // PriorSend finds an earlier send by sender with cmid.

@@ -209,11 +209,13 @@ func runInvoke(t *testing.T, f Factory) {
 func runConfig(t *testing.T, f Factory) {
 	cs := f.Backend.Config
 	ctx := ctxFor(t, 60*time.Second)
-	k := unique("cfg")
+	// Configuration keys allow letters, digits, '.', '/' and '_' only
+	// (PostgreSQL's store enforces it), so no '-'.
+	k := strings.ReplaceAll(unique("cfg"), "-", "_")
 	if err := f.SetConfig(ctx, k, "v1"); err != nil {
 		t.Fatalf("set config: %v", err)
 	}
-	got, err := cs.Get(ctx, k, unique("cfg-missing"))
+	got, err := cs.Get(ctx, k, strings.ReplaceAll(unique("cfg_missing"), "-", "_"))
 	if err != nil {
 		t.Fatalf("get config: %v", err)
 	}

@@ -1,0 +1,443 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/infrastructure/dapr/daprd"
+	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	pb "github.com/parley-im/parley/proto/parley/v1"
+)
+
+// The fault tests: many clients send while something breaks. A checker
+// records every message that got a server ACK and, at the end, compares
+// each member device's history (live deliveries plus syncs, duplicates
+// dropped by id): every ACKed message must be there exactly once, in seq
+// order, with no gap.
+
+const faultSecret = "fault-test-secret-fault-test-secret!"
+
+// ackRecord is one server ACK.
+type ackRecord struct {
+	conv string
+	seq  uint64
+	id   string
+}
+
+// checker is the ledger of ACKs and the report.
+type checker struct {
+	mu      sync.Mutex
+	acks    map[string]ackRecord // by sender/cmid
+	sent    atomic.Int64
+	retries atomic.Int64
+}
+
+// rdev is a device that reconnects and syncs by itself, as a real client.
+type rdev struct {
+	name    string
+	tok     string
+	base    func() string
+	convs   []string
+	inbox   *client.Inbox
+	stall   atomic.Bool // while set, the device does not read: a slow client
+	live    atomic.Int64
+	synced  atomic.Int64
+	conns   atomic.Int64
+	cur     atomic.Pointer[client.Client]
+	stopped chan struct{}
+}
+
+func (d *rdev) run(ctx context.Context) {
+	defer close(d.stopped)
+	for ctx.Err() == nil {
+		opts := client.Options{Device: d.name}
+		if d.stall.Load() {
+			opts.Buffer = 1
+		}
+		c, err := client.Dial(ctx, d.base(), d.tok, opts)
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		d.conns.Add(1)
+		d.cur.Store(c)
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			for m := range c.Messages {
+				for d.stall.Load() && ctx.Err() == nil && !isDone(c.Done()) {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if d.inbox.Add(m) {
+					d.live.Add(1)
+				}
+			}
+		}()
+		d.syncAll(ctx, c)
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			_ = c.Close()
+			<-drained
+		}
+	}
+}
+
+func (d *rdev) syncAll(ctx context.Context, c *client.Client) {
+	for _, conv := range d.convs {
+		msgs, err := c.Sync(ctx, conv, d.inbox.Contiguous(conv))
+		if err != nil {
+			return // the connection broke; the next one syncs again
+		}
+		for _, m := range msgs {
+			if d.inbox.Add(m) {
+				d.synced.Add(1)
+			}
+		}
+	}
+}
+
+// faultEnv is one scenario's parley, its sidecar and its backend, with a
+// way to break each.
+type faultEnv struct {
+	parley  *proc
+	sidecar *daprd.Sidecar
+}
+
+func (e *faultEnv) base() string { return e.parley.base }
+
+// startFaultEnv starts daprd (resources from dir) and parley as separate
+// processes, so that either can be killed alone.
+func startFaultEnv(t *testing.T, profile, resources string) *faultEnv {
+	t.Helper()
+	requireMode(t, mode{name: "dapr-" + profile})
+	appID := daprdtest.UniqueName("parley-fault")
+	appPort := freePort(t)
+	var sc *daprd.Sidecar
+	if resources == "" {
+		sc = daprdtest.StartForTest(t, profile, daprdtest.WithAppID(appID), daprdtest.WithAppPort(appPort))
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var err error
+		sc, err = daprd.Start(ctx, daprd.Options{ResourcesPath: resources, AppID: appID, AppPort: appPort,
+			LogPath: filepath.Join(t.TempDir(), "daprd.log")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sc.Stop(context.Background()) })
+	}
+	p := startProc(t, mode{name: "external", args: []string{
+		"-backend", "dapr", "-sidecar", "external", "-dapr-grpc", sc.GRPCAddr(), "-dapr-http", sc.HTTPAddr(),
+		"-app-id", appID, "-app-port", fmt.Sprint(appPort), "-jwt-secret", faultSecret,
+		"-settings", settingsFile(t, map[string]string{"parley.send_rate_per_sec": "100000", "parley.ack_timeout_ms": "2000"}),
+	}})
+	return &faultEnv{parley: p, sidecar: sc}
+}
+
+type scenario struct {
+	name   string
+	body   int // body size of each message
+	inject func(t *testing.T, e *faultEnv, devs []*rdev)
+}
+
+// runFaultScenario drives traffic through env while sc.inject breaks it,
+// then checks and reports.
+func runFaultScenario(t *testing.T, e *faultEnv, sc scenario) {
+	const users, perUser, devicesPerUser = 6, 120, 2
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	tok := func(u string) string {
+		tk, err := client.DevToken(ctx, e.base(), u)
+		if err != nil {
+			t.Fatalf("token: %v", err)
+		}
+		return tk
+	}
+	peer := func(i int) int { return i ^ 1 }
+	conv := func(a, b int) string {
+		x, y := fmt.Sprintf("u%d", a), fmt.Sprintf("u%d", b)
+		if y < x {
+			x, y = y, x
+		}
+		return "d:" + x + "~" + y
+	}
+	var devs []*rdev
+	devCtx, stopDevs := context.WithCancel(ctx)
+	defer stopDevs()
+	for u := range users {
+		for k := range devicesPerUser {
+			d := &rdev{name: fmt.Sprintf("u%d/d%d", u, k), tok: tok(fmt.Sprintf("u%d", u)), base: e.base,
+				convs: []string{conv(u, peer(u))}, inbox: client.NewInbox(), stopped: make(chan struct{})}
+			devs = append(devs, d)
+			go d.run(devCtx)
+		}
+	}
+	ck := &checker{acks: map[string]ackRecord{}}
+	body := strings.Repeat("m", sc.body)
+	var wg sync.WaitGroup
+	for u := range users {
+		wg.Go(func() {
+			tk := tok(fmt.Sprintf("u%d", u))
+			for i := range perUser {
+				cmid := fmt.Sprintf("u%d-%d", u, i)
+				req := fmt.Sprintf(`{"to":"u%d","cmid":%q,"body":%q}`, peer(u), cmid, body)
+				ck.sent.Add(1)
+				for attempt := 0; ; attempt++ {
+					var m pb.Message
+					err := client.DoJSON(ctx, http.MethodPost, e.base()+"/v1/messages", tk, []byte(req), &m)
+					if err == nil {
+						ck.mu.Lock()
+						ck.acks["u"+fmt.Sprint(u)+"/"+cmid] = ackRecord{conv: m.Conv, seq: m.Seq, id: m.Id}
+						ck.mu.Unlock()
+						break
+					}
+					var ae *client.Error
+					if errors.As(err, &ae) && !ae.Retryable {
+						t.Errorf("send %s refused for good: %v", cmid, err)
+						return
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					ck.retries.Add(1)
+					time.Sleep(100 * time.Millisecond)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(700 * time.Millisecond)
+	sc.inject(t, e, devs)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	// Give every device time to catch up, then a last sync on a fresh
+	// connection, as a client that comes back later would.
+	byConv := map[string]map[uint64]string{}
+	for _, a := range ck.acks {
+		if byConv[a.conv] == nil {
+			byConv[a.conv] = map[uint64]string{}
+		}
+		if prev, dup := byConv[a.conv][a.seq]; dup && prev != a.id {
+			t.Errorf("seq %s#%d ACKed for two messages: %s and %s", a.conv, a.seq, prev, a.id)
+		}
+		byConv[a.conv][a.seq] = a.id
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, d := range devs {
+		for time.Now().Before(deadline) && len(d.inbox.Messages(d.convs[0])) < len(byConv[d.convs[0]]) {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	stopDevs()
+	for _, d := range devs {
+		<-d.stopped
+		c, err := client.Dial(ctx, e.base(), d.tok, client.Options{Device: "checker"})
+		if err != nil {
+			t.Fatalf("final sync of %s: %v", d.name, err)
+		}
+		d.syncAll(ctx, c)
+		_ = c.Close()
+	}
+	var lost, extra, delivered, synced, dups, conns int64
+	for _, d := range devs {
+		want := byConv[d.convs[0]]
+		got := d.inbox.Messages(d.convs[0])
+		have := map[string]bool{}
+		for i, m := range got {
+			have[m.Id] = true
+			if m.Seq != uint64(i+1) {
+				t.Errorf("%s: position %d holds seq %d: a gap", d.name, i, m.Seq)
+				break
+			}
+		}
+		for seq, id := range want {
+			if !have[id] {
+				lost++
+				var held string
+				if int(seq) <= len(got) {
+					held = fmt.Sprintf("%s from %s cmid %s", got[seq-1].Id, got[seq-1].From, got[seq-1].Cmid)
+				}
+				t.Errorf("%s lost ACKed message %s#%d (%s); it holds %s there", d.name, d.convs[0], seq, id, held)
+			}
+		}
+		extra += int64(len(got) - len(want))
+		delivered += d.live.Load()
+		synced += d.synced.Load()
+		dups += int64(d.inbox.Duplicates())
+		conns += d.conns.Load()
+	}
+	t.Logf("checker %s: sent=%d acked=%d retries=%d delivered_live=%d synced=%d duplicates_dropped=%d connections=%d unacked_extra=%d lost=%d",
+		sc.name, ck.sent.Load(), len(ck.acks), ck.retries.Load(), delivered, synced, dups, conns, extra, lost)
+	if len(ck.acks) != users*perUser {
+		t.Errorf("%d of %d sends were ACKed", len(ck.acks), users*perUser)
+	}
+}
+
+func killParley(t *testing.T, e *faultEnv, _ []*rdev) {
+	e.parley.kill()
+	time.Sleep(500 * time.Millisecond)
+	e.parley.launch(t)
+}
+
+func killDaprd(t *testing.T, e *faultEnv, _ []*rdev) {
+	e.sidecar.Kill()
+	time.Sleep(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.sidecar.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dropTCP(_ *testing.T, _ *faultEnv, devs []*rdev) {
+	for range 3 {
+		for _, d := range devs {
+			if c := d.cur.Load(); c != nil {
+				go c.Drop()
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+	}
+	return false
+}
+
+// stallClient makes one device's application stop consuming for longer
+// than the ACK timeout times the tries. Its socket keeps being read, so
+// the server is not slowed; the device catches up, dropping nothing. The
+// server side of a socket that stops being read is covered by
+// TestSlowConsumerIsDisconnected.
+func stallClient(_ *testing.T, _ *faultEnv, devs []*rdev) {
+	d := devs[1]
+	d.stall.Store(true)
+	time.Sleep(8 * time.Second)
+	d.stall.Store(false)
+}
+
+// TestFaults runs every scenario on the local profile (daprd's in-memory
+// state lives on while parley is killed) and on redis.
+func TestFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault tests take minutes; run without -short")
+	}
+	scenarios := []scenario{
+		{name: "kill_parley", body: 64, inject: killParley},
+		{name: "drop_tcp", body: 64, inject: dropTCP},
+		{name: "slow_client", body: 8000, inject: stallClient},
+	}
+	for _, profile := range []string{daprdtest.Local, daprdtest.Redis} {
+		for _, sc := range scenarios {
+			t.Run(profile+"/"+sc.name, func(t *testing.T) {
+				runFaultScenario(t, startFaultEnv(t, profile, ""), sc)
+			})
+		}
+	}
+	// Killing daprd loses the local profile's in-memory state by design, so
+	// that scenario runs on the durable profiles.
+	for _, profile := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ} {
+		t.Run(profile+"/kill_daprd", func(t *testing.T) {
+			runFaultScenario(t, startFaultEnv(t, profile, ""), scenario{name: "kill_daprd", body: 64, inject: killDaprd})
+		})
+	}
+	t.Run("postgres-rabbitmq/kill_parley", func(t *testing.T) {
+		runFaultScenario(t, startFaultEnv(t, daprdtest.PostgresRabbitMQ, ""), scenario{name: "kill_parley", body: 64, inject: killParley})
+	})
+	t.Run("redis-aof/restart_backend", func(t *testing.T) {
+		requireMode(t, mode{name: "dapr-" + daprdtest.Redis})
+		r := startPrivateRedis(t)
+		runFaultScenario(t, startFaultEnv(t, daprdtest.Redis, r.components), scenario{name: "restart_backend", body: 64,
+			inject: func(t *testing.T, _ *faultEnv, _ []*rdev) { r.restart(t) }})
+	})
+}
+
+// privateRedis is a redis-server of the test's own, with append-only
+// persistence fsynced on every write, so a SIGKILL loses nothing.
+type privateRedis struct {
+	port       int
+	dir        string
+	components string
+	cmd        *exec.Cmd
+}
+
+func startPrivateRedis(t *testing.T) *privateRedis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server not installed")
+		}
+		t.Skip("redis-server not installed")
+	}
+	r := &privateRedis{port: freePort(t), dir: t.TempDir()}
+	root, _ := daprd.RepoRoot()
+	r.components = filepath.Join(t.TempDir(), "components")
+	if err := os.MkdirAll(r.components, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"statestore.yaml", "pubsub.yaml"} {
+		data, err := os.ReadFile(filepath.Join(root, "components", "redis", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = []byte(strings.ReplaceAll(string(data), "127.0.0.1:6379", fmt.Sprintf("127.0.0.1:%d", r.port)))
+		if err := os.WriteFile(filepath.Join(r.components, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.start(t)
+	t.Cleanup(func() { r.kill() })
+	return r
+}
+
+func (r *privateRedis) start(t *testing.T) {
+	t.Helper()
+	r.cmd = exec.Command("redis-server", "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", filepath.Join(r.dir, "redis.log"))
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		if out, err := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "ping").Output(); err == nil && strings.TrimSpace(string(out)) == "PONG" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("private redis did not start")
+}
+
+func (r *privateRedis) kill() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+	}
+}
+
+// restart kills the server with SIGKILL and starts it again on the same
+// port and data: the durability a production Redis with AOF gives.
+func (r *privateRedis) restart(t *testing.T) {
+	r.kill()
+	time.Sleep(time.Second)
+	r.start(t)
+}

@@ -1,0 +1,74 @@
+package daprd_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/infrastructure/dapr/daprd"
+	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+)
+
+func TestRepoRootFindsTheModule(t *testing.T) {
+	t.Parallel()
+	root, err := daprd.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil || !strings.Contains(string(data), "module "+daprd.ModulePath) {
+		t.Fatalf("RepoRoot = %s, whose go.mod does not declare %s", root, daprd.ModulePath)
+	}
+}
+
+func TestStartWithoutBinarySaysHowToBuildIt(t *testing.T) {
+	t.Parallel()
+	_, err := daprd.Start(context.Background(), daprd.Options{
+		Binary:        filepath.Join(t.TempDir(), "daprd"),
+		ResourcesPath: t.TempDir(),
+		AppID:         "x",
+	})
+	if err == nil || !strings.Contains(err.Error(), "make sidecar") {
+		t.Fatalf("Start without a binary = %v, want an error that says to run make sidecar", err)
+	}
+}
+
+func healthy(addr string) bool {
+	c := &http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + addr + "/v1.0/healthz/outbound")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode/100 == 2
+}
+
+func TestKillAndRestartKeepThePorts(t *testing.T) {
+	s := daprdtest.StartForTest(t, daprdtest.Local)
+	grpcAddr, httpAddr := s.GRPCAddr(), s.HTTPAddr()
+	if !healthy(httpAddr) {
+		t.Fatal("daprd not healthy after Start")
+	}
+	s.Kill()
+	if healthy(httpAddr) {
+		t.Fatal("daprd still answers after Kill")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s.GRPCAddr() != grpcAddr || s.HTTPAddr() != httpAddr || !healthy(httpAddr) {
+		t.Fatalf("after Restart: grpc %s http %s healthy %v; want the same ports, healthy", s.GRPCAddr(), s.HTTPAddr(), healthy(httpAddr))
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if healthy(httpAddr) {
+		t.Fatal("daprd still answers after Stop")
+	}
+}
