@@ -45,3 +45,10 @@ $(DAPRD): sidecar/go.mod sidecar/go.sum sidecar/main.go
 # proto: regenerate proto/ (needs protoc and protoc-gen-go; the output is committed).
 proto:
 	$(GO) generate ./proto
+
+# cluster: N nodes (N=3 by default), each with its own daprd, on a shared
+# profile (PROFILE=redis by default). Ctrl-C stops all.
+N       ?= 3
+PROFILE ?= redis
+cluster: $(DAPRD)
+	$(GO) run ./app/cmd/cluster -n $(N) -profile $(PROFILE)
