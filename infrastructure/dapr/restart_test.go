@@ -62,17 +62,16 @@ func waitFor(d time.Duration, cond func() bool) bool {
 // re-subscribes by itself, with no help from the test.
 func TestAtLeastOnceAcrossSidecarRestart(t *testing.T) {
 	const n = 50
-	for _, name := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ, daprdtest.MySQLMQTT} {
-		p := daprdtest.Lookup(t, name)
+	// mysql-mqtt is not among them. Checked by hand with daprd 1.18.2 and
+	// Mosquitto 2.0: the broker keeps the messages and delivers them when
+	// the restarted daprd reconnects, before any subscription route exists,
+	// and the mqtt3 component never acknowledges them, so they stay in
+	// flight until the next reconnection (components/mysql-mqtt/pubsub.yaml).
+	for _, p := range daprdtest.Profiles() {
+		if !p.Durable {
+			continue
+		}
 		t.Run(p.Name, func(t *testing.T) {
-			if !p.Durable {
-				// Checked by hand with daprd 1.18.2 and Mosquitto 2.0: the
-				// broker keeps the messages, delivers them when daprd B
-				// reconnects, before any subscription route exists, and
-				// the mqtt3 component never acknowledges them, so they
-				// stay in flight until the next reconnection.
-				t.Skip("pubsub.mqtt3 strands messages queued for a persistent session across a daprd restart; see components/mysql-mqtt/pubsub.yaml")
-			}
 			appID := daprdtest.UniqueName("parley-restart")
 			a := startNode(t, p.Name, daprdtest.WithAppID(appID))
 			b := startNode(t, p.Name, daprdtest.WithAppID(appID))
