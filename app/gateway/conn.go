@@ -314,8 +314,19 @@ func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64
 	p := c.pending[key]
 	delete(c.pending, key)
 	c.mu.Unlock()
-	if p != nil && p.env.Msg.Sender != c.user {
-		c.srv.notify(ctx, p.env.Msg.Sender, delivery.Event{Type: "delivered", Conv: conv, Seq: seq, User: c.user})
+	sender := c.user
+	if p != nil {
+		sender = p.env.Msg.Sender
+	} else if seq > 0 {
+		// A message the device got by sync: find its sender, checking
+		// membership on the way.
+		page, err := c.srv.history.Handle(ctx, chat.History{Reader: c.user, Conv: string(conv), After: seq - 1, Limit: 1})
+		if err == nil && len(page.Messages) == 1 {
+			sender = page.Messages[0].Sender
+		}
+	}
+	if sender != c.user {
+		c.srv.notify(ctx, sender, delivery.Event{Type: "delivered", Conv: conv, Seq: seq, User: c.user})
 	}
 }
 
