@@ -364,6 +364,12 @@ func TestFaults(t *testing.T) {
 	t.Run("postgres-rabbitmq/kill_parley", func(t *testing.T) {
 		runFaultScenario(t, startFaultEnv(t, daprdtest.PostgresRabbitMQ, ""), scenario{name: "kill_parley", body: 64, inject: killParley})
 	})
+	t.Run("postgres-rabbitmq/restart_backend", func(t *testing.T) {
+		requireMode(t, mode{name: "dapr-" + daprdtest.PostgresRabbitMQ})
+		pg := startPrivatePostgres(t)
+		runFaultScenario(t, startFaultEnv(t, daprdtest.PostgresRabbitMQ, pg.components), scenario{name: "restart_backend", body: 64,
+			inject: func(t *testing.T, _ *faultEnv, _ []*rdev) { pg.restart(t) }})
+	})
 	t.Run("redis-aof/restart_backend", func(t *testing.T) {
 		requireMode(t, mode{name: "dapr-" + daprdtest.Redis})
 		r := startPrivateRedis(t)
@@ -440,4 +446,120 @@ func (r *privateRedis) restart(t *testing.T) {
 	r.kill()
 	time.Sleep(time.Second)
 	r.start(t)
+}
+
+// privatePostgres is a PostgreSQL server of the test's own, so that
+// killing it disturbs no other test. It runs as the postgres user.
+type privatePostgres struct {
+	port       int
+	dir        string
+	components string
+	cmd        *exec.Cmd
+	uid, gid   uint32
+}
+
+func lookupUser(name string) (uint32, uint32, bool) {
+	data, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return 0, 0, false
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Split(line, ":")
+		if len(f) > 3 && f[0] == name {
+			var uid, gid uint32
+			_, _ = fmt.Sscan(f[2], &uid)
+			_, _ = fmt.Sscan(f[3], &gid)
+			return uid, gid, true
+		}
+	}
+	return 0, 0, false
+}
+
+func startPrivatePostgres(t *testing.T) *privatePostgres {
+	t.Helper()
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
+	uid, gid, ok := lookupUser("postgres")
+	if len(bins) == 0 || !ok || os.Geteuid() != 0 {
+		msg := "a private PostgreSQL needs the server binaries, a postgres user and root"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	bin := filepath.Dir(bins[0])
+	dir, err := os.MkdirTemp("", "parley-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, int(uid), int(gid)); err != nil {
+		t.Fatal(err)
+	}
+	p := &privatePostgres{port: freePort(t), dir: dir, uid: uid, gid: gid}
+	asPostgres := func(name string, args ...string) *exec.Cmd {
+		c := exec.Command(filepath.Join(bin, name), args...)
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}, Pdeathsig: syscall.SIGKILL}
+		c.Dir = dir
+		return c
+	}
+	if out, err := asPostgres("initdb", "-D", filepath.Join(dir, "data"), "-A", "trust", "-U", "postgres").CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	p.cmd = asPostgres("postgres", "-D", filepath.Join(dir, "data"), "-p", fmt.Sprint(p.port), "-k", dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on")
+	p.start(t)
+	if out, err := exec.Command("psql", "-h", "127.0.0.1", "-p", fmt.Sprint(p.port), "-U", "postgres", "-c", "CREATE DATABASE test").CombinedOutput(); err != nil {
+		t.Fatalf("create database: %v\n%s", err, out)
+	}
+	root, _ := daprd.RepoRoot()
+	p.components = filepath.Join(t.TempDir(), "components")
+	if err := os.MkdirAll(p.components, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"statestore.yaml", "pubsub.yaml"} {
+		data, err := os.ReadFile(filepath.Join(root, "components", "postgres-rabbitmq", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = []byte(strings.ReplaceAll(string(data), "port=5432", fmt.Sprintf("port=%d", p.port)))
+		if err := os.WriteFile(filepath.Join(p.components, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *privatePostgres) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(p.cmd.Path, p.cmd.Args[1:]...)
+	cmd.SysProcAttr, cmd.Dir = p.cmd.SysProcAttr, p.cmd.Dir
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = cmd
+	for range 200 {
+		if err := exec.Command("pg_isready", "-h", "127.0.0.1", "-p", fmt.Sprint(p.port)).Run(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("private postgres did not start")
+}
+
+func (p *privatePostgres) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+}
+
+// restart kills the server with SIGKILL and starts it again: PostgreSQL
+// recovers every committed transaction from its write-ahead log.
+func (p *privatePostgres) restart(t *testing.T) {
+	p.kill()
+	// The children of a killed postmaster exit on their own; wait for the
+	// port to be free before starting again.
+	time.Sleep(1500 * time.Millisecond)
+	p.start(t)
 }
