@@ -118,12 +118,23 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 			return SendResult{}, err
 		}
 	}
-	msg, err := h.insert(ctx, draft, head, nowMs, cfg.IdempotencyTTL)
+	msg, dup, err := h.insert(ctx, draft, head, nowMs, cfg.IdempotencyTTL)
 	if err != nil {
 		delete(heads, conv.ID)
 		return SendResult{}, err
 	}
 	heads[conv.ID] = msg.Seq
+	// The message is durable now. A failed commit leaves a stale head hint
+	// (writers probe past it, and repair the idempotency key on the way), so
+	// the send still succeeds.
+	if err := h.store.CommitSend(ctx, &msg, cfg.IdempotencyTTL); err != nil {
+		delete(heads, conv.ID)
+	}
+	if dup {
+		// An earlier attempt stored it and was delivered then, or its
+		// devices sync it: do not push it twice.
+		return SendResult{Message: msg, Duplicate: true}, nil
+	}
 	// Deliver under the conversation lock so that local devices see seqs in order.
 	h.deliver.Deliver(ctx, &conv, &msg)
 	return SendResult{Message: msg}, nil
@@ -132,23 +143,43 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 // insert claims the first free seq after head. Insert-if-absent on the
 // message key is the claim itself, so concurrent writers on other nodes
 // can never share a seq nor leave a hole.
-func (h *SendMessageHandler) insert(ctx context.Context, d domain.Draft, head uint64, nowMs int64, idemTTL time.Duration) (domain.Message, error) {
+//
+// A seq that is taken is read: if it holds this very message (an earlier
+// attempt whose reply was lost when the sidecar or this node died), that is
+// the result, reported as a duplicate. If it holds another sender's message,
+// its idempotency key is written again on the way past, so that a message
+// whose send was cut off between insert and commit is still found by its
+// sender's retry, even after later messages moved the head beyond it.
+func (h *SendMessageHandler) insert(ctx context.Context, d domain.Draft, head uint64, nowMs int64, idemTTL time.Duration) (domain.Message, bool, error) {
+	id := domain.MessageID(d.Sender, d.ClientMsgID)
 	for probe := 1; ; probe++ {
 		msg := d.Accept(head+uint64(probe), nowMs)
-		err := h.store.InsertMessage(ctx, &msg, idemTTL)
+		err := h.store.InsertMessage(ctx, &msg)
 		if err == nil {
-			return msg, nil
+			return msg, false, nil
 		}
 		if !errors.Is(err, infrastructure.ErrConflict) {
-			return domain.Message{}, err
+			return domain.Message{}, false, err
+		}
+		held, ok, err := h.store.Message(ctx, d.Conv, msg.Seq)
+		if err != nil {
+			return domain.Message{}, false, err
+		}
+		if ok && held.ID == id {
+			return held, true, nil
+		}
+		if ok {
+			if err := h.store.RecordSend(ctx, &held, idemTTL); err != nil {
+				return domain.Message{}, false, err
+			}
 		}
 		if probe == maxProbe {
 			fresh, herr := h.store.Head(ctx, d.Conv)
 			if herr != nil {
-				return domain.Message{}, herr
+				return domain.Message{}, false, herr
 			}
 			if fresh <= head {
-				return domain.Message{}, fmt.Errorf("no free seq in %s after %d: %w", d.Conv, head, infrastructure.ErrConflict)
+				return domain.Message{}, false, fmt.Errorf("no free seq in %s after %d: %w", d.Conv, head, infrastructure.ErrConflict)
 			}
 			head, probe = fresh, 0
 		}

@@ -143,35 +143,50 @@ func (s *Store) Head(ctx context.Context, conv domain.ConversationID) (uint64, e
 	return n, nil
 }
 
-// InsertMessage stores m at its seq if that seq is free, and in the same
-// transaction records the idempotency key (with ttl), the head hint and the
-// sender's read cursor. It returns an error wrapping
-// infrastructure.ErrConflict when another message holds the seq.
-//
-// Writing the idempotency key atomically with the message closes the
-// window where a message is stored but a retry of its send cannot find it:
-// a sidecar that dies after the backend committed, before the reply came
-// back, must not turn the retry into a second copy. Stores whose
-// transactions are not all-or-nothing (Redis) may leave the side writes of
-// a refused insert behind; they only ever point at a stored message, and
-// PriorSend checks that the message is really the sender's.
-func (s *Store) InsertMessage(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
+// InsertMessage stores m at its seq if that seq is free. It returns an
+// error wrapping infrastructure.ErrConflict when another message holds the
+// seq. It is a single-key insert-if-absent on purpose: that is atomic on
+// every store, where a transaction is not (Dapr's Redis store ignores
+// first-write inside transactions).
+func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
-	rec, _ := json.Marshal(SendRecord{Conv: m.Conv, Seq: m.Seq})
+	if err := s.state.Set(ctx, msgKey(m.Conv, m.Seq), data, infrastructure.IfAbsent()); err != nil {
+		return fmt.Errorf("insert message %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
+	}
+	return nil
+}
+
+// CommitSend records, after m is stored, the idempotency key, the new head
+// and the sender's read cursor, in one transaction.
+func (s *Store) CommitSend(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
 	seq := []byte(strconv.FormatUint(m.Seq, 10))
-	err = s.state.Transact(ctx, []infrastructure.StateOp{
-		{Key: msgKey(m.Conv, m.Seq), Value: data, Options: []infrastructure.WriteOption{infrastructure.IfAbsent()}},
-		{Key: idemKey(m.Sender, m.ClientMsgID), Value: rec, Options: []infrastructure.WriteOption{infrastructure.WithTTL(idemTTL)}},
+	err := s.state.Transact(ctx, []infrastructure.StateOp{
+		s.idemOp(m, idemTTL),
 		{Key: headKey(m.Conv), Value: seq},
 		{Key: readKey(m.Conv, m.Sender), Value: seq},
 	})
 	if err != nil {
-		return fmt.Errorf("insert message %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
+		return fmt.Errorf("commit send %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
 	}
 	return nil
+}
+
+// RecordSend writes only the idempotency key of a stored message: the repair
+// of a message whose send was cut off between its insert and its commit.
+func (s *Store) RecordSend(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
+	op := s.idemOp(m, idemTTL)
+	if err := s.state.Set(ctx, op.Key, op.Value, op.Options...); err != nil {
+		return fmt.Errorf("record send %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+func (s *Store) idemOp(m *domain.Message, ttl time.Duration) infrastructure.StateOp {
+	rec, _ := json.Marshal(SendRecord{Conv: m.Conv, Seq: m.Seq})
+	return infrastructure.StateOp{Key: idemKey(m.Sender, m.ClientMsgID), Value: rec, Options: []infrastructure.WriteOption{infrastructure.WithTTL(ttl)}}
 }
 
 // SendRecord is what an idempotent retry gets back.

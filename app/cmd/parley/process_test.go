@@ -92,7 +92,11 @@ func (p *proc) launch(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		if data, err := os.ReadFile(ready); err == nil && len(data) > 0 {
-			p.base = "http://" + string(data)
+			// A restart keeps the address: base is written once, before any
+			// reader exists.
+			if p.base == "" {
+				p.base = "http://" + string(data)
+			}
 			return
 		}
 		select {
