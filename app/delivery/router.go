@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"time"
 
 	jsoniter "github.com/json-iterator/go"
 	"go.uber.org/zap"
@@ -16,7 +17,13 @@ var json = jsoniter.ConfigFastest
 // Presence tells which other nodes hold connections of some users.
 type Presence interface {
 	RemoteNodes(ctx context.Context, users []domain.UserID) ([]string, error)
+	// Alone reports whether no other node held a lease at the last refresh.
+	Alone() bool
 }
+
+// eventTimeout bounds the hand-off of an event to other nodes: events are
+// hints, and the device that caused one must not wait on a slow backend.
+const eventTimeout = 2 * time.Second
 
 // envelope is what one node sends another on its node topic.
 type envelope struct {
@@ -93,9 +100,17 @@ func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *doma
 	r.forward(ctx, conv.Members, envelope{Users: conv.Members, Msg: m}, m.ID)
 }
 
-// Notify sends ev to every device of u, wherever it is connected.
+// Notify sends ev to every device of u, wherever it is connected. Unlike
+// messages, events skip the presence lookup while this node is alone: they
+// are hints, and a device that joins meanwhile misses nothing it cannot
+// learn by sync.
 func (r *Router) Notify(ctx context.Context, u domain.UserID, ev Event) {
 	r.hub.NotifyUser(u, ev)
+	if r.presence.Alone() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, eventTimeout)
+	defer cancel()
 	r.forward(ctx, []domain.UserID{u}, envelope{Users: []domain.UserID{u}, Event: &ev}, "")
 }
 

@@ -320,7 +320,9 @@ func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64
 	} else if seq > 0 {
 		// A message the device got by sync: find its sender, checking
 		// membership on the way.
-		page, err := c.srv.history.Handle(ctx, chat.History{Reader: c.user, Conv: string(conv), After: seq - 1, Limit: 1})
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		page, err := c.srv.history.Handle(lctx, chat.History{Reader: c.user, Conv: string(conv), After: seq - 1, Limit: 1})
+		cancel()
 		if err == nil && len(page.Messages) == 1 {
 			sender = page.Messages[0].Sender
 		}

@@ -250,6 +250,19 @@ func (r *Registry) LiveNodes() []Lease {
 	return out
 }
 
+// Alone reports whether no node but this one held a lease at the last
+// refresh.
+func (r *Registry) Alone() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for n := range r.live {
+		if n != r.cfg.Node {
+			return false
+		}
+	}
+	return true
+}
+
 // IsLive reports whether node held a lease at the last refresh. This node
 // always counts as live.
 func (r *Registry) IsLive(node string) bool {
