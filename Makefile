@@ -10,12 +10,18 @@ DAPRD        := sidecar/bin/daprd
 
 # run: daprd with components/local, then parley with the chat page on
 # http://localhost:8080. Ctrl-C stops both.
-run: $(DAPRD)
-	$(GO) run ./app/cmd/parley -backend dapr -sidecar launch -profile local -settings deploy/local/settings.yaml
+# The binary is built, not `go run`, so that Ctrl-C reaches parley alone and
+# its clean exit is make's too.
+run: $(DAPRD) parley
+	./bin/parley -backend dapr -sidecar launch -profile local -settings deploy/local/settings.yaml
 
 # run-memory: parley alone, with the in-memory adapter and no sidecar.
-run-memory:
-	$(GO) run ./app/cmd/parley -backend memory -settings deploy/local/settings.yaml
+run-memory: parley
+	./bin/parley -backend memory -settings deploy/local/settings.yaml
+
+.PHONY: parley
+parley:
+	$(GO) build -o bin/parley ./app/cmd/parley
 
 # test: every test, race detector on, against a real daprd per profile.
 # Profiles whose servers are not running skip with a reason (fail in CI).
