@@ -58,3 +58,9 @@ N       ?= 3
 PROFILE ?= redis
 cluster: $(DAPRD)
 	$(GO) run ./app/cmd/cluster -n $(N) -profile $(PROFILE)
+
+# bench: the load generator's suite against parley in three modes (memory,
+# daprd with components/local, daprd with components/redis), measured in the
+# same run, printed as one table. About 4 minutes; loopback only.
+bench: $(DAPRD)
+	$(GO) run ./app/cmd/loadgen suite

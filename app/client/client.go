@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -98,6 +99,11 @@ type Options struct {
 	// Buffer is the capacity of the Messages channel. Zero means 4096. When
 	// it is full the reader blocks, like a slow device.
 	Buffer int
+	// NetDialContext opens the TCP connection, for example from a chosen
+	// local address (net.Dialer.LocalAddr) so that a load generator can
+	// open more connections than one source address has ports. Nil means
+	// the default dialer.
+	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Client is one WebSocket connection. Safe for concurrent use.
@@ -136,7 +142,7 @@ func Dial(ctx context.Context, base, token string, o Options) (*Client, error) {
 		q.Set("device", o.Device)
 	}
 	u.RawQuery = q.Encode()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096, NetDialContext: o.NetDialContext}
 	if o.Proto {
 		d.Subprotocols = []string{"parley.v1.proto"}
 	}

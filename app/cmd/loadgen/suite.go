@@ -1,0 +1,621 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type suiteConfig struct {
+	modes       string
+	scenarios   string
+	outDir      string
+	parley      string
+	progress    string
+	logLevel    string
+	timeout     time.Duration
+	redisAddr   string
+	keepRedis   bool
+	conns       connectionsConfig
+	direct      directConfig
+	rates       string
+	reconnect   reconnectConfig
+	concurrency int
+}
+
+// suiteModes are the backends the suite compares; parley runs fresh for each.
+var suiteModes = []struct {
+	name string
+	args []string
+	// target is the issue's goal for this mode: messages per second with
+	// a p99 send→deliver bound.
+	targetRate float64
+	targetP99  float64
+}{
+	{"memory", []string{"-backend", "memory"}, 40_000, 25},
+	{"dapr-local", []string{"-backend", "dapr", "-sidecar", "launch", "-profile", "local"}, 20_000, 50},
+	{"dapr-redis", []string{"-backend", "dapr", "-sidecar", "launch", "-profile", "redis"}, 15_000, 50},
+}
+
+func (c *suiteConfig) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.modes, "modes", "memory,dapr-local,dapr-redis", "modes to measure, in order")
+	fs.StringVar(&c.scenarios, "scenarios", "connections,direct,rate,reconnect", "scenarios per mode: connections (on a parley of its own), direct, rate (direct at the mode's target rate), reconnect")
+	fs.StringVar(&c.outDir, "out-dir", "", "folder for results, charts and parley logs; empty means a new folder under $TMPDIR")
+	fs.StringVar(&c.parley, "parley", "", "a parley binary to use; empty means build ./app/cmd/parley into the output folder")
+	fs.StringVar(&c.progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), on or off")
+	fs.StringVar(&c.logLevel, "server-log-level", "info", "parley's -log-level; info (its default) logs every send and connection to a file")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "hard bound of the whole suite")
+	fs.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "the redis the redis profile uses; checked before that mode runs")
+	fs.BoolVar(&c.keepRedis, "keep-redis", false, "keep the run's keys in redis instead of deleting them afterwards")
+	fs.IntVar(&c.conns.n, "conns", 19_000, "connections scenario: connections to hold (the server may open 20,000 files)")
+	fs.DurationVar(&c.conns.hold, "hold", 5*time.Second, "connections scenario: how long to hold them")
+	fs.IntVar(&c.direct.pairs, "pairs", 50, "direct scenario: pairs of users")
+	fs.DurationVar(&c.direct.duration, "duration", 10*time.Second, "direct scenario: how long each run sends")
+	fs.IntVar(&c.direct.inflight, "inflight", 4, "direct scenario: sends in flight per sender")
+	fs.StringVar(&c.rates, "rates", "", "rate scenario: msg/s per mode as mode=rate,...; empty means each mode's target (memory=40000, dapr-local=20000, dapr-redis=15000)")
+	fs.IntVar(&c.reconnect.clients, "clients", 1000, "reconnect scenario: clients")
+	fs.IntVar(&c.reconnect.missed, "missed", 20, "reconnect scenario: messages each client misses")
+	fs.IntVar(&c.concurrency, "dial-concurrency", 128, "connections dialled at once")
+	c.conns.settle = 2 * time.Second
+	c.direct.drain = 10 * time.Second
+	c.direct.body = 64
+	c.reconnect.senders, c.reconnect.inflight, c.reconnect.settle = 16, 8, time.Second
+}
+
+// ModeResult is one mode's figures.
+type ModeResult struct {
+	Mode         string             `json:"mode"`
+	Skipped      string             `json:"skipped,omitempty"`
+	Failed       string             `json:"failed,omitempty"`
+	StartSeconds float64            `json:"start_seconds"`
+	Idle         serverSample       `json:"server_idle"`
+	Connections  *ConnectionsResult `json:"connections,omitempty"`
+	Direct       *DirectResult      `json:"direct,omitempty"`
+	Rate         *DirectResult      `json:"rate,omitempty"`
+	Reconnect    *ReconnectResult   `json:"reconnect,omitempty"`
+	ServerLog    string             `json:"server_log"`
+	targetRate   float64
+	targetP99    float64
+}
+
+// SuiteResult is what the suite writes.
+type SuiteResult struct {
+	Started  time.Time     `json:"started"`
+	Seconds  float64       `json:"seconds"`
+	Machine  string        `json:"machine"`
+	Modes    []*ModeResult `json:"modes"`
+	Table    string        `json:"table"`
+	Settings string        `json:"server_settings"`
+}
+
+// suiteSettings raises the per-user send rate far above the load, and
+// keeps every other setting at its default.
+const suiteSettings = "# written by loadgen suite\nparley.send_rate_per_sec: 1000000\n"
+
+func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg suiteConfig
+	cfg.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	rates, err := parseRates(cfg.rates)
+	if err != nil {
+		return err
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	dir, err := outputDir(cfg.outDir)
+	if err != nil {
+		return err
+	}
+	dir, _ = filepath.Abs(dir)
+	u := ui{}
+	if f, ok := stderr.(*os.File); ok {
+		u = newUI(cfg.progress, f)
+	}
+	bin := cfg.parley
+	if bin == "" {
+		bin = filepath.Join(dir, "parley")
+		fmt.Fprintf(stderr, "building parley into %s\n", bin)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./app/cmd/parley")
+		cmd.Dir, cmd.Stdout, cmd.Stderr = root, stderr, stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build parley: %w", err)
+		}
+	}
+	settingsPath := filepath.Join(dir, "settings.yaml")
+	if err := os.WriteFile(settingsPath, []byte(suiteSettings), 0o644); err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, s := range strings.Split(cfg.scenarios, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	res := &SuiteResult{Started: time.Now(), Machine: machine(), Settings: suiteSettings}
+	runID := runPrefix()
+	for mi, name := range strings.Split(cfg.modes, ",") {
+		name = strings.TrimSpace(name)
+		idx := -1
+		for i, m := range suiteModes {
+			if m.name == name {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			return fmt.Errorf("-modes: unknown mode %q", name)
+		}
+		m := suiteModes[idx]
+		mr := &ModeResult{Mode: m.name, targetRate: m.targetRate, targetP99: m.targetP99}
+		if r, ok := rates[m.name]; ok {
+			mr.targetRate = r
+		}
+		res.Modes = append(res.Modes, mr)
+		if reason := modeMissing(root, m.name, cfg.redisAddr); reason != "" {
+			mr.Skipped = reason
+			fmt.Fprintf(stderr, "%s: skipped: %s\n", m.name, reason)
+			continue
+		}
+		fmt.Fprintf(stderr, "== %s\n", m.name)
+		appID := runID + "-" + m.name
+		err := runMode(ctx, root, bin, dir, settingsPath, appID, m.args, mi, mr, cfg, want, u, stderr)
+		if err != nil {
+			mr.Failed = err.Error()
+			fmt.Fprintf(stderr, "%s: %v\n", m.name, err)
+		}
+		if m.name == "dapr-redis" && !cfg.keepRedis {
+			deleted := 0
+			for _, id := range []string{appID + "-c", appID} {
+				n, err := redisCleanup(cfg.redisAddr, id)
+				deleted += n
+				if err != nil {
+					fmt.Fprintf(stderr, "%s: redis cleanup: %v\n", m.name, err)
+				}
+			}
+			fmt.Fprintf(stderr, "%s: deleted the run's %d redis keys\n", m.name, deleted)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	res.Seconds = round2(time.Since(res.Started).Seconds())
+	res.Table = suiteTable(res)
+	if err := writeJSON(filepath.Join(dir, "suite.json"), res); err != nil {
+		return err
+	}
+	var deliver, ack, recon []latencySeries
+	for _, mr := range res.Modes {
+		if mr.Direct != nil {
+			deliver = append(deliver, latencySeries{mr.Mode + " send→deliver, flat out", histFrom(mr.Direct.DeliverHist)})
+			ack = append(ack, latencySeries{mr.Mode + " send→ACK, flat out", histFrom(mr.Direct.AckHist)})
+		}
+		if mr.Rate != nil {
+			deliver = append(deliver, latencySeries{fmt.Sprintf("%s send→deliver at %.0f/s", mr.Mode, mr.Rate.TargetRate), histFrom(mr.Rate.DeliverHist)})
+		}
+		if mr.Reconnect != nil {
+			recon = append(recon, latencySeries{mr.Mode + " reconnect→synced", histFrom(mr.Reconnect.SyncedHist)})
+		}
+	}
+	charts := map[string][]latencySeries{"deliver.svg": deliver, "ack.svg": ack, "reconnect.svg": recon}
+	titles := map[string]string{"deliver.svg": "send→deliver latency", "ack.svg": "send→ACK latency", "reconnect.svg": "reconnect→fully synced, per client"}
+	for file, s := range charts {
+		if err := os.WriteFile(filepath.Join(dir, file), latencySVG(titles[file], s), 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprint(stdout, res.Table)
+	fmt.Fprintf(stdout, "\nresults: %s (suite.json, deliver.svg, ack.svg, reconnect.svg, parley-*.log)\n", dir)
+	return ctx.Err()
+}
+
+func parseRates(s string) (map[string]float64, error) {
+	out := map[string]float64{}
+	if s == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		var r float64
+		if _, err := fmt.Sscan(v, &r); !ok || err != nil || r <= 0 {
+			return nil, fmt.Errorf("-rates %q: want mode=msgs_per_sec,...", s)
+		}
+		out[strings.TrimSpace(k)] = r
+	}
+	return out, nil
+}
+
+// runMode measures one mode. The connections scenario gets a parley of its
+// own, started fresh: its RSS baseline is then a new process's, and the
+// presence clean-up after 19,000 connections close (a burst of sidecar
+// calls that lasts seconds) cannot slow the message scenarios down. Those
+// share a second parley.
+func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeArgs []string, mi int, mr *ModeResult,
+	cfg suiteConfig, want map[string]bool, u ui, stderr io.Writer) error {
+	// A separate range of source addresses per mode keeps one mode's
+	// TIME_WAIT sockets out of the next one's way.
+	c := common{sourceBase: fmt.Sprintf("127.0.%d.2", mi+1), progress: cfg.progress, concurrency: cfg.concurrency}
+	// serve starts a parley, runs f against it and stops it.
+	serve := func(id, logName string, f func(newE func(conns int) (*env, error)) error) error {
+		start := time.Now()
+		logPath := filepath.Join(dir, logName)
+		p, err := startParley(ctx, root, bin, dir, settings, id, cfg.logLevel, modeArgs, logPath)
+		if err != nil {
+			return err
+		}
+		defer p.stop(stderr)
+		if mr.ServerLog == "" {
+			mr.ServerLog, mr.StartSeconds = logPath, round2(time.Since(start).Seconds())
+		}
+		c := c
+		c.target, c.serverPID = p.base, p.cmd.Process.Pid
+		newE := func(conns int) (*env, error) {
+			e, err := newEnv(ctx, c, conns, stderr)
+			if e != nil {
+				e.ui = u
+			}
+			return e, err
+		}
+		if mr.Idle.RSSKB == 0 {
+			e, err := newE(0)
+			if err != nil {
+				return err
+			}
+			mr.Idle = e.probe.sample(ctx)
+		}
+		return f(newE)
+	}
+	if want["connections"] {
+		err := serve(appID+"-c", "parley-"+mr.Mode+"-connections.log", func(newE func(int) (*env, error)) error {
+			fmt.Fprintf(stderr, "-- %s connections: %d for %s\n", mr.Mode, cfg.conns.n, cfg.conns.hold)
+			e, err := newE(cfg.conns.n)
+			if err != nil {
+				return err
+			}
+			if mr.Connections, err = runConnections(ctx, e, cfg.conns); err != nil {
+				return fmt.Errorf("connections: %w", err)
+			}
+			fmt.Fprint(stderr, mr.Connections.text())
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if !want["direct"] && !want["rate"] && !want["reconnect"] {
+		return nil
+	}
+	return serve(appID, "parley-"+mr.Mode+".log", func(newE func(int) (*env, error)) error {
+		if want["direct"] {
+			fmt.Fprintf(stderr, "-- %s direct, flat out: %d pairs for %s\n", mr.Mode, cfg.direct.pairs, cfg.direct.duration)
+			e, err := newE(2 * cfg.direct.pairs)
+			if err != nil {
+				return err
+			}
+			if mr.Direct, err = runDirect(ctx, e, cfg.direct); err != nil {
+				return fmt.Errorf("direct: %w", err)
+			}
+			fmt.Fprint(stderr, mr.Direct.text())
+		}
+		if want["rate"] {
+			fmt.Fprintf(stderr, "-- %s direct at %.0f msg/s: %d pairs for %s\n", mr.Mode, mr.targetRate, cfg.direct.pairs, cfg.direct.duration)
+			e, err := newE(2 * cfg.direct.pairs)
+			if err != nil {
+				return err
+			}
+			d := cfg.direct
+			d.rate = mr.targetRate
+			// Enough sends in flight that the rate, not the window, limits
+			// the load: an open loop, as far as the window allows.
+			d.inflight = max(d.inflight, 16)
+			if mr.Rate, err = runDirect(ctx, e, d); err != nil {
+				return fmt.Errorf("rate: %w", err)
+			}
+			fmt.Fprint(stderr, mr.Rate.text())
+		}
+		if want["reconnect"] {
+			fmt.Fprintf(stderr, "-- %s reconnect: %d clients, %d missed each\n", mr.Mode, cfg.reconnect.clients, cfg.reconnect.missed)
+			e, err := newE(cfg.reconnect.clients)
+			if err != nil {
+				return err
+			}
+			if mr.Reconnect, err = runReconnect(ctx, e, cfg.reconnect); err != nil {
+				return fmt.Errorf("reconnect: %w", err)
+			}
+			fmt.Fprint(stderr, mr.Reconnect.text())
+		}
+		return nil
+	})
+}
+
+// parleyProc is a parley the suite started.
+type parleyProc struct {
+	cmd      *exec.Cmd
+	base     string
+	log      *os.File
+	exited   chan struct{}
+	children []int
+}
+
+func startParley(ctx context.Context, root, bin, dir, settings, appID, logLevel string, modeArgs []string, logPath string) (*parleyProc, error) {
+	ready := filepath.Join(dir, appID+".ready")
+	_ = os.Remove(ready)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{
+		"-addr", "127.0.0.1:0", "-ready-file", ready, "-dev-tokens", "-settings", settings,
+		"-app-id", appID, "-node-id", appID, "-log-format", "json", "-log-level", logLevel,
+	}, modeArgs...)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = root, logf, logf
+	cmd.SysProcAttr = workerAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start parley: %w", err)
+	}
+	p := &parleyProc{cmd: cmd, log: logf, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if data, err := os.ReadFile(ready); err == nil && len(data) > 0 {
+			p.base = "http://" + strings.TrimSpace(string(data))
+			p.children = childPIDs(cmd.Process.Pid)
+			_ = os.Remove(ready)
+			return p, nil
+		}
+		select {
+		case <-p.exited:
+			logf.Close()
+			return nil, fmt.Errorf("parley exited before serving; its log %s ends:\n%s", logPath, tail(logPath, 2000))
+		case <-ctx.Done():
+			p.stop(io.Discard)
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.stop(io.Discard)
+			return nil, fmt.Errorf("parley not serving after 90s; see %s", logPath)
+		}
+	}
+}
+
+// stop asks parley to shut down (it stops its sidecar), kills it if it
+// does not within 30 s, and kills a sidecar it left behind.
+func (p *parleyProc) stop(w io.Writer) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		fmt.Fprintln(w, "parley did not stop within 30s; killing it")
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+	for _, c := range p.children {
+		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c)); err == nil && bytes.Contains(data, []byte("daprd")) {
+			if proc, err := os.FindProcess(c); err == nil {
+				_ = proc.Kill()
+			}
+		}
+	}
+	p.log.Close()
+}
+
+func tail(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	if len(data) > n {
+		data = data[len(data)-n:]
+	}
+	return string(data)
+}
+
+// repoRoot finds the parley checkout from the working directory up.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(data, []byte("module github.com/parley-im/parley\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the suite from inside the parley checkout: it builds ./app/cmd/parley and its sidecar reads components/")
+		}
+		dir = parent
+	}
+}
+
+// modeMissing says why a mode cannot run here, or "".
+func modeMissing(root, mode, redisAddr string) string {
+	if mode == "memory" {
+		return ""
+	}
+	if _, err := os.Stat(filepath.Join(root, "sidecar", "bin", "daprd")); err != nil {
+		return "sidecar/bin/daprd not built: run `make sidecar`"
+	}
+	if mode == "dapr-redis" {
+		if err := redisPing(redisAddr); err != nil {
+			return fmt.Sprintf("redis at %s does not answer: %v", redisAddr, err)
+		}
+	}
+	return ""
+}
+
+func machine() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				fmt.Fprintf(&b, ", %s", strings.TrimSpace(v))
+				break
+			}
+		}
+	}
+	return b.String()
+}
+
+// redisPing checks that redis answers, with the inline protocol.
+func redisPing(addr string) error {
+	if err := checkLoopbackHost(context.Background(), hostOf(addr)); err != nil {
+		return err
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h
+}
+
+// redisCleanup deletes what the run left in redis: the state keys of its
+// app-id ("<app-id>||...") and its node topic's stream.
+func redisCleanup(addr, appID string) (int, error) {
+	if err := checkLoopbackHost(context.Background(), hostOf(addr)); err != nil {
+		return 0, err
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	r := bufio.NewReader(c)
+	do := func(args ...string) (any, error) {
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+		if _, err := c.Write(b.Bytes()); err != nil {
+			return nil, err
+		}
+		return readRESP(r)
+	}
+	deleted := 0
+	cursor := "0"
+	for {
+		v, err := do("SCAN", cursor, "MATCH", appID+"||*", "COUNT", "2000")
+		if err != nil {
+			return deleted, err
+		}
+		arr, ok := v.([]any)
+		if !ok || len(arr) != 2 {
+			return deleted, fmt.Errorf("unexpected SCAN reply %v", v)
+		}
+		cursor, _ = arr[0].(string)
+		keys, _ := arr[1].([]any)
+		if len(keys) > 0 {
+			args := []string{"UNLINK"}
+			for _, k := range keys {
+				if s, ok := k.(string); ok {
+					args = append(args, s)
+				}
+			}
+			if v, err := do(args...); err != nil {
+				return deleted, err
+			} else if n, ok := v.(int64); ok {
+				deleted += int(n)
+			}
+		}
+		if cursor == "0" {
+			break
+		}
+	}
+	// The node topic's stream, named after the node id.
+	if v, err := do("UNLINK", "node."+appID); err == nil {
+		if n, ok := v.(int64); ok {
+			deleted += int(n)
+		}
+	}
+	return deleted, nil
+}
+
+// readRESP reads one reply of the redis protocol.
+func readRESP(r *bufio.Reader) (any, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return nil, errors.New("empty reply")
+	}
+	switch line[0] {
+	case '+':
+		return line[1:], nil
+	case '-':
+		return nil, errors.New(line[1:])
+	case ':':
+		var n int64
+		_, err := fmt.Sscan(line[1:], &n)
+		return n, err
+	case '$':
+		var n int
+		if _, err := fmt.Sscan(line[1:], &n); err != nil {
+			return nil, err
+		}
+		if n < 0 {
+			return nil, nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		return string(buf[:n]), nil
+	case '*':
+		var n int
+		if _, err := fmt.Sscan(line[1:], &n); err != nil {
+			return nil, err
+		}
+		out := make([]any, 0, max(n, 0))
+		for range n {
+			v, err := readRESP(r)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unknown reply %q", line)
+}
