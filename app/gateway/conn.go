@@ -54,7 +54,6 @@ type conn struct {
 	ws     *websocket.Conn
 	codec  codec
 	format int
-	log    *zap.Logger
 
 	lastRead atomic.Int64 // unix nanos of the last frame or pong
 
@@ -71,6 +70,12 @@ type conn struct {
 	writerIdle  chan struct{}
 }
 
+// logger is built on demand: a logger with fields per connection costs
+// about a kilobyte, and most connections never log after "connected".
+func (c *conn) logger() *zap.Logger {
+	return c.srv.log.With(zap.String("conn", c.id), zap.String("user", string(c.user)))
+}
+
 func (c *conn) ID() string          { return c.id }
 func (c *conn) User() domain.UserID { return c.user }
 
@@ -79,7 +84,7 @@ func (c *conn) User() domain.UserID { return c.user }
 func (c *conn) Push(env *delivery.Envelope) {
 	data, err := env.Encoded(c.format, c.encodeMsg)
 	if err != nil {
-		c.log.Error("encode message", zap.String("msg_id", env.Msg.ID), zap.Error(err))
+		c.logger().Error("encode message", zap.String("msg_id", env.Msg.ID), zap.Error(err))
 		return
 	}
 	cfg := c.srv.settings.Load()
@@ -89,6 +94,9 @@ func (c *conn) Push(env *delivery.Envelope) {
 	if c.closed {
 		c.mu.Unlock()
 		return
+	}
+	if c.pending == nil {
+		c.pending = make(map[ackKey]*pending)
 	}
 	if _, dup := c.pending[key]; !dup {
 		if len(c.pending) >= c.srv.cfg.MaxPendingAcks {
@@ -122,7 +130,7 @@ func (c *conn) Notify(ev delivery.Event) {
 func (c *conn) send(f *pb.Frame) bool {
 	data, err := c.codec.encode(f)
 	if err != nil {
-		c.log.Error("encode frame", zap.String("type", f.Type), zap.Error(err))
+		c.logger().Error("encode frame", zap.String("type", f.Type), zap.Error(err))
 		return false
 	}
 	c.mu.Lock()
@@ -247,7 +255,7 @@ func (c *conn) onTimer() {
 	switch {
 	case c.pingedAt != 0 && now.Sub(time.Unix(0, c.pingedAt)) >= cfg.HeartbeatIdle:
 		c.mu.Unlock()
-		c.log.Info("dead peer: no answer to ping", zap.Duration("idle", now.Sub(idleSince)))
+		c.logger().Info("dead peer: no answer to ping", zap.Duration("idle", now.Sub(idleSince)))
 		c.closeWith(CloseDeadPeer, "no answer to ping")
 		return
 	case c.pingedAt != 0:
@@ -276,7 +284,7 @@ func (c *conn) onTimer() {
 		}
 		if p.tries >= cfg.AckTries {
 			c.mu.Unlock()
-			c.log.Info("delivery not acknowledged, closing for re-sync",
+			c.logger().Info("delivery not acknowledged, closing for re-sync",
 				zap.String("conv", string(key.conv)), zap.Uint64("seq", key.seq), zap.Int("tries", p.tries))
 			c.closeWith(CloseAckTimeout, "messages not acknowledged; reconnect and sync")
 			return
@@ -376,7 +384,7 @@ func (c *conn) serve(ctx context.Context) {
 			}
 			var ce *websocket.CloseError
 			if !errors.As(err, &ce) {
-				c.log.Debug("read ended", zap.Error(err))
+				c.logger().Debug("read ended", zap.Error(err))
 			}
 			c.closeWith(0, "")
 			return
@@ -389,7 +397,7 @@ func (c *conn) serve(ctx context.Context) {
 func (c *conn) sendErr(id string, err error) {
 	ae := toAPIError(err)
 	if ae.Code == CodeInternal || ae.Code == CodeUnavailable {
-		c.log.Warn("request failed", zap.String("req", id), zap.Error(err))
+		c.logger().Warn("request failed", zap.String("req", id), zap.Error(err))
 	}
 	c.send(&pb.Frame{Type: "error", Id: id, Code: ae.Code, Message: ae.Message, Retryable: ae.Retryable})
 }
@@ -453,7 +461,7 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body,
 	})
 	if err != nil {
-		c.log.Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))
+		c.logger().Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))
 		c.sendErr(f.Id, err)
 		return
 	}

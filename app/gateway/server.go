@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -176,39 +177,43 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader already answered with an HTTP error
 	}
 	ws.SetReadLimit(s.cfg.MaxFrameBytes)
-	c := &conn{
-		srv: s, id: newConnID(), user: user, device: device, ws: ws,
-		codec: jsonCodec{}, pending: make(map[ackKey]*pending),
-	}
+	// Clone what the connection keeps, so that it does not pin the request.
+	c := &conn{srv: s, id: newConnID(), user: domain.UserID(strings.Clone(string(user))), device: strings.Clone(device), ws: ws, codec: jsonCodec{}}
 	if ws.Subprotocol() == SubprotocolProto {
 		c.codec, c.format = protoCodec{}, 1
 	}
-	c.log = s.log.With(zap.String("conn", c.id), zap.String("user", string(user)))
+	// Serve on a goroutine of our own and let the handler return: net/http
+	// then releases its per-connection buffers and request, which would
+	// otherwise stay alive for the whole life of the WebSocket. The context
+	// keeps the request's values (trace ids) but not its cancellation.
 	s.conns.Add(1)
+	go s.serveConn(context.WithoutCancel(r.Context()), c)
+}
+
+func (s *Server) serveConn(ctx context.Context, c *conn) {
 	defer s.conns.Done()
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Register before the first frame, so that a message sent right after
 	// hello reaches this device wherever the sender is.
 	n := s.hub.Add(c)
 	if s.cluster != nil {
-		if err := s.cluster.Connect(ctx, user, presence.Entry{Conn: c.id, Device: device, SinceMs: time.Now().UnixMilli()}); err != nil {
-			c.log.Warn("presence not recorded; devices on other nodes may need to sync", zap.Error(err))
+		if err := s.cluster.Connect(ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: time.Now().UnixMilli()}); err != nil {
+			c.logger().Warn("presence not recorded; devices on other nodes may need to sync", zap.Error(err))
 		}
 	}
-	c.log.Info("connected", zap.String("device", device), zap.Int("user_conns", n))
+	c.logger().Info("connected", zap.String("device", c.device), zap.Int("user_conns", n))
 	c.serve(ctx)
 	n = s.hub.Remove(c)
 	if s.cluster != nil {
-		// The request context may be gone: the client left. Presence must
-		// still be cleaned, within a bound.
+		// The client has left; presence must still be cleaned, within a bound.
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := s.cluster.Disconnect(dctx, user, c.id); err != nil {
-			c.log.Warn("presence not removed; it expires with the node lease", zap.Error(err))
+		if err := s.cluster.Disconnect(dctx, c.user, c.id); err != nil {
+			c.logger().Warn("presence not removed; it expires with the node lease", zap.Error(err))
 		}
 		dcancel()
 	}
-	c.log.Info("disconnected", zap.Int("user_conns", n))
+	c.logger().Info("disconnected", zap.Int("user_conns", n))
 }
 
 func (s *Server) notify(ctx context.Context, u domain.UserID, ev delivery.Event) {

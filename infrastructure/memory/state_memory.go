@@ -27,14 +27,16 @@ type StateStore struct {
 	items map[string]*entry
 	seq   uint64
 	now   func() time.Time
-	// writes counts transactions so that expired entries are swept now and
-	// then; without it, keys written with a TTL and never read would pile up.
-	writes uint64
+	// expiring holds the keys that have a TTL. A few of them are sampled
+	// after each write and removed if expired, as Redis's active expiry
+	// does: without it, keys written with a TTL and never read would pile
+	// up, and a full sweep under the lock would stall writers.
+	expiring map[string]struct{}
 }
 
 // NewStateStore returns an empty store.
 func NewStateStore() *StateStore {
-	return &StateStore{items: make(map[string]*entry), now: time.Now}
+	return &StateStore{items: make(map[string]*entry), expiring: make(map[string]struct{}), now: time.Now}
 }
 
 // live returns the entry for key unless it is missing or expired. Expired
@@ -125,6 +127,7 @@ func (s *StateStore) Transact(ctx context.Context, ops []infrastructure.StateOp)
 	for _, op := range ops {
 		if op.Delete {
 			delete(s.items, op.Key)
+			delete(s.expiring, op.Key)
 			continue
 		}
 		o := infrastructure.ResolveWriteOptions(op.Options)
@@ -132,23 +135,30 @@ func (s *StateStore) Transact(ctx context.Context, ops []infrastructure.StateOp)
 		e := &entry{value: append([]byte(nil), op.Value...), etag: s.seq}
 		if ttl := o.TTLSeconds(); ttl > 0 {
 			e.expires = now.Add(time.Duration(ttl) * time.Second)
+			s.expiring[op.Key] = struct{}{}
+		} else {
+			delete(s.expiring, op.Key)
 		}
 		s.items[op.Key] = e
 	}
-	s.writes++
-	if s.writes%sweepEvery == 0 {
-		for k, e := range s.items {
-			if !e.expires.IsZero() && !now.Before(e.expires) {
-				delete(s.items, k)
-			}
+	// Map iteration starts at a random place, so repeated small samples
+	// reach every key over time.
+	n := 0
+	for k := range s.expiring {
+		if n == sampleExpiring {
+			break
+		}
+		n++
+		if e := s.items[k]; e == nil || !now.Before(e.expires) {
+			delete(s.items, k)
+			delete(s.expiring, k)
 		}
 	}
 	return nil
 }
 
-// sweepEvery is how many transactions pass between sweeps of expired keys:
-// rare enough to cost nothing per write, often enough to bound the garbage.
-const sweepEvery = 4096
+// sampleExpiring is how many keys with a TTL each write checks.
+const sampleExpiring = 4
 
 func opName(op infrastructure.StateOp) string {
 	if op.Delete {
