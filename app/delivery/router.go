@@ -19,6 +19,10 @@ type Presence interface {
 	RemoteNodes(ctx context.Context, users []domain.UserID) ([]string, error)
 	// Alone reports whether no other node held a lease at the last refresh.
 	Alone() bool
+	// Others lists the other live nodes.
+	Others() []string
+	// Refresh re-reads the live nodes now.
+	Refresh(ctx context.Context) error
 }
 
 // eventTimeout bounds the hand-off of an event to other nodes: events are
@@ -30,6 +34,9 @@ type envelope struct {
 	Users []domain.UserID `json:"users"`
 	Msg   *domain.Message `json:"msg,omitempty"`
 	Event *Event          `json:"event,omitempty"`
+	// Joined names a node that just started; receivers refresh their view
+	// of the cluster at once instead of at the next lease renewal.
+	Joined string `json:"joined,omitempty"`
 }
 
 // NodeTopic is the topic a node subscribes to for deliveries from others.
@@ -60,6 +67,14 @@ func (r *Router) Start(ctx context.Context) error {
 		return fmt.Errorf("subscribe to %s: %w", NodeTopic(r.node), err)
 	}
 	r.sub = sub
+	// Tell the others we are here, so that they stop treating themselves
+	// as alone before any client can connect to this node.
+	data, _ := json.Marshal(envelope{Joined: r.node})
+	for _, n := range r.presence.Others() {
+		if err := r.pubsub.Publish(ctx, NodeTopic(n), data); err != nil {
+			r.log.Warn("join announcement failed; that node learns of us at its next lease renewal", zap.String("to_node", n), zap.Error(err))
+		}
+	}
 	return nil
 }
 
@@ -70,13 +85,18 @@ func (r *Router) Stop() {
 	}
 }
 
-func (r *Router) receive(_ context.Context, msg *infrastructure.Message) infrastructure.Outcome {
+func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infrastructure.Outcome {
 	var env envelope
 	if err := json.Unmarshal(msg.Data, &env); err != nil {
 		r.log.Error("undecodable envelope dropped", zap.String("topic", msg.Topic), zap.Error(err))
 		return infrastructure.Drop
 	}
 	switch {
+	case env.Joined != "":
+		if err := r.presence.Refresh(ctx); err != nil {
+			r.log.Warn("refresh after a join", zap.String("joined", env.Joined), zap.Error(err))
+			return infrastructure.Retry
+		}
 	case env.Msg != nil:
 		e := &Envelope{Msg: env.Msg}
 		for _, u := range env.Users {
@@ -95,8 +115,15 @@ func (r *Router) receive(_ context.Context, msg *infrastructure.Message) infrast
 // Deliver pushes m to local devices, then hands it to every other node
 // that holds a member's device. A failed hand-off is logged: the message is
 // stored, so those devices get it when they sync.
+//
+// While this node is alone it skips the presence lookup: a node that joins
+// announces itself before it serves, and every node refreshes its view at
+// each lease renewal besides.
 func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *domain.Message) {
 	r.hub.Deliver(ctx, conv, m)
+	if r.presence.Alone() {
+		return
+	}
 	r.forward(ctx, conv.Members, envelope{Users: conv.Members, Msg: m}, m.ID)
 }
 

@@ -263,6 +263,22 @@ func (r *Registry) Alone() bool {
 	return true
 }
 
+// Others lists the live nodes other than this one.
+func (r *Registry) Others() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for n := range r.live {
+		if n != r.cfg.Node {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Refresh re-reads the node index and leases now.
+func (r *Registry) Refresh(ctx context.Context) error { return r.refreshLive(ctx) }
+
 // IsLive reports whether node held a lease at the last refresh. This node
 // always counts as live.
 func (r *Registry) IsLive(node string) bool {
