@@ -174,11 +174,7 @@ func (c *conn) writeLoop() {
 		batch := c.queue
 		c.queue, c.queuedBytes = nil, 0
 		if len(batch) == 0 || c.closed {
-			c.writing = false
-			if c.writerIdle != nil {
-				close(c.writerIdle)
-				c.writerIdle = nil
-			}
+			c.stopWritingLocked()
 			c.mu.Unlock()
 			return
 		}
@@ -188,15 +184,20 @@ func (c *conn) writeLoop() {
 			if err := c.ws.WriteMessage(msgType, data); err != nil {
 				c.closeWith(CloseSlowConsumer, "write failed")
 				c.mu.Lock()
-				c.writing = false
-				if c.writerIdle != nil {
-					close(c.writerIdle)
-					c.writerIdle = nil
-				}
+				c.stopWritingLocked()
 				c.mu.Unlock()
 				return
 			}
 		}
+	}
+}
+
+// stopWritingLocked marks the writer gone and wakes a flush waiting on it.
+func (c *conn) stopWritingLocked() {
+	c.writing = false
+	if c.writerIdle != nil {
+		close(c.writerIdle)
+		c.writerIdle = nil
 	}
 }
 

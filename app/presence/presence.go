@@ -12,7 +12,6 @@ package presence
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -156,18 +155,14 @@ func (r *Registry) renew(ctx context.Context) error {
 // addNode lists this node in the nodes index, dropping nodes whose lease
 // expired, with compare-and-set.
 func (r *Registry) addNode(ctx context.Context) error {
-	for {
-		it, err := r.state.Get(ctx, nodesKey)
-		if err != nil {
-			return fmt.Errorf("read the node index: %w", err)
-		}
+	err := infrastructure.Update(ctx, r.state, nodesKey, func(cur infrastructure.Item) ([]byte, infrastructure.Change, error) {
 		var nodes []string
-		if it.Found {
-			_ = json.Unmarshal(it.Value, &nodes)
+		if cur.Found {
+			_ = json.Unmarshal(cur.Value, &nodes)
 		}
 		leases, err := r.readLeases(ctx, nodes)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
 		kept := []string{r.cfg.Node}
 		for _, n := range nodes {
@@ -176,19 +171,13 @@ func (r *Registry) addNode(ctx context.Context) error {
 			}
 		}
 		slices.Sort(kept)
-		data, _ := json.Marshal(kept)
-		opt := infrastructure.IfAbsent()
-		if it.Found {
-			opt = infrastructure.IfMatch(it.ETag)
-		}
-		err = r.state.Set(ctx, nodesKey, data, opt)
-		if err == nil {
-			return r.refreshLive(ctx)
-		}
-		if !errors.Is(err, infrastructure.ErrConflict) {
-			return fmt.Errorf("list node %s: %w", r.cfg.Node, err)
-		}
+		data, err := json.Marshal(kept)
+		return data, infrastructure.Put, err
+	})
+	if err != nil {
+		return fmt.Errorf("list node %s: %w", r.cfg.Node, err)
 	}
+	return r.refreshLive(ctx)
 }
 
 func (r *Registry) readLeases(ctx context.Context, nodes []string) (map[string]Lease, error) {
@@ -333,37 +322,23 @@ func (r *Registry) Disconnect(ctx context.Context, u domain.UserID, conn string)
 // update applies fn to u's entries with compare-and-set, pruning entries of
 // dead nodes on the way, so concurrent connects never lose one another.
 func (r *Registry) update(ctx context.Context, u domain.UserID, fn func([]Entry) []Entry) error {
-	for {
-		it, err := r.state.Get(ctx, presenceKey(u))
-		if err != nil {
-			return fmt.Errorf("read presence of %s: %w", u, err)
-		}
+	err := infrastructure.Update(ctx, r.state, presenceKey(u), func(cur infrastructure.Item) ([]byte, infrastructure.Change, error) {
 		var list []Entry
-		if it.Found {
-			_ = json.Unmarshal(it.Value, &list)
+		if cur.Found {
+			_ = json.Unmarshal(cur.Value, &list)
 		}
 		list = slices.DeleteFunc(list, func(e Entry) bool { return !r.IsLive(e.Node) })
 		list = fn(list)
 		if len(list) == 0 {
-			if !it.Found {
-				return nil
-			}
-			err = r.state.Delete(ctx, presenceKey(u), infrastructure.IfMatch(it.ETag))
-		} else {
-			data, _ := json.Marshal(list)
-			opt := infrastructure.IfAbsent()
-			if it.Found {
-				opt = infrastructure.IfMatch(it.ETag)
-			}
-			err = r.state.Set(ctx, presenceKey(u), data, opt)
+			return nil, infrastructure.Remove, nil
 		}
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, infrastructure.ErrConflict) {
-			return fmt.Errorf("write presence of %s: %w", u, err)
-		}
+		data, err := json.Marshal(list)
+		return data, infrastructure.Put, err
+	})
+	if err != nil {
+		return fmt.Errorf("write presence of %s: %w", u, err)
 	}
+	return nil
 }
 
 // RemoteNodes returns, for the given users, the live nodes other than this

@@ -87,34 +87,23 @@ func (s *Store) CreateConversation(ctx context.Context, c domain.Conversation) e
 // addToIndex appends conv to u's index with compare-and-set, so that two
 // conversations created at once for the same user are both kept.
 func (s *Store) addToIndex(ctx context.Context, u domain.UserID, conv domain.ConversationID) error {
-	for {
-		it, err := s.state.Get(ctx, convsKey(u))
-		if err != nil {
-			return fmt.Errorf("read conversations of %s: %w", u, err)
-		}
+	err := infrastructure.Update(ctx, s.state, convsKey(u), func(cur infrastructure.Item) ([]byte, infrastructure.Change, error) {
 		var ids []domain.ConversationID
-		if it.Found {
-			if err := json.Unmarshal(it.Value, &ids); err != nil {
-				return fmt.Errorf("decode conversations of %s: %w", u, err)
+		if cur.Found {
+			if err := json.Unmarshal(cur.Value, &ids); err != nil {
+				return nil, 0, fmt.Errorf("decode conversations of %s: %w", u, err)
 			}
 		}
 		if slices.Contains(ids, conv) {
-			return nil
+			return nil, infrastructure.Keep, nil
 		}
-		ids = append(ids, conv)
-		data, _ := json.Marshal(ids)
-		opt := infrastructure.IfAbsent()
-		if it.Found {
-			opt = infrastructure.IfMatch(it.ETag)
-		}
-		err = s.state.Set(ctx, convsKey(u), data, opt)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, infrastructure.ErrConflict) {
-			return fmt.Errorf("add conversation %s to %s: %w", conv, u, err)
-		}
+		data, err := json.Marshal(append(ids, conv))
+		return data, infrastructure.Put, err
+	})
+	if err != nil {
+		return fmt.Errorf("add conversation %s to %s: %w", conv, u, err)
 	}
+	return nil
 }
 
 // UserConversations lists the ids of u's conversations, oldest first.
@@ -265,28 +254,23 @@ func (s *Store) ReadCursor(ctx context.Context, conv domain.ConversationID, u do
 // AdvanceReadCursor moves u's cursor in conv up to seq, never down, with
 // compare-and-set so that two devices marking at once keep the larger.
 func (s *Store) AdvanceReadCursor(ctx context.Context, conv domain.ConversationID, u domain.UserID, seq uint64) (uint64, error) {
-	for {
-		it, err := s.state.Get(ctx, readKey(conv, u))
-		if err != nil {
-			return 0, fmt.Errorf("read cursor %s/%s: %w", conv, u, err)
+	var result uint64
+	err := infrastructure.Update(ctx, s.state, readKey(conv, u), func(cur infrastructure.Item) ([]byte, infrastructure.Change, error) {
+		var at uint64
+		if cur.Found {
+			at, _ = strconv.ParseUint(string(cur.Value), 10, 64)
 		}
-		var cur uint64
-		opt := infrastructure.IfAbsent()
-		if it.Found {
-			cur, _ = strconv.ParseUint(string(it.Value), 10, 64)
-			opt = infrastructure.IfMatch(it.ETag)
+		if at >= seq {
+			result = at
+			return nil, infrastructure.Keep, nil
 		}
-		if cur >= seq {
-			return cur, nil
-		}
-		err = s.state.Set(ctx, readKey(conv, u), []byte(strconv.FormatUint(seq, 10)), opt)
-		if err == nil {
-			return seq, nil
-		}
-		if !errors.Is(err, infrastructure.ErrConflict) {
-			return 0, fmt.Errorf("advance read cursor %s/%s: %w", conv, u, err)
-		}
+		result = seq
+		return []byte(strconv.FormatUint(seq, 10)), infrastructure.Put, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("advance read cursor %s/%s: %w", conv, u, err)
 	}
+	return result, nil
 }
 
 // Summary is what a conversation list shows of one conversation.
