@@ -75,9 +75,12 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		cmd := exec.Command(bin, "-backend", "dapr", "-sidecar", "launch", "-profile", *profile,
-			"-addr", addr, "-node-id", node, "-app-id", *appID, "-jwt-secret", hex.EncodeToString(secret[:]),
+			"-addr", addr, "-node-id", node, "-app-id", *appID,
 			fmt.Sprintf("-dev-tokens=%v", *devTokens), "-settings", "deploy/local/settings.yaml", "-log-format", "json")
 		cmd.Stdout, cmd.Stderr = logf, logf
+		// The shared secret goes in the environment, not the command line
+		// that every user of the machine can read.
+		cmd.Env = append(os.Environ(), "PARLEY_JWT_SECRET="+hex.EncodeToString(secret[:]))
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", node, err)
 		}

@@ -27,6 +27,7 @@ type connectionsConfig struct {
 	workers int
 	hold    time.Duration
 	settle  time.Duration
+	route   bool
 }
 
 func (c *connectionsConfig) register(fs *flag.FlagSet) {
@@ -34,6 +35,31 @@ func (c *connectionsConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.workers, "workers", 0, "worker processes; 0 means one per 10,000 connections")
 	fs.DurationVar(&c.hold, "hold", 10*time.Second, "how long to hold the connections once open")
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the last connect before reading the server's RSS")
+	fs.BoolVar(&c.route, "route", false, "spread the workers over the nodes GET /v1/route lists (a cluster); RSS is then the target node's only")
+}
+
+// routeTargets asks base for the cluster's live nodes, keeping only
+// loopback ones.
+func routeTargets(ctx context.Context, base string) ([]string, error) {
+	var out struct {
+		Nodes []struct {
+			URL string `json:"url"`
+		} `json:"nodes"`
+	}
+	if err := client.DoJSON(ctx, "GET", base+"/v1/route", "", nil, &out); err != nil {
+		return nil, fmt.Errorf("GET /v1/route: %w", err)
+	}
+	var urls []string
+	for _, n := range out.Nodes {
+		if _, err := loopbackTarget(ctx, n.URL); err != nil {
+			return nil, fmt.Errorf("route names %s: %w", n.URL, err)
+		}
+		urls = append(urls, n.URL)
+	}
+	if len(urls) == 0 {
+		return nil, errors.New("GET /v1/route listed no node")
+	}
+	return urls, nil
 }
 
 // ConnectionsResult is the connections scenario's report.
@@ -149,6 +175,13 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 		waitWorkers(procs, 30*time.Second)
 		readers.Wait()
 	}()
+	targets := []string{e.base}
+	if cfg.route {
+		if targets, err = routeTargets(ctx, e.base); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(e.log, "connections: spreading %d workers over %d nodes\n", k, len(targets))
+	}
 	first := 0
 	for i := range k {
 		count := cfg.n / k
@@ -156,7 +189,7 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 			count++
 		}
 		args := []string{"worker",
-			"-target", e.base, "-first", strconv.Itoa(first), "-count", strconv.Itoa(count),
+			"-target", targets[i%len(targets)], "-first", strconv.Itoa(first), "-count", strconv.Itoa(count),
 			"-prefix", e.prefix, "-sources", strconv.Itoa(e.sources), "-source-base", e.sourceBase,
 			"-dial-concurrency", strconv.Itoa(max(1, e.concurrency/k)),
 			"-deadline", time.Until(deadline).Round(time.Second).String(),
