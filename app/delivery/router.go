@@ -34,9 +34,11 @@ type envelope struct {
 	Users []domain.UserID `json:"users"`
 	Msg   *domain.Message `json:"msg,omitempty"`
 	Event *Event          `json:"event,omitempty"`
-	// Joined names a node that just started; receivers refresh their view
-	// of the cluster at once instead of at the next lease renewal.
+	// Joined or Left names a node that just started or stopped; receivers
+	// refresh their view of the cluster at once instead of at the next
+	// lease renewal.
 	Joined string `json:"joined,omitempty"`
+	Left   string `json:"left,omitempty"`
 }
 
 // NodeTopic is the topic a node subscribes to for deliveries from others.
@@ -69,19 +71,25 @@ func (r *Router) Start(ctx context.Context) error {
 	r.sub = sub
 	// Tell the others we are here, so that they stop treating themselves
 	// as alone before any client can connect to this node.
-	data, _ := json.Marshal(envelope{Joined: r.node})
-	for _, n := range r.presence.Others() {
-		if err := r.pubsub.Publish(ctx, NodeTopic(n), data); err != nil {
-			r.log.Warn("join announcement failed; that node learns of us at its next lease renewal", zap.String("to_node", n), zap.Error(err))
-		}
-	}
+	r.announce(ctx, envelope{Joined: r.node})
 	return nil
 }
 
-// Stop ends the subscription, waiting for deliveries in flight.
-func (r *Router) Stop() {
+// Stop tells the others this node is gone (call it after the lease was
+// deleted), then ends the subscription, waiting for deliveries in flight.
+func (r *Router) Stop(ctx context.Context) {
+	r.announce(ctx, envelope{Left: r.node})
 	if r.sub != nil {
 		_ = r.sub.Close()
+	}
+}
+
+func (r *Router) announce(ctx context.Context, env envelope) {
+	data, _ := json.Marshal(env)
+	for _, n := range r.presence.Others() {
+		if err := r.pubsub.Publish(ctx, NodeTopic(n), data); err != nil {
+			r.log.Warn("announcement failed; that node learns of it at its next lease renewal", zap.String("to_node", n), zap.Error(err))
+		}
 	}
 }
 
@@ -92,9 +100,9 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 		return infrastructure.Drop
 	}
 	switch {
-	case env.Joined != "":
+	case env.Joined != "" || env.Left != "":
 		if err := r.presence.Refresh(ctx); err != nil {
-			r.log.Warn("refresh after a join", zap.String("joined", env.Joined), zap.Error(err))
+			r.log.Warn("refresh after a node joined or left", zap.String("joined", env.Joined), zap.String("left", env.Left), zap.Error(err))
 			return infrastructure.Retry
 		}
 	case env.Msg != nil:

@@ -209,7 +209,7 @@ func (s *Server) serveConn(ctx context.Context, c *conn) {
 		// The client has left; presence must still be cleaned, within a bound.
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if err := s.cluster.Disconnect(dctx, c.user, c.id); err != nil {
-			c.logger().Warn("presence not removed; it expires with the node lease", zap.Error(err))
+			c.logger().Warn("presence not removed yet; retried at the next lease renewal", zap.Error(err))
 		}
 		dcancel()
 	}

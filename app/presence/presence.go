@@ -69,6 +69,7 @@ type Registry struct {
 	mu       sync.RWMutex
 	live     map[string]Lease // node id -> lease, refreshed with the lease
 	liveAt   time.Time
+	pending  []pendingDisconnect // removals to retry
 	stop     chan struct{}
 	stopped  chan struct{}
 	stopOnce sync.Once
@@ -123,7 +124,56 @@ func (r *Registry) loop() {
 		if err := r.renew(ctx); err != nil {
 			r.log.Warn("lease renewal failed; retrying", zap.Error(err))
 		}
+		r.retryDisconnects(ctx)
 		cancel()
+	}
+}
+
+// maxPendingDisconnects bounds the removals kept for retry; past it an entry
+// stays until the user's next connect or disconnect rewrites the list, or
+// this node's lease ends.
+const maxPendingDisconnects = 100_000
+
+// retryBatch is how many failed removals one renewal tick retries.
+const retryBatch = 2000
+
+type pendingDisconnect struct {
+	user domain.UserID
+	conn string
+}
+
+// Disconnect removes a connection of u. When the store does not answer (a
+// storm of disconnects, a sidecar restart) the removal is kept and retried
+// at each lease renewal, so a live node does not leave stale entries.
+func (r *Registry) Disconnect(ctx context.Context, u domain.UserID, conn string) error {
+	err := r.update(ctx, u, func(list []Entry) []Entry {
+		return slices.DeleteFunc(list, func(e Entry) bool { return e.Conn == conn })
+	})
+	if err != nil {
+		r.mu.Lock()
+		if len(r.pending) < maxPendingDisconnects {
+			r.pending = append(r.pending, pendingDisconnect{u, conn})
+		}
+		r.mu.Unlock()
+	}
+	return err
+}
+
+func (r *Registry) retryDisconnects(ctx context.Context) {
+	r.mu.Lock()
+	n := min(len(r.pending), retryBatch)
+	batch := append([]pendingDisconnect(nil), r.pending[:n]...)
+	r.pending = r.pending[n:]
+	r.mu.Unlock()
+	for i, p := range batch {
+		if ctx.Err() != nil {
+			r.mu.Lock()
+			r.pending = append(r.pending, batch[i:]...)
+			r.mu.Unlock()
+			return
+		}
+		// Disconnect queues it again if it still fails.
+		_ = r.Disconnect(ctx, p.user, p.conn)
 	}
 }
 
@@ -309,13 +359,6 @@ func (r *Registry) Connect(ctx context.Context, u domain.UserID, e Entry) error 
 	e.Node = r.cfg.Node
 	return r.update(ctx, u, func(list []Entry) []Entry {
 		return append(list, e)
-	})
-}
-
-// Disconnect removes a connection of u.
-func (r *Registry) Disconnect(ctx context.Context, u domain.UserID, conn string) error {
-	return r.update(ctx, u, func(list []Entry) []Entry {
-		return slices.DeleteFunc(list, func(e Entry) bool { return e.Conn == conn })
 	})
 }
 

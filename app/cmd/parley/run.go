@@ -164,8 +164,8 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 	gw := gateway.New(gateway.Config{NodeID: o.nodeID, PublicURL: o.publicURL, DevTokens: o.devTokens, Ready: b.Ready},
 		log, auth, live, hub, uc, reg, router)
 	if err := gw.ServeInvocations(b.Invoker); err != nil {
-		router.Stop()
 		reg.Stop(ctx)
+		router.Stop(ctx)
 		return nil, fmt.Errorf("serve invocations: %w", err)
 	}
 	return &application{gateway: gw, router: router, presence: reg}, nil
@@ -174,8 +174,8 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 // stop leaves the cluster: no more deliveries from other nodes, and the
 // lease is deleted so that this node's connections stop counting at once.
 func (a *application) stop(ctx context.Context) {
-	a.router.Stop()
 	a.presence.Stop(ctx)
+	a.router.Stop(ctx)
 }
 
 // openBackend returns the backend the options name, launching daprd first
