@@ -162,13 +162,22 @@ func (c *conn) enqueueLocked(data []byte) bool {
 	return true
 }
 
-// writeLoop drains the queue and exits when it is empty. It stops at the
-// first write error: the reader then sees the broken connection too.
+// writeLoop drains the queue and exits when it is empty. Everything queued
+// goes out in one write(2): frames are laid end to end in one buffer, which
+// is what the socket would carry anyway, instead of one system call per
+// frame. It stops at the first write error: the reader then sees the broken
+// connection too.
+//
+// It writes to the socket directly rather than through the WebSocket
+// library, which flushes per message. That is safe beside the library's
+// own control frames (pong, close): each is a single Write on the same
+// net.Conn, and net.Conn never interleaves two Writes.
 func (c *conn) writeLoop() {
-	msgType := websocket.TextMessage
+	opcode := byte(websocket.TextMessage)
 	if c.codec.binary() {
-		msgType = websocket.BinaryMessage
+		opcode = byte(websocket.BinaryMessage)
 	}
+	netConn := c.ws.NetConn()
 	for {
 		c.mu.Lock()
 		batch := c.queue
@@ -179,17 +188,47 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.mu.Unlock()
-		_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		bp := frameBuffers.Get().(*[]byte)
+		buf := (*bp)[:0]
 		for _, data := range batch {
-			if err := c.ws.WriteMessage(msgType, data); err != nil {
-				c.closeWith(CloseSlowConsumer, "write failed")
-				c.mu.Lock()
-				c.stopWritingLocked()
-				c.mu.Unlock()
-				return
-			}
+			buf = appendFrame(buf, opcode, data)
+		}
+		_ = netConn.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		_, err := netConn.Write(buf)
+		if cap(buf) <= maxPooledFrameBuffer {
+			*bp = buf
+			frameBuffers.Put(bp)
+		}
+		if err != nil {
+			c.closeWith(CloseSlowConsumer, "write failed")
+			c.mu.Lock()
+			c.stopWritingLocked()
+			c.mu.Unlock()
+			return
 		}
 	}
+}
+
+// frameBuffers holds the batch buffers of all writers: an idle connection
+// keeps none.
+var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledFrameBuffer keeps a burst's large buffer from living on in the pool.
+const maxPooledFrameBuffer = 64 << 10
+
+// appendFrame appends one final, unmasked server-to-client WebSocket frame
+// (RFC 6455 section 5.2).
+func appendFrame(buf []byte, opcode byte, payload []byte) []byte {
+	buf = append(buf, 0x80|opcode)
+	switch n := len(payload); {
+	case n < 126:
+		buf = append(buf, byte(n))
+	case n <= 0xFFFF:
+		buf = append(buf, 126, byte(n>>8), byte(n))
+	default:
+		buf = append(buf, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(buf, payload...)
 }
 
 // stopWritingLocked marks the writer gone and wakes a flush waiting on it.
