@@ -10,7 +10,6 @@ import (
 
 	"github.com/parley-im/parley/app/client"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
-	pb "github.com/parley-im/parley/proto/parley/v1"
 )
 
 // device is one connected client and everything it received.
@@ -171,8 +170,6 @@ func TestClusterDelivery(t *testing.T) {
 				waitInbox(t, d, conv, len(acked), 30*time.Second)
 				checkComplete(t, d, conv, acked)
 			}
-			_ = n2
-			_ = pb.Frame{}
 		})
 	}
 }

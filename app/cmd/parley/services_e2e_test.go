@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,7 +139,3 @@ func TestServicesThroughDapr(t *testing.T) {
 		})
 	}
 }
-
-var _ = os.Getenv
-var _ = filepath.Join
-var _ context.Context
