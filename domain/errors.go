@@ -19,7 +19,6 @@ var (
 	ErrInvalidJSONBody       = errors.New("body is not valid JSON")
 	ErrSendToSelf            = errors.New("cannot send to oneself")
 	ErrNotMember             = errors.New("not a member of the conversation")
-	ErrConversationNotFound  = errors.New("conversation not found")
 	ErrInvalidLimit          = errors.New("invalid limit")
 	ErrInvalidUTF8           = errors.New("body is not valid UTF-8")
 )

@@ -52,9 +52,3 @@ func (e *OpError) Unwrap() []error {
 	}
 	return []error{e.Kind, e.Err}
 }
-
-// IsRetryable reports whether err is worth retrying after a pause: the
-// backend was unavailable or a concurrent writer won a race.
-func IsRetryable(err error) bool {
-	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrConflict)
-}

@@ -145,9 +145,6 @@ func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, 
 // Handler is the HTTP handler of every endpoint.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Connections is the number of open WebSocket connections on this node.
-func (s *Server) Connections() int { return s.hub.Count() }
-
 func newConnID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])

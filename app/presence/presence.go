@@ -67,8 +67,7 @@ type Registry struct {
 	local func() (conns int, users []domain.UserID)
 
 	mu       sync.RWMutex
-	live     map[string]Lease // node id -> lease, refreshed with the lease
-	liveAt   time.Time
+	live     map[string]Lease    // node id -> lease, refreshed with the lease
 	pending  []pendingDisconnect // removals to retry
 	stop     chan struct{}
 	stopped  chan struct{}
@@ -272,7 +271,7 @@ func (r *Registry) refreshLive(ctx context.Context) error {
 		return err
 	}
 	r.mu.Lock()
-	r.live, r.liveAt = leases, time.Now()
+	r.live = leases
 	r.mu.Unlock()
 	return nil
 }

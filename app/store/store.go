@@ -52,19 +52,6 @@ func msgKey(c domain.ConversationID, seq uint64) string {
 	return "msg:" + string(c) + ":" + strconv.FormatUint(seq, 10)
 }
 
-// Conversation reads a conversation record.
-func (s *Store) Conversation(ctx context.Context, id domain.ConversationID) (domain.Conversation, bool, error) {
-	it, err := s.state.Get(ctx, convKey(id))
-	if err != nil || !it.Found {
-		return domain.Conversation{}, false, err
-	}
-	var c domain.Conversation
-	if err := json.Unmarshal(it.Value, &c); err != nil {
-		return domain.Conversation{}, false, fmt.Errorf("decode conversation %s: %w", id, err)
-	}
-	return c, true, nil
-}
-
 // CreateConversation stores c unless it exists, and lists it in every
 // member's conversation index. Calling it again is harmless.
 func (s *Store) CreateConversation(ctx context.Context, c domain.Conversation) error {
@@ -240,15 +227,6 @@ func (s *Store) Messages(ctx context.Context, conv domain.ConversationID, after 
 		msgs = append(msgs, m)
 	}
 	return msgs, false, nil
-}
-
-// ReadCursor returns u's read cursor in conv.
-func (s *Store) ReadCursor(ctx context.Context, conv domain.ConversationID, u domain.UserID) (uint64, error) {
-	it, err := s.state.Get(ctx, readKey(conv, u))
-	if err != nil || !it.Found {
-		return 0, err
-	}
-	return strconv.ParseUint(string(it.Value), 10, 64)
 }
 
 // AdvanceReadCursor moves u's cursor in conv up to seq, never down, with

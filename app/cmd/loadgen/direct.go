@@ -47,6 +47,11 @@ type serverUsage struct {
 	LoadgenCPUCores   float64 `json:"loadgen_cpu_cores"`
 }
 
+// cpuLine is the report line that says how the cores were shared.
+func (u serverUsage) cpuLine(label string) string {
+	return fmt.Sprintf("  %s: server %.2f, sidecar %.2f, load generator %.2f\n", label, u.CPUCores, u.SidecarCPUCores, u.LoadgenCPUCores)
+}
+
 func usageBetween(a, b serverSample, lgA, lgB time.Duration, wall time.Duration) serverUsage {
 	w := wall.Seconds()
 	return serverUsage{
@@ -122,7 +127,7 @@ func (r *DirectResult) text() string {
 	if r.BehindSchedule > 0 {
 		fmt.Fprintf(&b, "  %d sends could not start on schedule (all senders busy)\n", r.BehindSchedule)
 	}
-	fmt.Fprintf(&b, "  CPU cores: server %.2f, sidecar %.2f, load generator %.2f\n", r.Server.CPUCores, r.Server.SidecarCPUCores, r.Server.LoadgenCPUCores)
+	b.WriteString(r.Server.cpuLine("CPU cores"))
 	return b.String()
 }
 

@@ -68,7 +68,7 @@ func (r *ReconnectResult) text() string {
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(&b, "  errors: %v\n", r.Errors)
 	}
-	fmt.Fprintf(&b, "  CPU cores while reconnecting: server %.2f, sidecar %.2f, load generator %.2f\n", r.Server.CPUCores, r.Server.SidecarCPUCores, r.Server.LoadgenCPUCores)
+	b.WriteString(r.Server.cpuLine("CPU cores while reconnecting"))
 	return b.String()
 }
 
