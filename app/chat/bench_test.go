@@ -18,7 +18,7 @@ import (
 // case and the store, not the fan-out (app/gateway has that benchmark).
 type discard struct{}
 
-func (discard) Deliver(context.Context, *domain.Conversation, *domain.Message) {}
+func (discard) Deliver(context.Context, *domain.Conversation, *domain.Message, string) {}
 
 const benchBody = "Let's move the stand-up to 10:30, the release review runs late today."
 

@@ -19,8 +19,12 @@ var ErrRateLimited = errors.New("rate limited: too many sends, slow down")
 
 // Deliverer pushes a stored message to the members' live devices. It must not
 // block on a slow device.
+//
+// origin is the id of the connection the message was sent on, or "" (HTTP,
+// service invocation): that connection gets the message in its ACK and is
+// not pushed a copy. The sender's other devices are.
 type Deliverer interface {
-	Deliver(ctx context.Context, conv *domain.Conversation, m *domain.Message)
+	Deliver(ctx context.Context, conv *domain.Conversation, m *domain.Message, origin string)
 }
 
 // Clock returns the time; tests replace it.

@@ -23,6 +23,9 @@ type SendMessage struct {
 	ClientMsgID string
 	ContentType string
 	Body        string
+	// Origin is the connection the message comes from; it gets the ACK and
+	// no push. Empty when it comes over HTTP or from another service.
+	Origin string
 }
 
 // SendResult is the stored message. Duplicate is true when the same
@@ -136,7 +139,7 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 		return SendResult{Message: msg, Duplicate: true}, nil
 	}
 	// Deliver under the conversation lock so that local devices see seqs in order.
-	h.deliver.Deliver(ctx, &conv, &msg)
+	h.deliver.Deliver(ctx, &conv, &msg, cmd.Origin)
 	return SendResult{Message: msg}, nil
 }
 

@@ -10,9 +10,11 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -108,11 +110,19 @@ type Options struct {
 
 // Client is one WebSocket connection. Safe for concurrent use.
 type Client struct {
-	ws      *websocket.Conn
-	opts    Options
-	binary  bool
-	writeMu sync.Mutex
-	nextID  atomic.Uint64
+	ws     *websocket.Conn
+	opts   Options
+	binary bool
+	nextID atomic.Uint64
+
+	// Frames are laid end to end in out and written by one writer
+	// goroutine, started when there is something to write: a client with
+	// many requests in flight sends them in one write(2), not one each.
+	writeMu  sync.Mutex
+	out      []byte
+	spare    []byte
+	writing  bool
+	writeErr error
 
 	mu      sync.Mutex
 	waiting map[string]chan *pb.Frame
@@ -192,9 +202,7 @@ func (c *Client) Err() error {
 
 // Close closes the connection with a normal close frame.
 func (c *Client) Close() error {
-	c.writeMu.Lock()
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	c.writeMu.Unlock()
 	err := c.ws.Close()
 	<-c.done
 	return err
@@ -262,11 +270,75 @@ func (c *Client) readLoop() {
 	}
 }
 
-// WriteRaw sends a raw WebSocket message, for tests of bad input.
+// WriteRaw sends a raw WebSocket message, for tests of bad input. Like
+// every frame it is queued; an error means an earlier write failed.
 func (c *Client) WriteRaw(messageType int, data []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	return c.ws.WriteMessage(messageType, data)
+	if c.writeErr != nil {
+		return c.writeErr
+	}
+	c.out = appendMaskedFrame(c.out, byte(messageType), data)
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+	return nil
+}
+
+// writeLoop writes what is queued until nothing is. It writes to the
+// socket directly: each Write is one net.Conn call, which never
+// interleaves with the library's own control frames (close, pong).
+func (c *Client) writeLoop() {
+	netConn := c.ws.NetConn()
+	for {
+		c.writeMu.Lock()
+		buf := c.out
+		if len(buf) == 0 || c.writeErr != nil {
+			c.writing = false
+			c.writeMu.Unlock()
+			return
+		}
+		c.out = c.spare[:0]
+		c.writeMu.Unlock()
+		_ = netConn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, err := netConn.Write(buf)
+		c.writeMu.Lock()
+		if err != nil {
+			c.writeErr = err
+			c.writing = false
+			c.writeMu.Unlock()
+			_ = c.ws.Close()
+			return
+		}
+		if cap(buf) <= 64<<10 {
+			c.spare = buf
+		}
+		c.writeMu.Unlock()
+	}
+}
+
+// appendMaskedFrame appends one final client-to-server WebSocket frame,
+// masked as RFC 6455 section 5.3 requires of clients.
+func appendMaskedFrame(buf []byte, opcode byte, payload []byte) []byte {
+	buf = append(buf, 0x80|opcode)
+	switch n := len(payload); {
+	case n < 126:
+		buf = append(buf, 0x80|byte(n))
+	case n <= 0xFFFF:
+		buf = append(buf, 0x80|126, byte(n>>8), byte(n))
+	default:
+		buf = append(buf, 0x80|127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	var key [4]byte
+	binary.LittleEndian.PutUint32(key[:], rand.Uint32())
+	buf = append(buf, key[:]...)
+	start := len(buf)
+	buf = append(buf, payload...)
+	for i := range payload {
+		buf[start+i] ^= key[i&3]
+	}
+	return buf
 }
 
 func (c *Client) write(f *pb.Frame) error {

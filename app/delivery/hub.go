@@ -108,12 +108,15 @@ func (h *Hub) Sessions(u domain.UserID) []Session {
 }
 
 // Deliver pushes m to every session of every member on this node, the
-// sender's other devices included.
-func (h *Hub) Deliver(_ context.Context, conv *domain.Conversation, m *domain.Message) {
+// sender's other devices included, except the session origin that sent it:
+// its ACK carries the message's id and seq already.
+func (h *Hub) Deliver(_ context.Context, conv *domain.Conversation, m *domain.Message, origin string) {
 	env := &Envelope{Msg: m}
 	for _, u := range conv.Members {
 		for _, s := range h.Sessions(u) {
-			s.Push(env)
+			if origin == "" || s.ID() != origin {
+				s.Push(env)
+			}
 		}
 	}
 }

@@ -127,8 +127,8 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 // While this node is alone it skips the presence lookup: a node that joins
 // announces itself before it serves, and every node refreshes its view at
 // each lease renewal besides.
-func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *domain.Message) {
-	r.hub.Deliver(ctx, conv, m)
+func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *domain.Message, origin string) {
+	r.hub.Deliver(ctx, conv, m, origin)
 	if r.presence.Alone() {
 		return
 	}

@@ -300,7 +300,7 @@ func BenchmarkFanOut(b *testing.B) {
 						ID: "m" + strconv.FormatInt(sent, 10), Conv: f.conv.ID, Seq: uint64(sent), Sender: "sender",
 						ClientMsgID: "c" + strconv.FormatInt(sent, 10), ContentType: domain.Text, Body: benchBody, ServerMs: 1700000000000,
 					}
-					f.hub.Deliver(ctx, f.conv, m)
+					f.hub.Deliver(ctx, f.conv, m, "")
 					if sent%int64(window) == 0 {
 						f.drain(b, sent*int64(n))
 					}

@@ -498,7 +498,7 @@ func (c *conn) handle(ctx context.Context, mt int, data []byte) {
 func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	start := time.Now()
 	res, err := c.srv.send.Handle(ctx, chat.SendMessage{
-		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body,
+		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body, Origin: c.id,
 	})
 	if err != nil {
 		c.logger().Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))

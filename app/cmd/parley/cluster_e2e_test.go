@@ -114,6 +114,9 @@ func TestClusterDelivery(t *testing.T) {
 					mu.Lock()
 					acked[a.Seq] = a.Id
 					mu.Unlock()
+					// The sending device holds its message by the ACK: it
+					// is not pushed a copy.
+					d.inbox.Add(a)
 				}
 			}
 			wg.Add(2)

@@ -51,6 +51,7 @@ type options struct {
 	hookAppID      string
 	settingsPrefix string
 	appPort        int
+	debugAddr      string
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -76,6 +77,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 15*time.Second, "how long a node's presence lease lives without renewal; a dead node's connections stop counting after it")
 	fs.StringVar(&o.settingsPrefix, "settings-prefix", envOr("PARLEY_SETTINGS_PREFIX", ""), "prefix of the live-setting keys in the configuration store, for deployments that share one (env PARLEY_SETTINGS_PREFIX)")
 	fs.StringVar(&o.hookAppID, "hook-app-id", envOr("PARLEY_HOOK_APP_ID", ""), "Dapr app-id of a before-send hook app; empty means none (env PARLEY_HOOK_APP_ID)")
+	fs.StringVar(&o.debugAddr, "debug-addr", envOr("PARLEY_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); empty means off. Keep it on loopback (env PARLEY_DEBUG_ADDR)")
 	appPort, _ := strconv.Atoi(envOr("PARLEY_APP_PORT", "0"))
 	fs.IntVar(&o.appPort, "app-port", appPort, "port on 127.0.0.1 where daprd delivers invocations to parley; 0 picks a free one (env PARLEY_APP_PORT)")
 	if err := fs.Parse(args); err != nil {
