@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -292,6 +293,7 @@ func (c *Client) WriteRaw(messageType int, data []byte) error {
 func (c *Client) writeLoop() {
 	netConn := c.ws.NetConn()
 	for {
+		runtime.Gosched() // let more frames queue: fewer, larger writes
 		c.writeMu.Lock()
 		buf := c.out
 		if len(buf) == 0 || c.writeErr != nil {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,6 +180,11 @@ func (c *conn) writeLoop() {
 	}
 	netConn := c.ws.NetConn()
 	for {
+		// Let the goroutines that are about to queue more (replies to the
+		// rest of a read batch, other senders' pushes) run first: under load
+		// that turns several write(2) calls into one; when idle it costs a
+		// scheduler pass.
+		runtime.Gosched()
 		c.mu.Lock()
 		batch := c.queue
 		c.queue, c.queuedBytes = nil, 0

@@ -32,6 +32,7 @@ type StateStore struct {
 	// does: without it, keys written with a TTL and never read would pile
 	// up, and a full sweep under the lock would stall writers.
 	expiring map[string]struct{}
+	writes   uint64
 }
 
 // NewStateStore returns an empty store.
@@ -111,38 +112,60 @@ func (s *StateStore) Transact(ctx context.Context, ops []infrastructure.StateOp)
 	// Check every precondition before writing anything, so that a failed
 	// check leaves the store untouched: all or nothing.
 	for _, op := range ops {
+		if len(op.Options) == 0 {
+			continue
+		}
 		o := infrastructure.ResolveWriteOptions(op.Options)
+		if o.ETag == "" && (!o.IfAbsent || op.Delete) {
+			continue
+		}
 		e := s.live(op.Key, now)
 		switch {
 		case o.ETag != "":
 			if e == nil || strconv.FormatUint(e.etag, 10) != o.ETag {
 				return &infrastructure.OpError{Op: opName(op), Key: op.Key, Kind: infrastructure.ErrConflict, Err: errETagMismatch}
 			}
-		case o.IfAbsent && !op.Delete:
-			if e != nil {
-				return &infrastructure.OpError{Op: opName(op), Key: op.Key, Kind: infrastructure.ErrConflict, Err: errExists}
-			}
+		case e != nil:
+			return &infrastructure.OpError{Op: opName(op), Key: op.Key, Kind: infrastructure.ErrConflict, Err: errExists}
 		}
 	}
 	for _, op := range ops {
 		if op.Delete {
-			delete(s.items, op.Key)
-			delete(s.expiring, op.Key)
+			if e := s.items[op.Key]; e != nil {
+				delete(s.items, op.Key)
+				if !e.expires.IsZero() {
+					delete(s.expiring, op.Key)
+				}
+			}
 			continue
 		}
-		o := infrastructure.ResolveWriteOptions(op.Options)
-		s.seq++
-		e := &entry{value: append([]byte(nil), op.Value...), etag: s.seq}
-		if ttl := o.TTLSeconds(); ttl > 0 {
-			e.expires = now.Add(time.Duration(ttl) * time.Second)
-			s.expiring[op.Key] = struct{}{}
-		} else {
-			delete(s.expiring, op.Key)
+		var expires time.Time
+		if ttl := infrastructure.ResolveWriteOptions(op.Options).TTLSeconds(); ttl > 0 {
+			expires = now.Add(time.Duration(ttl) * time.Second)
 		}
-		s.items[op.Key] = e
+		s.seq++
+		value := append([]byte(nil), op.Value...)
+		// Update in place when the key exists: one map lookup, not two.
+		e := s.items[op.Key]
+		if e == nil {
+			s.items[op.Key] = &entry{value: value, etag: s.seq, expires: expires}
+		} else {
+			if !e.expires.IsZero() && expires.IsZero() {
+				delete(s.expiring, op.Key)
+			}
+			e.value, e.etag, e.expires = value, s.seq, expires
+		}
+		if !expires.IsZero() {
+			s.expiring[op.Key] = struct{}{}
+		}
 	}
 	// Map iteration starts at a random place, so repeated small samples
-	// reach every key over time.
+	// reach every key over time. Sampling on every write cost more than the
+	// write itself; every sampleEvery-th write samples more keys instead.
+	s.writes++
+	if s.writes%sampleEvery != 0 {
+		return nil
+	}
 	n := 0
 	for k := range s.expiring {
 		if n == sampleExpiring {
@@ -157,8 +180,11 @@ func (s *StateStore) Transact(ctx context.Context, ops []infrastructure.StateOp)
 	return nil
 }
 
-// sampleExpiring is how many keys with a TTL each write checks.
-const sampleExpiring = 4
+// Every sampleEvery-th write checks sampleExpiring keys with a TTL.
+const (
+	sampleEvery    = 64
+	sampleExpiring = 64
+)
 
 func opName(op infrastructure.StateOp) string {
 	if op.Delete {

@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -100,6 +101,7 @@ type common struct {
 	timeout     time.Duration
 	prefix      string
 	concurrency int
+	cpuProfile  string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -114,6 +116,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.timeout, "timeout", 0, "hard bound of the whole run; 0 means the scenario's own time plus 3 minutes")
 	fs.StringVar(&c.prefix, "prefix", "", "user name prefix; empty means a random one, so runs never share users")
 	fs.IntVar(&c.concurrency, "dial-concurrency", 128, "connections dialled at once")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file (go tool pprof)")
 }
 
 // env is what a scenario runs with, built from the common flags.
@@ -205,6 +208,17 @@ func runScenario(ctx context.Context, name string, args []string, stdout, stderr
 	}
 	if c.timeout <= 0 {
 		c.timeout = bound + 3*time.Minute
+	}
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
