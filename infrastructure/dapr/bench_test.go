@@ -2,9 +2,12 @@ package dapr_test
 
 import (
 	"context"
+	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
+	"github.com/parley-im/parley/infrastructure"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
 )
 
@@ -64,4 +67,56 @@ func BenchmarkPublish(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchConnections is how many goroutines the parallel benchmarks run, like
+// as many WebSocket connections sending at once.
+const benchConnections = 64
+
+// BenchmarkStateSetIfAbsentParallel measures insert-if-absent, the write of
+// every chat send, from many goroutines at once, each on a fresh key.
+func BenchmarkStateSetIfAbsentParallel(b *testing.B) {
+	s := startNode(b, daprdtest.Local).client.Backend().State
+	ctx := context.Background()
+	prefix := daprdtest.UniqueName("bench-absent")
+	value := make([]byte, 256)
+	var n atomic.Int64
+	b.SetParallelism(max(1, benchConnections/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			k := prefix + "-" + strconv.FormatInt(n.Add(1), 10)
+			if err := s.Set(ctx, k, value, infrastructure.IfAbsent()); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkStateGetParallel measures Get from many goroutines at once, over
+// 1024 keys of which half exist.
+func BenchmarkStateGetParallel(b *testing.B) {
+	s := startNode(b, daprdtest.Local).client.Backend().State
+	ctx := context.Background()
+	prefix := daprdtest.UniqueName("bench-get")
+	for i := 0; i < 1024; i += 2 {
+		if err := s.Set(ctx, prefix+"-"+strconv.Itoa(i), make([]byte, 256)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var n atomic.Int64
+	b.SetParallelism(max(1, benchConnections/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			k := prefix + "-" + strconv.FormatInt(n.Add(1)%1024, 10)
+			if _, err := s.Get(ctx, k); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

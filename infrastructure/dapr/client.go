@@ -134,7 +134,7 @@ func newClient(ctx context.Context, cfg Config, dialOpts ...grpc.DialOption) (*C
 		healthURL: "http://" + cfg.HTTPAddress + "/v1.0/healthz/outbound",
 		live:      make(map[io.Closer]struct{}),
 	}
-	c.state = &stateStore{c: c, store: cfg.StateStore}
+	c.state = newStateStore(c, cfg.StateStore)
 	c.pubsub = &pubSub{c: c, name: cfg.PubSub}
 	c.config = &configStore{c: c, store: cfg.ConfigStore}
 	c.invoker = &invoker{c: c, handlers: make(map[string]infrastructure.InvocationHandler)}
@@ -250,7 +250,9 @@ func (c *Client) stateStoreType(ctx context.Context) string {
 }
 
 // Close stops every subscription and configuration watch, waiting for the
-// handlers in flight, then closes the connection. It is idempotent.
+// handlers in flight, then closes the connection, which ends the state
+// batches in flight, and fails the state calls still queued with
+// ErrUnavailable. It is idempotent.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -268,6 +270,7 @@ func (c *Client) Close() error {
 		_ = l.Close()
 	}
 	c.sdk.Close()
+	c.state.close()
 	return nil
 }
 

@@ -35,6 +35,17 @@ type fakeSidecar struct {
 	components []*pb.RegisteredComponents
 	configSubs int
 	stateReqs  []*pb.SaveStateRequest
+	// calls counts the state calls by method name, and bulkKeys the keys
+	// that GetBulkState calls asked for.
+	calls    map[string]int
+	bulkKeys int
+	// failKey, when set, fails every SaveState and transaction that
+	// writes it with InvalidArgument.
+	failKey string
+	// hold, when set, keeps every state call waiting until it is closed;
+	// arrived then receives a value as each call comes in.
+	hold    chan struct{}
+	arrived chan struct{}
 	// streams scripts each SubscribeTopicEventsAlpha1 call in turn: the
 	// events to send, after which the stream fails (to imitate daprd
 	// going away) unless it is the last script, which stays open.
@@ -55,14 +66,47 @@ func (f *fakeSidecar) setErr(err error) {
 	f.mu.Unlock()
 }
 
-func (f *fakeSidecar) GetState(context.Context, *pb.GetStateRequest) (*pb.GetStateResponse, error) {
+// stateCall counts a state call, and waits while hold is open.
+func (f *fakeSidecar) stateCall(ctx context.Context, method string) {
+	f.mu.Lock()
+	if f.calls == nil {
+		f.calls = make(map[string]int)
+	}
+	f.calls[method]++
+	hold, arrived := f.hold, f.arrived
+	f.mu.Unlock()
+	if hold == nil {
+		return
+	}
+	select {
+	case arrived <- struct{}{}:
+	default:
+	}
+	select {
+	case <-hold:
+	case <-ctx.Done():
+	}
+}
+
+func (f *fakeSidecar) callCount(method string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[method]
+}
+
+func (f *fakeSidecar) GetState(ctx context.Context, _ *pb.GetStateRequest) (*pb.GetStateResponse, error) {
+	f.stateCall(ctx, "GetState")
 	if err := f.fail(); err != nil {
 		return nil, err
 	}
 	return &pb.GetStateResponse{}, nil
 }
 
-func (f *fakeSidecar) GetBulkState(_ context.Context, in *pb.GetBulkStateRequest) (*pb.GetBulkStateResponse, error) {
+func (f *fakeSidecar) GetBulkState(ctx context.Context, in *pb.GetBulkStateRequest) (*pb.GetBulkStateResponse, error) {
+	f.stateCall(ctx, "GetBulkState")
+	f.mu.Lock()
+	f.bulkKeys += len(in.GetKeys())
+	f.mu.Unlock()
 	if err := f.fail(); err != nil {
 		return nil, err
 	}
@@ -73,12 +117,19 @@ func (f *fakeSidecar) GetBulkState(_ context.Context, in *pb.GetBulkStateRequest
 	return out, nil
 }
 
-func (f *fakeSidecar) SaveState(_ context.Context, in *pb.SaveStateRequest) (*emptypb.Empty, error) {
+func (f *fakeSidecar) SaveState(ctx context.Context, in *pb.SaveStateRequest) (*emptypb.Empty, error) {
+	f.stateCall(ctx, "SaveState")
 	f.mu.Lock()
 	f.stateReqs = append(f.stateReqs, in)
+	failKey := f.failKey
 	f.mu.Unlock()
 	if err := f.fail(); err != nil {
 		return nil, err
+	}
+	for _, st := range in.GetStates() {
+		if failKey != "" && st.GetKey() == failKey {
+			return nil, status.Error(codes.InvalidArgument, "refused by fake sidecar")
+		}
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -90,9 +141,18 @@ func (f *fakeSidecar) DeleteState(context.Context, *pb.DeleteStateRequest) (*emp
 	return &emptypb.Empty{}, nil
 }
 
-func (f *fakeSidecar) ExecuteStateTransaction(context.Context, *pb.ExecuteStateTransactionRequest) (*emptypb.Empty, error) {
+func (f *fakeSidecar) ExecuteStateTransaction(ctx context.Context, in *pb.ExecuteStateTransactionRequest) (*emptypb.Empty, error) {
+	f.stateCall(ctx, "ExecuteStateTransaction")
 	if err := f.fail(); err != nil {
 		return nil, err
+	}
+	f.mu.Lock()
+	failKey := f.failKey
+	f.mu.Unlock()
+	for _, op := range in.GetOperations() {
+		if failKey != "" && op.GetRequest().GetKey() == failKey {
+			return nil, status.Error(codes.InvalidArgument, "refused by fake sidecar")
+		}
 	}
 	return &emptypb.Empty{}, nil
 }

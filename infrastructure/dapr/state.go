@@ -14,10 +14,50 @@ import (
 
 var _ infrastructure.StateStore = (*stateStore)(nil)
 
-// stateStore is the StateStore over daprd's state API.
+// stateStore is the StateStore over daprd's state API. Concurrent Gets,
+// Sets without an ETag and unchecked Transacts are coalesced into bulk
+// calls (see batch.go and state_batch.go).
 type stateStore struct {
 	c     *Client
 	store string
+
+	gets *batcher[string, infrastructure.Item]
+	sets *batcher[setCall, struct{}]
+	txs  *batcher[txCall, struct{}]
+}
+
+func newStateStore(c *Client, store string) *stateStore {
+	s := &stateStore{c: c, store: store}
+	s.gets = &batcher[string, infrastructure.Item]{
+		op:    "get",
+		key:   func(k string) string { return k },
+		limit: maxBatchKeys,
+		alone: s.getOne,
+		bulk:  s.getBatch,
+	}
+	s.sets = &batcher[setCall, struct{}]{
+		op:       "set",
+		key:      func(c setCall) string { return c.key },
+		distinct: true,
+		limit:    maxBatchKeys,
+		alone:    func(ctx context.Context, c setCall) (struct{}, error) { return struct{}{}, s.setOne(ctx, c) },
+		bulk:     s.setBatch,
+	}
+	s.txs = &batcher[txCall, struct{}]{
+		op:    "transact",
+		key:   func(t txCall) string { return t.key },
+		limit: maxBatchTransactions,
+		alone: func(ctx context.Context, t txCall) (struct{}, error) { return struct{}{}, s.transactOne(ctx, t) },
+		bulk:  s.transactBatch,
+	}
+	return s
+}
+
+// close ends the batches; call it after closing the connection.
+func (s *stateStore) close() {
+	s.gets.close()
+	s.sets.close()
+	s.txs.close()
 }
 
 // checkKey refuses keys daprd would reject or misread: it joins the app-id
@@ -45,6 +85,14 @@ func (s *stateStore) Get(ctx context.Context, key string) (infrastructure.Item, 
 	if err := checkKey("get", key); err != nil {
 		return infrastructure.Item{}, err
 	}
+	if !s.coalesces(ctx) {
+		return s.getOne(ctx, key)
+	}
+	return s.gets.do(ctx, key)
+}
+
+// getOne reads one key with GetState.
+func (s *stateStore) getOne(ctx context.Context, key string) (infrastructure.Item, error) {
 	it, err := s.c.sdk.GetState(ctx, s.store, key, nil)
 	if err != nil {
 		return infrastructure.Item{}, opError(ctx, "get", key, err, false)
@@ -115,21 +163,54 @@ func writeItem(key string, value []byte, opts []infrastructure.WriteOption) (*da
 	return item, o.ETag != ""
 }
 
+// setCall is one Set, ready for daprd.
+type setCall struct {
+	key      string
+	value    []byte
+	opts     []infrastructure.WriteOption
+	item     *dapr.SetStateItem
+	withETag bool
+	ifAbsent bool // and no ETag
+}
+
 func (s *stateStore) Set(ctx context.Context, key string, value []byte, opts ...infrastructure.WriteOption) error {
 	if err := checkKey("set", key); err != nil {
 		return err
 	}
 	item, withETag := writeItem(key, value, opts)
-	ops := []infrastructure.StateOp{{Key: key, Options: opts}}
+	c := setCall{key: key, value: value, opts: opts, item: item, withETag: withETag,
+		ifAbsent: !withETag && infrastructure.ResolveWriteOptions(opts).IfAbsent}
+	// Compare-and-set stays alone: nothing in a bulk answer would say
+	// which ETag check failed.
+	if withETag || !s.coalesces(ctx) {
+		return s.setOne(ctx, c)
+	}
+	_, err := s.sets.do(ctx, c)
+	return err
+}
+
+// setOne writes one key by itself.
+func (s *stateStore) setOne(ctx context.Context, c setCall) error {
+	ops := []infrastructure.StateOp{{Key: c.key, Options: c.opts}}
 	// A single-key ETag check is atomic in every store; only IfAbsent may
 	// need the read (see needsPreCheck).
-	if !withETag && s.needsPreCheck(ctx, ops) && s.checkFailed(ctx, ops) {
-		return &infrastructure.OpError{Op: "set", Key: key, Kind: infrastructure.ErrConflict, Err: errKeyExists}
+	if !c.withETag && s.needsPreCheck(ctx, ops) && s.checkFailed(ctx, ops) {
+		return keyExists(c.key)
 	}
-	if err := s.c.sdk.SaveBulkState(ctx, s.store, item); err != nil {
-		return s.writeError(ctx, "set", key, err, withETag, ops)
+	return s.save(ctx, c)
+}
+
+// save writes one key with no read before.
+func (s *stateStore) save(ctx context.Context, c setCall) error {
+	if err := s.c.sdk.SaveBulkState(ctx, s.store, c.item); err != nil {
+		return s.writeError(ctx, "set", c.key, err, c.withETag, []infrastructure.StateOp{{Key: c.key, Options: c.opts}})
 	}
 	return nil
+}
+
+// keyExists is the answer to an IfAbsent Set whose key exists.
+func keyExists(key string) error {
+	return &infrastructure.OpError{Op: "set", Key: key, Kind: infrastructure.ErrConflict, Err: errKeyExists}
 }
 
 func (s *stateStore) Delete(ctx context.Context, key string, opts ...infrastructure.WriteOption) error {
@@ -143,6 +224,14 @@ func (s *stateStore) Delete(ctx context.Context, key string, opts ...infrastruct
 	return nil
 }
 
+// txCall is one Transact, ready for daprd.
+type txCall struct {
+	key     string // names the transaction in errors
+	ops     []infrastructure.StateOp
+	daprOps []*dapr.StateOperation
+	anyETag bool
+}
+
 func (s *stateStore) Transact(ctx context.Context, ops []infrastructure.StateOp) error {
 	if len(ops) == 0 {
 		return nil
@@ -151,27 +240,39 @@ func (s *stateStore) Transact(ctx context.Context, ops []infrastructure.StateOp)
 	if len(ops) > 1 {
 		txKey = fmt.Sprintf("%s (+%d more)", ops[0].Key, len(ops)-1)
 	}
-	daprOps := make([]*dapr.StateOperation, len(ops))
-	anyETag := false
+	t := txCall{key: txKey, ops: ops, daprOps: make([]*dapr.StateOperation, len(ops))}
+	checked := false
 	for i, op := range ops {
 		if err := checkKey("transact", op.Key); err != nil {
 			return err
 		}
 		item, withETag := writeItem(op.Key, op.Value, op.Options)
-		anyETag = anyETag || withETag
+		t.anyETag = t.anyETag || withETag
+		checked = checked || withETag || infrastructure.ResolveWriteOptions(op.Options).IfAbsent
 		typ := dapr.StateOperationTypeUpsert
 		if op.Delete {
 			typ = dapr.StateOperationTypeDelete
 			item.Value = nil
 			item.Metadata = nil
 		}
-		daprOps[i] = &dapr.StateOperation{Type: typ, Item: item}
+		t.daprOps[i] = &dapr.StateOperation{Type: typ, Item: item}
 	}
-	if s.needsPreCheck(ctx, ops) && s.checkFailed(ctx, ops) {
-		return &infrastructure.OpError{Op: "transact", Key: txKey, Kind: infrastructure.ErrConflict, Err: errCheckFailed}
+	// A transaction with checks stays alone: one failed check would fail
+	// every transaction merged with it.
+	if checked || !s.coalesces(ctx) {
+		return s.transactOne(ctx, t)
 	}
-	if err := s.c.sdk.ExecuteStateTransaction(ctx, s.store, nil, daprOps); err != nil {
-		return s.writeError(ctx, "transact", txKey, err, anyETag, ops)
+	_, err := s.txs.do(ctx, t)
+	return err
+}
+
+// transactOne runs one transaction by itself.
+func (s *stateStore) transactOne(ctx context.Context, t txCall) error {
+	if s.needsPreCheck(ctx, t.ops) && s.checkFailed(ctx, t.ops) {
+		return &infrastructure.OpError{Op: "transact", Key: t.key, Kind: infrastructure.ErrConflict, Err: errCheckFailed}
+	}
+	if err := s.c.sdk.ExecuteStateTransaction(ctx, s.store, nil, t.daprOps); err != nil {
+		return s.writeError(ctx, "transact", t.key, err, t.anyETag, t.ops)
 	}
 	return nil
 }
