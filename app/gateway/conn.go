@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -58,8 +61,20 @@ type conn struct {
 
 	lastRead atomic.Int64 // unix nanos of the last frame or pong
 
+	// ctx carries the upgrade request's values to the use cases.
+	ctx context.Context
+	// raw and fd reach the socket for reads without a goroutine waiting.
+	raw syscall.RawConn
+	fd  int
+	// Read state, touched only by the one readReady running at a time.
+	partial      []byte // the start of a frame that is not whole yet
+	fragOp       byte   // opcode of a fragmented message being put together
+	frag         []byte
+	teardownOnce sync.Once
+
 	mu          sync.Mutex
 	closed      bool
+	reading     bool // a readReady is running
 	writing     bool
 	queue       [][]byte
 	queuedBytes int
@@ -399,45 +414,257 @@ func (c *conn) closeWith(code int, reason string) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	reading := c.reading
 	c.mu.Unlock()
+	// Before the socket closes: its number may then go to a new connection.
+	c.srv.poller.forget(c)
 	if code != 0 {
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 	}
 	_ = c.ws.Close()
+	if !reading {
+		// No reader will come back to it: unregister now, without making
+		// the caller (maybe a delivery to another device) wait.
+		go c.teardown()
+	}
 }
 
-// serve is the reader: it runs on the upgrade handler's goroutine until the
-// connection ends.
-func (c *conn) serve(ctx context.Context) {
+// start begins serving: the hello frame, the heartbeat timer, and the
+// poller's watch. From here on the connection has no goroutine of its own
+// until a frame arrives.
+func (c *conn) start() {
 	c.lastRead.Store(time.Now().UnixNano())
-	c.ws.SetPongHandler(func(string) error {
-		c.lastRead.Store(time.Now().UnixNano())
-		return nil
-	})
 	c.mu.Lock()
 	c.armLocked(time.Now().Add(c.srv.settings.Load().HeartbeatIdle))
 	c.mu.Unlock()
 	c.send(&pb.Frame{Type: "hello", User: string(c.user), Conn: c.id, Node: c.srv.cfg.NodeID})
-	for {
-		mt, data, err := c.ws.ReadMessage()
-		if err != nil {
-			if c.srv.draining.Load() {
-				// Shutdown interrupted the read between frames: the replies
-				// to every frame handled so far are queued; send them first.
-				c.flush(2 * time.Second)
-				c.closeWith(CloseGoingAway, "server shutting down; reconnect and sync")
-				return
+	if !c.polled() {
+		go func() {
+			for c.readReady() {
 			}
-			var ce *websocket.CloseError
-			if !errors.As(err, &ce) {
+		}()
+		return
+	}
+	if err := c.srv.poller.watch(c); err != nil {
+		c.logger().Warn("cannot watch the connection", zap.Error(err))
+		c.closeWith(websocket.CloseTryAgainLater, "server cannot take the connection; retry")
+	}
+}
+
+// polled reports whether the poller watches c. Otherwise (no epoll, or a
+// connection that is not a socket) a goroutine waits in a blocking read.
+func (c *conn) polled() bool { return pollerWorks && c.raw != nil }
+
+// readSome reads what arrived. wouldBlock means nothing is there now.
+func (c *conn) readSome(buf []byte) (n int, wouldBlock bool, err error) {
+	if c.polled() {
+		return c.readRaw(buf)
+	}
+	n, err = c.ws.NetConn().Read(buf)
+	if n == 0 && err == nil {
+		err = io.ErrNoProgress
+	}
+	return n, false, err
+}
+
+// readBuffers are shared by all connections while they read: an idle
+// connection holds none.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+
+const readBufferSize = 16 << 10
+
+// readReady reads and handles everything the socket holds, in order, then
+// asks the poller for the next readiness. It reports whether the
+// connection goes on. At most one readReady runs per connection.
+func (c *conn) readReady() bool {
+	c.mu.Lock()
+	if c.closed || c.reading {
+		c.mu.Unlock()
+		return false
+	}
+	c.reading = true
+	c.mu.Unlock()
+	ok := c.readAvailable()
+	c.mu.Lock()
+	c.reading = false
+	closed := c.closed
+	c.mu.Unlock()
+	if !ok && !closed {
+		c.closeWith(0, "")
+		closed = true
+	}
+	if closed {
+		c.teardown()
+		return false
+	}
+	if c.srv.draining.Load() {
+		c.drain()
+		return false
+	}
+	if !c.polled() {
+		return true
+	}
+	if err := c.srv.poller.rearm(c); err != nil {
+		c.logger().Warn("cannot watch the connection", zap.Error(err))
+		c.closeWith(websocket.CloseTryAgainLater, "server cannot watch the connection; reconnect")
+		c.teardown()
+		return false
+	}
+	return true
+}
+
+// drain ends the connection for a shutdown: the replies to every frame
+// handled so far are queued; they are sent first, then the close frame.
+func (c *conn) drain() {
+	c.flush(2 * time.Second)
+	c.closeWith(CloseGoingAway, "server shutting down; reconnect and sync")
+	c.teardown()
+}
+
+// readAvailable reads until the socket is empty, handling each whole frame.
+// A frame cut by the end of a read is kept in c.partial for the next one.
+// It reports false when the connection must end: closed by the peer, a
+// read error, or a frame that breaks the protocol (already answered).
+func (c *conn) readAvailable() bool {
+	bp := readBuffers.Get().(*[]byte)
+	defer readBuffers.Put(bp)
+	for {
+		var into []byte
+		if c.partial != nil {
+			if len(c.partial) == cap(c.partial) {
+				c.partial = slices.Grow(c.partial, maxFrameHeader)
+			}
+			into = c.partial[len(c.partial):cap(c.partial)]
+		} else {
+			into = *bp
+		}
+		n, wouldBlock, err := c.readSome(into)
+		if wouldBlock {
+			return true
+		}
+		if err != nil || n == 0 {
+			if err != nil && !c.srv.draining.Load() {
 				c.logger().Debug("read ended", zap.Error(err))
 			}
-			c.closeWith(0, "")
-			return
+			return false
 		}
 		c.lastRead.Store(time.Now().UnixNano())
-		c.handle(ctx, mt, data)
+		data := into[:n]
+		if c.partial != nil {
+			data = c.partial[:len(c.partial)+n]
+		}
+		rest, need, ok := c.consume(data)
+		if !ok {
+			return false
+		}
+		switch {
+		case len(rest) == 0:
+			c.partial = nil
+		case c.partial == nil || &rest[0] != &c.partial[0]:
+			// Copy what is left out of the shared buffer, with room for
+			// the whole frame when its size is known.
+			p := make([]byte, len(rest), max(need, len(rest)+maxFrameHeader))
+			copy(p, rest)
+			c.partial = p
+		default:
+			c.partial = rest
+		}
+		if n < len(into) {
+			// The socket is most likely empty: wait for readiness rather
+			// than pay a read that finds nothing.
+			return true
+		}
 	}
+}
+
+// maxFrameHeader is the longest client frame header: 2 bytes, an 8-byte
+// length and a 4-byte mask.
+const maxFrameHeader = 14
+
+// consume handles every whole frame in data and returns what is left of a
+// frame that is not whole yet, with that frame's size when known.
+func (c *conn) consume(data []byte) (rest []byte, need int, ok bool) {
+	for len(data) > 0 {
+		f, n, need, err := parseFrame(data, int(c.srv.cfg.MaxFrameBytes))
+		if errors.Is(err, errNeedMore) {
+			return data, need, true
+		}
+		if err != nil {
+			var fe *frameError
+			errors.As(err, &fe)
+			c.closeWith(fe.code, fe.reason)
+			return nil, 0, false
+		}
+		data = data[n:]
+		if !c.frame(f) {
+			return nil, 0, false
+		}
+	}
+	return nil, 0, true
+}
+
+// frame handles one frame: control frames at once, data frames once their
+// message is whole. It reports false when the connection ended.
+func (c *conn) frame(f wsFrame) bool {
+	switch f.opcode {
+	case opPing:
+		_ = c.ws.WriteControl(websocket.PongMessage, f.payload, time.Now().Add(c.srv.cfg.WriteTimeout))
+	case opPong:
+		// lastRead is already up to date: any frame proves the peer alive.
+	case opClose:
+		code := websocket.CloseNormalClosure
+		if len(f.payload) >= 2 {
+			code = int(f.payload[0])<<8 | int(f.payload[1])
+		}
+		c.closeWith(code, "")
+		return false
+	case opText, opBinary:
+		if c.fragOp != 0 {
+			c.closeWith(websocket.CloseProtocolError, "new message before the last fragment of the previous one")
+			return false
+		}
+		if !f.fin {
+			c.fragOp = f.opcode
+			c.frag = append([]byte(nil), f.payload...)
+			return true
+		}
+		c.handle(c.ctx, int(f.opcode), f.payload)
+	case opContinuation:
+		if c.fragOp == 0 {
+			c.closeWith(websocket.CloseProtocolError, "continuation frame without a message")
+			return false
+		}
+		if int64(len(c.frag)+len(f.payload)) > c.srv.cfg.MaxFrameBytes {
+			c.closeWith(websocket.CloseMessageTooBig, "message over the size limit")
+			return false
+		}
+		c.frag = append(c.frag, f.payload...)
+		if f.fin {
+			op, data := c.fragOp, c.frag
+			c.fragOp, c.frag = 0, nil
+			c.handle(c.ctx, int(op), data)
+		}
+	}
+	return true
+}
+
+// teardown unregisters a closed connection, once: hub, presence, and the
+// server's count of live connections.
+func (c *conn) teardown() {
+	c.teardownOnce.Do(func() {
+		s := c.srv
+		n := s.hub.Remove(c)
+		if s.cluster != nil {
+			// The client has left; presence must still be cleaned, within a bound.
+			dctx, dcancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+			if err := s.cluster.Disconnect(dctx, c.user, c.id); err != nil {
+				c.logger().Warn("presence not removed yet; retried at the next lease renewal", zap.Error(err))
+			}
+			dcancel()
+		}
+		c.logger().Info("disconnected", zap.Int("user_conns", n))
+		s.conns.Done()
+	})
 }
 
 func (c *conn) sendErr(id string, err error) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -95,6 +96,30 @@ type Server struct {
 
 	draining atomic.Bool
 	conns    sync.WaitGroup
+
+	pollerMu sync.Mutex
+	poller   *poller
+}
+
+// startPoller starts the poller of idle connections on the first one.
+func (s *Server) startPoller() error {
+	s.pollerMu.Lock()
+	defer s.pollerMu.Unlock()
+	if s.poller != nil {
+		return nil
+	}
+	p, err := newPoller()
+	if err != nil {
+		return err
+	}
+	s.poller = p
+	return nil
+}
+
+func (s *Server) loadPoller() *poller {
+	s.pollerMu.Lock()
+	defer s.pollerMu.Unlock()
+	return s.poller
 }
 
 // UseCases are the handlers the gateway calls.
@@ -126,7 +151,9 @@ func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, 
 		cfg: cfg, log: log, auth: auth, settings: live, hub: hub, cluster: cluster, notifier: notifier,
 		send: uc.Send, history: uc.History, list: uc.List, markRead: uc.MarkRead,
 		upgrader: websocket.Upgrader{
-			ReadBufferSize:  1024,
+			// The library reads nothing after the handshake (see
+			// wsframe.go); its reader gets the smallest buffer it takes.
+			ReadBufferSize:  maxControlPayload,
 			WriteBufferSize: 1024,
 			// A shared pool means an idle connection holds no write buffer.
 			WriteBufferPool:   &sync.Pool{},
@@ -169,48 +196,46 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if len(device) > 32 {
 		device = device[:32]
 	}
+	if err := s.startPoller(); err != nil {
+		s.log.Error("cannot watch connections", zap.Error(err))
+		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server cannot take connections now; retry", true})
+		return
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader already answered with an HTTP error
 	}
-	ws.SetReadLimit(s.cfg.MaxFrameBytes)
 	// Clone what the connection keeps, so that it does not pin the request.
 	c := &conn{srv: s, id: newConnID(), user: domain.UserID(strings.Clone(string(user))), device: strings.Clone(device), ws: ws, codec: jsonCodec{}}
 	if ws.Subprotocol() == SubprotocolProto {
 		c.codec, c.format = protoCodec{}, 1
 	}
+	if sc, ok := ws.NetConn().(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+			_ = raw.Control(func(fd uintptr) { c.fd = int(fd) })
+		}
+	}
 	// Serve on a goroutine of our own and let the handler return: net/http
 	// then releases its per-connection buffers and request, which would
 	// otherwise stay alive for the whole life of the WebSocket. The context
 	// keeps the request's values (trace ids) but not its cancellation.
+	c.ctx = context.WithoutCancel(r.Context())
 	s.conns.Add(1)
-	go s.serveConn(context.WithoutCancel(r.Context()), c)
+	go s.serveConn(c)
 }
 
-func (s *Server) serveConn(ctx context.Context, c *conn) {
-	defer s.conns.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+func (s *Server) serveConn(c *conn) {
 	// Register before the first frame, so that a message sent right after
 	// hello reaches this device wherever the sender is.
 	n := s.hub.Add(c)
 	if s.cluster != nil {
-		if err := s.cluster.Connect(ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: time.Now().UnixMilli()}); err != nil {
+		if err := s.cluster.Connect(c.ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: time.Now().UnixMilli()}); err != nil {
 			c.logger().Warn("presence not recorded; devices on other nodes may need to sync", zap.Error(err))
 		}
 	}
 	c.logger().Info("connected", zap.String("device", c.device), zap.Int("user_conns", n))
-	c.serve(ctx)
-	n = s.hub.Remove(c)
-	if s.cluster != nil {
-		// The client has left; presence must still be cleaned, within a bound.
-		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := s.cluster.Disconnect(dctx, c.user, c.id); err != nil {
-			c.logger().Warn("presence not removed yet; retried at the next lease renewal", zap.Error(err))
-		}
-		dcancel()
-	}
-	c.logger().Info("disconnected", zap.Int("user_conns", n))
+	c.start()
 }
 
 func (s *Server) notify(ctx context.Context, u domain.UserID, ev delivery.Event) {
@@ -236,12 +261,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	for _, sess := range s.hub.All() {
 		if c, ok := sess.(*conn); ok {
-			// Interrupt the blocking read; the reader sees draining and closes.
-			_ = c.ws.NetConn().SetReadDeadline(time.Now())
+			// A connection being read drains when its read ends; an idle
+			// one drains now.
+			c.mu.Lock()
+			reading := c.reading
+			c.mu.Unlock()
+			if !reading {
+				go c.drain()
+			}
 		}
 	}
 	done := make(chan struct{})
-	go func() { s.conns.Wait(); close(done) }()
+	go func() {
+		s.conns.Wait()
+		if p := s.loadPoller(); p != nil {
+			p.stop()
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil

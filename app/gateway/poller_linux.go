@@ -1,0 +1,154 @@
+//go:build linux
+
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+)
+
+// poller watches idle connections with one epoll instance, so that an idle
+// connection needs no goroutine of its own. Each socket is registered
+// one-shot: when it becomes readable the poller starts a goroutine that
+// reads and handles what arrived, then re-arms it. Level-triggered, so data
+// that arrived meanwhile fires again at once after the re-arm.
+type poller struct {
+	epfd   int
+	wakeR  int // a pipe registered in epfd, to stop the loop at once
+	wakeW  int
+	mu     sync.Mutex
+	conns  map[int32]*conn
+	closed bool
+	done   chan struct{}
+}
+
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+func newPoller() (*poller, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	var pipe [2]int
+	if err := syscall.Pipe2(pipe[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		_ = syscall.Close(epfd)
+		return nil, fmt.Errorf("pipe2: %w", err)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(pipe[0])}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, pipe[0], &ev); err != nil {
+		_ = syscall.Close(epfd)
+		_ = syscall.Close(pipe[0])
+		_ = syscall.Close(pipe[1])
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	p := &poller{epfd: epfd, wakeR: pipe[0], wakeW: pipe[1], conns: make(map[int32]*conn), done: make(chan struct{})}
+	go p.loop()
+	return p, nil
+}
+
+// watch registers c's socket; c.readReady runs when it is readable.
+func (p *poller) watch(c *conn) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("server is shutting down")
+	}
+	p.conns[int32(c.fd)] = c
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(c.fd)}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		delete(p.conns, int32(c.fd))
+		return fmt.Errorf("epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+// rearm asks for the next readiness of c's socket.
+func (p *poller) rearm(c *conn) error {
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(c.fd)}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl mod: %w", err)
+	}
+	return nil
+}
+
+// forget removes c before its socket is closed: once closed, its number may
+// be given to a new connection.
+func (p *poller) forget(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns[int32(c.fd)] == c {
+		delete(p.conns, int32(c.fd))
+		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	}
+}
+
+func (p *poller) loop() {
+	defer close(p.done)
+	events := make([]syscall.EpollEvent, 256)
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			return
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		for i := range n {
+			if c := p.conns[events[i].Fd]; c != nil {
+				go c.readReady()
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// stop ends the loop and releases the epoll instance. Registered sockets
+// are not closed.
+func (p *poller) stop() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.mu.Unlock()
+	_, _ = syscall.Write(p.wakeW, []byte{1})
+	<-p.done
+	_ = syscall.Close(p.epfd)
+	_ = syscall.Close(p.wakeR)
+	_ = syscall.Close(p.wakeW)
+}
+
+// pollerWorks: this system has epoll.
+const pollerWorks = true
+
+// readRaw reads what the socket holds without waiting: wouldBlock means
+// nothing is there now.
+func (c *conn) readRaw(buf []byte) (n int, wouldBlock bool, err error) {
+	var rerr error
+	cerr := c.raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), buf)
+			if rerr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	if cerr != nil {
+		return 0, false, cerr
+	}
+	if rerr == syscall.EAGAIN {
+		return 0, true, nil
+	}
+	if rerr != nil {
+		return 0, false, rerr
+	}
+	return n, false, nil
+}
