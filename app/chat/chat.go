@@ -7,11 +7,13 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
 
 	"github.com/parley-im/parley/domain"
+	"github.com/parley-im/parley/infrastructure"
 )
 
 // ErrRateLimited means the sender went over the live send rate.
@@ -57,22 +59,70 @@ func resolve(sender domain.UserID, convID, to string, nowMs int64) (domain.Conve
 // conversations may share a stripe; that only costs a little concurrency.
 type stripes struct {
 	seed  maphash.Seed
-	locks [256]struct {
-		sync.Mutex
-		heads map[domain.ConversationID]uint64
-	}
+	locks [256]stripe
+}
+
+// stripe is the lock of some conversations and what it guards.
+type stripe struct {
+	sync.Mutex
+	// heads caches the newest seq this node gave each conversation.
+	heads map[domain.ConversationID]uint64
+	// commits holds, per conversation, a channel closed when the last
+	// commit issued ends: commits run one after another in seq order.
+	commits map[domain.ConversationID]chan struct{}
+	// repairs counts idempotency records rewritten by writers probing
+	// past another sender's message (see insert): a send that looked for
+	// its record before one of them must look again.
+	repairs uint64
 }
 
 func newStripes() *stripes {
 	s := &stripes{seed: maphash.MakeSeed()}
 	for i := range s.locks {
 		s.locks[i].heads = make(map[domain.ConversationID]uint64)
+		s.locks[i].commits = make(map[domain.ConversationID]chan struct{})
 	}
 	return s
 }
 
-func (s *stripes) lock(c domain.ConversationID) (heads map[domain.ConversationID]uint64, unlock func()) {
-	l := &s.locks[maphash.String(s.seed, string(c))%uint64(len(s.locks))]
-	l.Lock()
-	return l.heads, l.Unlock
+func (s *stripes) of(c domain.ConversationID) *stripe {
+	return &s.locks[maphash.String(s.seed, string(c))%uint64(len(s.locks))]
+}
+
+// inflight lets one attempt per (sender, client message id) run at a time
+// on this node: a retry that races its first attempt waits for it, then
+// finds its record. Safe for concurrent use.
+type inflight struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+// acquire waits until no other attempt of the same send runs here, then
+// claims it; release frees it.
+func (f *inflight) acquire(ctx context.Context, sender domain.UserID, cmid string) (release func(), err error) {
+	key := string(sender) + "\x00" + cmid
+	for {
+		f.mu.Lock()
+		if f.m == nil {
+			f.m = make(map[string]chan struct{})
+		}
+		busy, ok := f.m[key]
+		if !ok {
+			done := make(chan struct{})
+			f.m[key] = done
+			f.mu.Unlock()
+			return func() {
+				f.mu.Lock()
+				delete(f.m, key)
+				f.mu.Unlock()
+				close(done)
+			}, nil
+		}
+		f.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("an earlier attempt of this send is still running: %w", infrastructure.ErrUnavailable)
+		}
+	}
 }

@@ -50,6 +50,7 @@ type SendMessageHandler struct {
 	now      Clock
 	stripes  *stripes
 	limiter  *limiter
+	inflight inflight
 	hook     Hook
 	// known holds conversations this node already created, to skip the
 	// create-if-absent writes on every send.
@@ -102,45 +103,113 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 		}
 	}
 
-	heads, unlock := h.stripes.lock(conv.ID)
-	defer unlock()
-	if _, ok := h.known.Load(conv.ID); !ok {
-		if err := h.store.CreateConversation(ctx, conv); err != nil {
-			return SendResult{}, err
-		}
-		h.known.Store(conv.ID, struct{}{})
+	release, err := h.inflight.acquire(ctx, cmd.Sender, cmd.ClientMsgID)
+	if err != nil {
+		return SendResult{}, err
 	}
-	// Under the lock, so that a retry racing its first attempt on this node
-	// waits for it and then finds it.
+	defer release()
+	// Look for an earlier attempt's record before taking the lock, so that
+	// the lookup of one send overlaps the claims of others. A record
+	// repaired meanwhile (an attempt cut off before its commit, found by a
+	// writer probing past it) is looked for again under the lock.
+	st := h.stripes.of(conv.ID)
+	st.Lock()
+	repairs := st.repairs
+	st.Unlock()
 	if prior, ok, err := h.prior(ctx, cmd.Sender, cmd.ClientMsgID); err != nil || ok {
 		return prior, err
 	}
-	head, cached := heads[conv.ID]
-	if !cached {
-		if head, err = h.store.Head(ctx, conv.ID); err != nil {
-			return SendResult{}, err
+
+	// Under the conversation's lock: claim the seq, and hand the message to
+	// local devices so that they see seqs in order.
+	st.Lock()
+	if st.repairs != repairs {
+		if prior, ok, err := h.prior(ctx, cmd.Sender, cmd.ClientMsgID); err != nil || ok {
+			st.Unlock()
+			return prior, err
 		}
 	}
-	msg, dup, err := h.insert(ctx, draft, head, nowMs, cfg.IdempotencyTTL)
+	msg, dup, err := h.claim(ctx, st, conv, draft, nowMs, cfg.IdempotencyTTL)
 	if err != nil {
-		delete(heads, conv.ID)
+		st.Unlock()
 		return SendResult{}, err
 	}
-	heads[conv.ID] = msg.Seq
-	// The message is durable now. A failed commit leaves a stale head hint
-	// (writers probe past it, and repair the idempotency key on the way), so
-	// the send still succeeds.
-	if err := h.store.CommitSend(ctx, &msg, cfg.IdempotencyTTL); err != nil {
-		delete(heads, conv.ID)
+	if !dup {
+		// An earlier attempt that stored it was delivered then, or its
+		// devices sync it: it is not pushed twice.
+		h.deliver.Deliver(ctx, &conv, &msg, cmd.Origin)
 	}
-	if dup {
-		// An earlier attempt stored it and was delivered then, or its
-		// devices sync it: do not push it twice.
-		return SendResult{Message: msg, Duplicate: true}, nil
+	prev := st.commits[conv.ID]
+	turn := make(chan struct{})
+	st.commits[conv.ID] = turn
+	st.Unlock()
+
+	// The message is durable: it is the insert. The commit (idempotency
+	// record, head hint, sender's read cursor) runs outside the lock, so the
+	// next send of the conversation claims its seq meanwhile, but after the
+	// commit before it, so the hint and the cursor never move back.
+	if prev != nil {
+		<-prev
 	}
-	// Deliver under the conversation lock so that local devices see seqs in order.
-	h.deliver.Deliver(ctx, &conv, &msg, cmd.Origin)
-	return SendResult{Message: msg}, nil
+	h.commit(ctx, st, &msg, cfg.IdempotencyTTL)
+	st.Lock()
+	if st.commits[conv.ID] == turn {
+		delete(st.commits, conv.ID)
+	}
+	st.Unlock()
+	close(turn)
+	return SendResult{Message: msg, Duplicate: dup}, nil
+}
+
+// claim stores the message at the next free seq; st is locked.
+func (h *SendMessageHandler) claim(ctx context.Context, st *stripe, conv domain.Conversation, draft domain.Draft, nowMs int64, idemTTL time.Duration) (domain.Message, bool, error) {
+	if _, ok := h.known.Load(conv.ID); !ok {
+		if err := h.store.CreateConversation(ctx, conv); err != nil {
+			return domain.Message{}, false, err
+		}
+		h.known.Store(conv.ID, struct{}{})
+	}
+	head, cached := st.heads[conv.ID]
+	if !cached {
+		var err error
+		if head, err = h.store.Head(ctx, conv.ID); err != nil {
+			return domain.Message{}, false, err
+		}
+	}
+	msg, dup, err := h.insert(ctx, st, draft, head, nowMs, idemTTL)
+	if err != nil {
+		delete(st.heads, conv.ID)
+		return domain.Message{}, false, err
+	}
+	st.heads[conv.ID] = msg.Seq
+	return msg, dup, nil
+}
+
+// commit records a stored message's send. A failed commit does not fail the
+// send: the message is stored, and its retry finds it by probing. It is
+// tried again in the background, since a later send of the conversation may
+// already have moved the head past it; the head cache is dropped so that
+// this node re-reads the head.
+func (h *SendMessageHandler) commit(ctx context.Context, st *stripe, m *domain.Message, idemTTL time.Duration) {
+	err := h.store.CommitSend(ctx, m, idemTTL)
+	if err == nil {
+		return
+	}
+	st.Lock()
+	delete(st.heads, m.Conv)
+	st.Unlock()
+	go func() {
+		bctx := context.WithoutCancel(ctx)
+		for wait := time.Second; wait <= 8*time.Second; wait *= 2 {
+			time.Sleep(wait)
+			cctx, cancel := context.WithTimeout(bctx, 5*time.Second)
+			err := h.store.RecordSend(cctx, m, idemTTL)
+			cancel()
+			if err == nil {
+				return
+			}
+		}
+	}()
 }
 
 // insert claims the first free seq after head. Insert-if-absent on the
@@ -153,7 +222,7 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 // its idempotency key is written again on the way past, so that a message
 // whose send was cut off between insert and commit is still found by its
 // sender's retry, even after later messages moved the head beyond it.
-func (h *SendMessageHandler) insert(ctx context.Context, d domain.Draft, head uint64, nowMs int64, idemTTL time.Duration) (domain.Message, bool, error) {
+func (h *SendMessageHandler) insert(ctx context.Context, st *stripe, d domain.Draft, head uint64, nowMs int64, idemTTL time.Duration) (domain.Message, bool, error) {
 	id := domain.MessageID(d.Sender, d.ClientMsgID)
 	for probe := 1; ; probe++ {
 		msg := d.Accept(head+uint64(probe), nowMs)
@@ -175,6 +244,7 @@ func (h *SendMessageHandler) insert(ctx context.Context, d domain.Draft, head ui
 			if err := h.store.RecordSend(ctx, &held, idemTTL); err != nil {
 				return domain.Message{}, false, err
 			}
+			st.repairs++
 		}
 		if probe == maxProbe {
 			fresh, herr := h.store.Head(ctx, d.Conv)
