@@ -264,7 +264,7 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 			mr.ServerLog, mr.StartSeconds = logPath, round2(time.Since(start).Seconds())
 		}
 		c := c
-		c.target, c.serverPID = p.base, p.cmd.Process.Pid
+		c.target, c.serverPID, c.debugAddr = p.base, p.cmd.Process.Pid, p.debugURL
 		newE := func(conns int) (*env, error) {
 			e, err := newEnv(ctx, c, conns, stderr)
 			if e != nil {
@@ -347,6 +347,7 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 // parleyProc is a parley the suite started.
 type parleyProc struct {
 	cmd      *exec.Cmd
+	debugURL string // Go's profiler, for goroutine counts
 	base     string
 	log      *os.File
 	exited   chan struct{}
@@ -360,9 +361,16 @@ func startParley(ctx context.Context, root, bin, dir, settings, appID, logLevel 
 	if err != nil {
 		return nil, err
 	}
+	// The profiler's listener tells the probe the goroutine count.
+	debugAddr, err := freeLoopbackAddr()
+	if err != nil {
+		logf.Close()
+		return nil, err
+	}
 	args := append([]string{
 		"-addr", "127.0.0.1:0", "-ready-file", ready, "-dev-tokens", "-settings", settings,
 		"-app-id", appID, "-node-id", appID, "-log-format", "json", "-log-level", logLevel,
+		"-debug-addr", debugAddr,
 	}, modeArgs...)
 	cmd := exec.Command(bin, args...)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = root, logf, logf
@@ -371,7 +379,7 @@ func startParley(ctx context.Context, root, bin, dir, settings, appID, logLevel 
 		logf.Close()
 		return nil, fmt.Errorf("start parley: %w", err)
 	}
-	p := &parleyProc{cmd: cmd, log: logf, exited: make(chan struct{})}
+	p := &parleyProc{cmd: cmd, log: logf, exited: make(chan struct{}), debugURL: "http://" + debugAddr}
 	go func() { _ = cmd.Wait(); close(p.exited) }()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -618,4 +626,16 @@ func readRESP(r *bufio.Reader) (any, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("unknown reply %q", line)
+}
+
+// freeLoopbackAddr returns a loopback address with a port that was free a
+// moment ago.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr, nil
 }
