@@ -81,6 +81,8 @@ type conn struct {
 	pending     map[ackKey]*pending
 	order       []ackKey // push order; acked entries are skipped lazily
 	timer       *time.Timer
+	eventTimer  *time.Timer // see Notify
+	eventArmed  bool
 	nextFire    time.Time
 	pingedAt    int64 // unix nanos of the last ping, 0 when none is outstanding
 	writerIdle  chan struct{}
@@ -136,9 +138,52 @@ func (c *conn) encodeMsg(m *domain.Message) ([]byte, error) {
 	return c.codec.encode(&pb.Frame{Type: "msg", Msg: toPB(m)})
 }
 
-// Notify sends a small event frame; events are not retransmitted.
+// Notify sends a small event frame; events are not retransmitted. An event
+// does not start a write of its own: it rides with the next frame to the
+// device (a sender's next ACK, typically), or leaves within eventDelay.
+// That saves a write(2) per message on a busy connection.
 func (c *conn) Notify(ev delivery.Event) {
-	c.send(&pb.Frame{Type: ev.Type, Conv: string(ev.Conv), Seq: ev.Seq, User: string(ev.User)})
+	f := &pb.Frame{Type: ev.Type, Conv: string(ev.Conv), Seq: ev.Seq, User: string(ev.User)}
+	data, err := c.codec.encode(f)
+	if err != nil {
+		c.logger().Error("encode frame", zap.String("type", f.Type), zap.Error(err))
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if c.queuedBytes+len(data) > c.srv.cfg.MaxQueueBytes || len(c.queue) >= c.srv.cfg.MaxQueueFrames {
+		c.mu.Unlock()
+		c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
+		return
+	}
+	c.queue = append(c.queue, data)
+	c.queuedBytes += len(data)
+	if !c.writing && !c.eventArmed {
+		c.eventArmed = true
+		if c.eventTimer == nil {
+			c.eventTimer = time.AfterFunc(eventDelay, c.sendEvents)
+		} else {
+			c.eventTimer.Reset(eventDelay)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// eventDelay bounds how long an event waits for a frame to ride with.
+const eventDelay = 10 * time.Millisecond
+
+// sendEvents starts the writer for events that found nothing to ride with.
+func (c *conn) sendEvents() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.eventArmed = false
+	if !c.closed && !c.writing && len(c.queue) > 0 {
+		c.writing = true
+		go c.writeLoop()
+	}
 }
 
 // send encodes and queues a frame. It reports false if the connection is
@@ -264,6 +309,11 @@ func (c *conn) stopWritingLocked() {
 // flush waits until the writer has sent everything queued, or d passes.
 func (c *conn) flush(d time.Duration) {
 	c.mu.Lock()
+	if !c.writing && len(c.queue) > 0 && !c.closed {
+		// Events waiting for a ride go now.
+		c.writing = true
+		go c.writeLoop()
+	}
 	if !c.writing {
 		c.mu.Unlock()
 		return
@@ -413,6 +463,9 @@ func (c *conn) closeWith(code int, reason string) {
 	c.queue, c.queuedBytes = nil, 0
 	if c.timer != nil {
 		c.timer.Stop()
+	}
+	if c.eventTimer != nil {
+		c.eventTimer.Stop()
 	}
 	reading := c.reading
 	c.mu.Unlock()

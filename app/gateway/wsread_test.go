@@ -145,4 +145,3 @@ func TestReaderClosesOnProtocolErrors(t *testing.T) {
 		})
 	}
 }
-
