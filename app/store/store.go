@@ -200,34 +200,50 @@ func (s *Store) Message(ctx context.Context, conv domain.ConversationID, seq uin
 // Messages reads up to limit messages after seq after, in seq order. It
 // stops at the first missing seq: seqs have no gaps, so that is the end.
 // more is true when limit cut the page.
+//
+// It reads in two windows: the first firstWindow seqs, then, only if they
+// were all there, the rest of the page. Most reads (a device catching up
+// after a reconnect) end in the first window; reading a whole page of keys
+// for them cost the store ten times the work.
 func (s *Store) Messages(ctx context.Context, conv domain.ConversationID, after uint64, limit int) (msgs []domain.Message, more bool, err error) {
 	if limit <= 0 || limit > MaxPage {
 		limit = MaxPage
 	}
-	// Read one past the limit to tell the caller whether there is more.
-	keys := make([]string, limit+1)
-	for i := range keys {
-		keys[i] = msgKey(conv, after+uint64(i)+1)
-	}
-	items, err := s.state.BulkGet(ctx, keys)
-	if err != nil {
-		return nil, false, fmt.Errorf("read %s after %d: %w", conv, after, err)
-	}
-	for i, it := range items {
-		if !it.Found {
-			break
+	// One past the limit tells the caller whether there is more.
+	want := limit + 1
+	for read := 0; read < want; {
+		n := want - read
+		if read == 0 {
+			n = min(n, firstWindow)
 		}
-		if i == limit {
-			return msgs, true, nil
+		keys := make([]string, n)
+		for i := range keys {
+			keys[i] = msgKey(conv, after+uint64(read+i)+1)
 		}
-		var m domain.Message
-		if err := json.Unmarshal(it.Value, &m); err != nil {
-			return nil, false, fmt.Errorf("decode message %s: %w", it.Key, err)
+		items, err := s.state.BulkGet(ctx, keys)
+		if err != nil {
+			return nil, false, fmt.Errorf("read %s after %d: %w", conv, after, err)
 		}
-		msgs = append(msgs, m)
+		for _, it := range items {
+			if !it.Found {
+				return msgs, false, nil
+			}
+			if len(msgs) == limit {
+				return msgs, true, nil
+			}
+			var m domain.Message
+			if err := json.Unmarshal(it.Value, &m); err != nil {
+				return nil, false, fmt.Errorf("decode message %s: %w", it.Key, err)
+			}
+			msgs = append(msgs, m)
+		}
+		read += n
 	}
 	return msgs, false, nil
 }
+
+// firstWindow is how many seqs Messages reads first.
+const firstWindow = 32
 
 // AdvanceReadCursor moves u's cursor in conv up to seq, never down, with
 // compare-and-set so that two devices marking at once keep the larger.
