@@ -31,8 +31,11 @@ import (
 
 const (
 	// maxBatchesInFlight is how many batches of one kind may be in flight
-	// before calls queue.
-	maxBatchesInFlight = 2
+	// before calls queue. One: the sidecar's CPU is the limit under load,
+	// and with two in flight half the batches were small. Measured through
+	// daprd + local, 50 conversations flat out: 6,650-6,900 msg/s with one,
+	// 5,750-6,100 with two, and a tenth less sidecar CPU per message.
+	maxBatchesInFlight = 1
 	// batchTimeout bounds a batch, which runs detached from its callers:
 	// one caller giving up must not fail the others.
 	batchTimeout = 10 * time.Second

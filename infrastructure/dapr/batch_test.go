@@ -78,7 +78,7 @@ func TestConcurrentGetsAreCoalesced(t *testing.T) {
 			errs <- err
 		})
 	}
-	awaitHeld(t, f, 2)
+	awaitHeld(t, f, dapr.MaxBatchesInFlight)
 	queueBehind()
 	release()
 	wg.Wait()
@@ -137,7 +137,7 @@ func TestFailedBulkSaveAnswersEachCall(t *testing.T) {
 	for _, k := range []string{"first", "second"} {
 		wg.Go(func() { _ = s.Set(ctx, k, []byte("v")) })
 	}
-	awaitHeld(t, f, 2)
+	awaitHeld(t, f, dapr.MaxBatchesInFlight)
 	const n = 30
 	errs := make([]error, n)
 	key := func(i int) string {
@@ -186,7 +186,7 @@ func TestFailedMergedTransactionAnswersEachCall(t *testing.T) {
 	for _, k := range []string{"first", "second"} {
 		wg.Go(func() { _ = s.Transact(ctx, []infrastructure.StateOp{{Key: k, Value: []byte("v")}}) })
 	}
-	awaitHeld(t, f, 2)
+	awaitHeld(t, f, dapr.MaxBatchesInFlight)
 	const n = 20
 	errs := make([]error, n)
 	for i := range n {
@@ -230,7 +230,7 @@ func TestCloseEndsQueuedCalls(t *testing.T) {
 			errs <- err
 		}()
 	}
-	awaitHeld(t, f, 2)
+	awaitHeld(t, f, dapr.MaxBatchesInFlight)
 	queueBehind()
 	closed := make(chan struct{})
 	go func() {
