@@ -49,6 +49,10 @@ type WriteOptions struct {
 	IfAbsent bool
 	// TTL, when positive, makes the item expire after it. Zero keeps it forever.
 	TTL time.Duration
+	// Unique says that the value names its write: no other write stores
+	// these bytes, unless it is the same write made again. An adapter may
+	// then take the value found stored as proof that the write happened.
+	Unique bool
 }
 
 // WriteOption changes one Set, Delete or StateOp.
@@ -59,6 +63,12 @@ func IfMatch(etag string) WriteOption { return func(o *WriteOptions) { o.ETag = 
 
 // IfAbsent makes the Set succeed only if the key does not exist yet.
 func IfAbsent() WriteOption { return func(o *WriteOptions) { o.IfAbsent = true } }
+
+// Unique declares that the value is unique to this write (it carries its
+// own id, say), so that finding it stored proves the write took place. With
+// IfAbsent it lets an adapter insert in bulk without reading the keys
+// first.
+func Unique() WriteOption { return func(o *WriteOptions) { o.Unique = true } }
 
 // WithTTL makes the item expire after d. Dapr stores TTLs in whole seconds, so
 // d is rounded up to at least one second.

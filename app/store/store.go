@@ -129,7 +129,9 @@ func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
-	if err := s.state.Set(ctx, msgKey(m.Conv, m.Seq), data, infrastructure.IfAbsent()); err != nil {
+	// Unique: the stored message carries its own id, seq and time, so the
+	// adapter may insert in bulk without reading the key first.
+	if err := s.state.Set(ctx, msgKey(m.Conv, m.Seq), data, infrastructure.IfAbsent(), infrastructure.Unique()); err != nil {
 		return fmt.Errorf("insert message %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
 	}
 	return nil

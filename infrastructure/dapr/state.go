@@ -171,6 +171,7 @@ type setCall struct {
 	item     *dapr.SetStateItem
 	withETag bool
 	ifAbsent bool // and no ETag
+	unique   bool // the value names this write (infrastructure.Unique)
 }
 
 func (s *stateStore) Set(ctx context.Context, key string, value []byte, opts ...infrastructure.WriteOption) error {
@@ -178,8 +179,9 @@ func (s *stateStore) Set(ctx context.Context, key string, value []byte, opts ...
 		return err
 	}
 	item, withETag := writeItem(key, value, opts)
+	o := infrastructure.ResolveWriteOptions(opts)
 	c := setCall{key: key, value: value, opts: opts, item: item, withETag: withETag,
-		ifAbsent: !withETag && infrastructure.ResolveWriteOptions(opts).IfAbsent}
+		ifAbsent: !withETag && o.IfAbsent, unique: o.Unique}
 	// Compare-and-set stays alone: nothing in a bulk answer would say
 	// which ETag check failed.
 	if withETag || !s.coalesces(ctx) {

@@ -68,44 +68,54 @@ func TestCoalescedStateCalls(t *testing.T) {
 				}
 			}
 
-			t.Run("insert_if_absent_has_one_winner_per_key", func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				const keys, writers = 50, 4
-				prefix := daprdtest.UniqueName("absent")
-				errs := make([][writers]error, keys)
-				retriedAfterUnavailable := make([][writers]bool, keys)
-				coalesced(t, "set", func() {
-					together(keys*writers, func(i int) {
-						k, w := i%keys, i/keys
-						errs[k][w], retriedAfterUnavailable[k][w] = retried(func() error {
-							return s.Set(ctx, prefix+"-"+strconv.Itoa(k), []byte("writer-"+strconv.Itoa(w)), infrastructure.IfAbsent())
+			// Unique inserts skip the read before the bulk save; both kinds
+			// must give one winner per key.
+			for _, v := range []struct {
+				name string
+				opts []infrastructure.WriteOption
+			}{
+				{"insert_if_absent_has_one_winner_per_key", []infrastructure.WriteOption{infrastructure.IfAbsent()}},
+				{"unique_insert_if_absent_has_one_winner_per_key", []infrastructure.WriteOption{infrastructure.IfAbsent(), infrastructure.Unique()}},
+			} {
+				t.Run(v.name, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					const keys, writers = 50, 4
+					prefix := daprdtest.UniqueName("absent")
+					errs := make([][writers]error, keys)
+					retriedAfterUnavailable := make([][writers]bool, keys)
+					coalesced(t, "set", func() {
+						together(keys*writers, func(i int) {
+							k, w := i%keys, i/keys
+							errs[k][w], retriedAfterUnavailable[k][w] = retried(func() error {
+								return s.Set(ctx, prefix+"-"+strconv.Itoa(k), []byte("writer-"+strconv.Itoa(w)), v.opts...)
+							})
 						})
 					})
-				})
-				for k := range keys {
-					key := prefix + "-" + strconv.Itoa(k)
-					it, err := s.Get(ctx, key)
-					if err != nil || !it.Found {
-						t.Fatalf("key %s = %+v, %v; want a writer's value", key, it, err)
-					}
-					for w, err := range errs[k] {
-						mine := string(it.Value) == "writer-"+strconv.Itoa(w)
-						var oe *infrastructure.OpError
-						switch {
-						case mine && err == nil:
-						case mine && retriedAfterUnavailable[k][w] && errors.Is(err, infrastructure.ErrConflict):
-							// An attempt that failed as unavailable did insert.
-						case mine:
-							t.Fatalf("key %s holds writer %d's value, but its insert answered %v", key, w, err)
-						case err == nil:
-							t.Fatalf("key %s: writer %d's insert succeeded, but the key holds %q", key, w, it.Value)
-						case !errors.Is(err, infrastructure.ErrConflict) || !errors.As(err, &oe) || oe.Op != "set" || oe.Key != key:
-							t.Fatalf("key %s writer %d: %v, want an ErrConflict OpError for set %s", key, w, err, key)
+					for k := range keys {
+						key := prefix + "-" + strconv.Itoa(k)
+						it, err := s.Get(ctx, key)
+						if err != nil || !it.Found {
+							t.Fatalf("key %s = %+v, %v; want a writer's value", key, it, err)
+						}
+						for w, err := range errs[k] {
+							mine := string(it.Value) == "writer-"+strconv.Itoa(w)
+							var oe *infrastructure.OpError
+							switch {
+							case mine && err == nil:
+							case mine && retriedAfterUnavailable[k][w] && errors.Is(err, infrastructure.ErrConflict):
+								// An attempt that failed as unavailable did insert.
+							case mine:
+								t.Fatalf("key %s holds writer %d's value, but its insert answered %v", key, w, err)
+							case err == nil:
+								t.Fatalf("key %s: writer %d's insert succeeded, but the key holds %q", key, w, it.Value)
+							case !errors.Is(err, infrastructure.ErrConflict) || !errors.As(err, &oe) || oe.Op != "set" || oe.Key != key:
+								t.Fatalf("key %s writer %d: %v, want an ErrConflict OpError for set %s", key, w, err, key)
+							}
 						}
 					}
-				}
-			})
+				})
+			}
 
 			t.Run("gets_read_what_was_stored", func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
