@@ -67,9 +67,10 @@ type stripe struct {
 	sync.Mutex
 	// heads caches the newest seq this node gave each conversation.
 	heads map[domain.ConversationID]uint64
-	// commits holds, per conversation, a channel closed when the last
-	// commit issued ends: commits run one after another in seq order.
-	commits map[domain.ConversationID]chan struct{}
+	// commits holds, per conversation, the sends waiting for their commit:
+	// one commit of a conversation runs at a time, in seq order, and takes
+	// every send that queued meanwhile.
+	commits map[domain.ConversationID]*commitQueue
 	// repairs counts idempotency records rewritten by writers probing
 	// past another sender's message (see insert): a send that looked for
 	// its record before one of them must look again.
@@ -80,9 +81,21 @@ func newStripes() *stripes {
 	s := &stripes{seed: maphash.MakeSeed()}
 	for i := range s.locks {
 		s.locks[i].heads = make(map[domain.ConversationID]uint64)
-		s.locks[i].commits = make(map[domain.ConversationID]chan struct{})
+		s.locks[i].commits = make(map[domain.ConversationID]*commitQueue)
 	}
 	return s
+}
+
+// commitQueue is a conversation's sends waiting for their commit, and
+// whether a commit is running. Guarded by the stripe's lock.
+type commitQueue struct {
+	pending []*commitReq
+	running bool
+}
+
+type commitReq struct {
+	msg  *domain.Message
+	done chan struct{}
 }
 
 func (s *stripes) of(c domain.ConversationID) *stripe {

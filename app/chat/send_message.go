@@ -139,27 +139,61 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 		// devices sync it: it is not pushed twice.
 		h.deliver.Deliver(ctx, &conv, &msg, cmd.Origin)
 	}
-	prev := st.commits[conv.ID]
-	turn := make(chan struct{})
-	st.commits[conv.ID] = turn
+	q := st.commits[conv.ID]
+	if q == nil {
+		q = &commitQueue{}
+		st.commits[conv.ID] = q
+	}
+	req := &commitReq{msg: &msg, done: make(chan struct{})}
+	q.pending = append(q.pending, req)
+	lead := !q.running
+	q.running = true
 	st.Unlock()
 
 	// The message is durable: it is the insert. The commit (idempotency
 	// record, head hint, sender's read cursor) runs outside the lock, so the
-	// next send of the conversation claims its seq meanwhile, but after the
-	// commit before it, so the hint and the cursor never move back.
-	if prev != nil {
-		<-prev
+	// next send of the conversation claims its seq meanwhile; one commit of
+	// a conversation at a time, in seq order, so that the hint and the
+	// cursor never move back, each taking every send queued before it.
+	if lead {
+		h.commits(ctx, st, conv.ID, q, cfg.IdempotencyTTL)
 	}
-	h.commit(ctx, st, &msg, cfg.IdempotencyTTL)
-	st.Lock()
-	if st.commits[conv.ID] == turn {
-		delete(st.commits, conv.ID)
-	}
-	st.Unlock()
-	close(turn)
+	<-req.done
 	return SendResult{Message: msg, Duplicate: dup}, nil
 }
+
+// commits commits what q holds, then hands the next batch, if any, to a
+// goroutine of its own so that this send's ACK does not wait for it.
+func (h *SendMessageHandler) commits(ctx context.Context, st *stripe, conv domain.ConversationID, q *commitQueue, idemTTL time.Duration) {
+	st.Lock()
+	batch := q.pending
+	q.pending = nil
+	st.Unlock()
+	msgs := make([]*domain.Message, len(batch))
+	for i, r := range batch {
+		msgs[i] = r.msg
+	}
+	// Detached: the batch holds other senders' messages too.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	h.commit(cctx, st, msgs, idemTTL)
+	cancel()
+	for _, r := range batch {
+		close(r.done)
+	}
+	st.Lock()
+	defer st.Unlock()
+	if len(q.pending) == 0 {
+		q.running = false
+		if st.commits[conv] == q {
+			delete(st.commits, conv)
+		}
+		return
+	}
+	go h.commits(ctx, st, conv, q, idemTTL)
+}
+
+// commitTimeout bounds one commit, which runs apart from any one caller.
+const commitTimeout = 10 * time.Second
 
 // claim stores the message at the next free seq; st is locked.
 func (h *SendMessageHandler) claim(ctx context.Context, st *stripe, conv domain.Conversation, draft domain.Draft, nowMs int64, idemTTL time.Duration) (domain.Message, bool, error) {
@@ -185,29 +219,32 @@ func (h *SendMessageHandler) claim(ctx context.Context, st *stripe, conv domain.
 	return msg, dup, nil
 }
 
-// commit records a stored message's send. A failed commit does not fail the
-// send: the message is stored, and its retry finds it by probing. It is
-// tried again in the background, since a later send of the conversation may
-// already have moved the head past it; the head cache is dropped so that
-// this node re-reads the head.
-func (h *SendMessageHandler) commit(ctx context.Context, st *stripe, m *domain.Message, idemTTL time.Duration) {
-	err := h.store.CommitSend(ctx, m, idemTTL)
+// commit records stored messages' sends. A failed commit does not fail
+// the sends: the messages are stored, and a retry finds one by probing. The
+// records are tried again in the background, since later sends of the
+// conversation may already have moved the head past them; the head cache is
+// dropped so that this node re-reads the head.
+func (h *SendMessageHandler) commit(ctx context.Context, st *stripe, msgs []*domain.Message, idemTTL time.Duration) {
+	err := h.store.CommitSends(ctx, msgs, idemTTL)
 	if err == nil {
 		return
 	}
 	st.Lock()
-	delete(st.heads, m.Conv)
+	delete(st.heads, msgs[0].Conv)
 	st.Unlock()
 	go func() {
 		bctx := context.WithoutCancel(ctx)
-		for wait := time.Second; wait <= 8*time.Second; wait *= 2 {
+		for wait := time.Second; wait <= 8*time.Second && len(msgs) > 0; wait *= 2 {
 			time.Sleep(wait)
-			cctx, cancel := context.WithTimeout(bctx, 5*time.Second)
-			err := h.store.RecordSend(cctx, m, idemTTL)
-			cancel()
-			if err == nil {
-				return
+			var left []*domain.Message
+			for _, m := range msgs {
+				cctx, cancel := context.WithTimeout(bctx, 5*time.Second)
+				if err := h.store.RecordSend(cctx, m, idemTTL); err != nil {
+					left = append(left, m)
+				}
+				cancel()
 			}
+			msgs = left
 		}
 	}()
 }

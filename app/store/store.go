@@ -137,17 +137,29 @@ func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
 	return nil
 }
 
-// CommitSend records, after m is stored, the idempotency key, the new head
-// and the sender's read cursor, in one transaction.
-func (s *Store) CommitSend(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
-	seq := []byte(strconv.FormatUint(m.Seq, 10))
-	err := s.state.Transact(ctx, []infrastructure.StateOp{
-		s.idemOp(m, idemTTL),
-		{Key: headKey(m.Conv), Value: seq},
-		{Key: readKey(m.Conv, m.Sender), Value: seq},
-	})
-	if err != nil {
-		return fmt.Errorf("commit send %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
+// CommitSends records, after msgs of one conversation are stored (in seq
+// order), each one's idempotency key, and once the new head and each
+// sender's read cursor, in one transaction: the head and a cursor written
+// for an earlier message would be overwritten by a later one anyway.
+func (s *Store) CommitSends(ctx context.Context, msgs []*domain.Message, idemTTL time.Duration) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	last := msgs[len(msgs)-1]
+	ops := make([]infrastructure.StateOp, 0, len(msgs)+2)
+	for _, m := range msgs {
+		ops = append(ops, s.idemOp(m, idemTTL))
+	}
+	ops = append(ops, infrastructure.StateOp{Key: headKey(last.Conv), Value: []byte(strconv.FormatUint(last.Seq, 10))})
+	cursors := make(map[domain.UserID]uint64, 2)
+	for _, m := range msgs {
+		cursors[m.Sender] = max(cursors[m.Sender], m.Seq)
+	}
+	for u, seq := range cursors {
+		ops = append(ops, infrastructure.StateOp{Key: readKey(last.Conv, u), Value: []byte(strconv.FormatUint(seq, 10))})
+	}
+	if err := s.state.Transact(ctx, ops); err != nil {
+		return fmt.Errorf("commit %d sends up to %s#%d: %w", len(msgs), last.Conv, last.Seq, err)
 	}
 	return nil
 }
