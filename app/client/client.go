@@ -350,6 +350,8 @@ func (c *Client) write(f *pb.Frame) error {
 	if c.binary {
 		data, err = proto.Marshal(f)
 		mt = websocket.BinaryMessage
+	} else if b, ok := f.AppendJSON(make([]byte, 0, 128+len(f.Body))); ok {
+		data = b
 	} else {
 		data, err = json.Marshal(f)
 	}

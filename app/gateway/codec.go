@@ -27,7 +27,16 @@ type codec interface {
 
 type jsonCodec struct{}
 
-func (jsonCodec) encode(f *pb.Frame) ([]byte, error) { return json.Marshal(f) }
+func (jsonCodec) encode(f *pb.Frame) ([]byte, error) {
+	size := 192 + len(f.Body)
+	if f.Msg != nil {
+		size += len(f.Msg.Body)
+	}
+	if b, ok := f.AppendJSON(make([]byte, 0, size)); ok {
+		return b, nil
+	}
+	return json.Marshal(f)
+}
 func (jsonCodec) decode(data []byte, f *pb.Frame) error {
 	if err := json.Unmarshal(data, f); err != nil {
 		return fmt.Errorf("frame is not a JSON object of the documented shape: %s", trimErr(err))
