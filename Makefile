@@ -38,6 +38,8 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParseConversationID -fuzztime 20s ./domain/
 	$(GO) test -run XXX -fuzz FuzzDraftValidate -fuzztime 20s ./domain/
 	$(GO) test -run XXX -fuzz FuzzDecodeFrame -fuzztime 20s ./app/gateway/
+	$(GO) test -run XXX -fuzz FuzzParseFrame -fuzztime 20s ./app/gateway/
+	$(GO) test -run XXX -fuzz FuzzAppendJSON -fuzztime 20s ./proto/parley/v1/
 
 # sidecar: the real daprd, built from github.com/dapr/dapr v$(DAPR_VERSION)
 # by the module in sidecar/. Rebuilt only when that module changes.
