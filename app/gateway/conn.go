@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
@@ -68,6 +69,7 @@ type conn struct {
 	fd  int
 	// Read state, touched only by the one readReady running at a time.
 	partial      []byte // the start of a frame that is not whole yet
+	need         int    // that frame's whole size, 0 while its header is cut
 	fragOp       byte   // opcode of a fragmented message being put together
 	frag         []byte
 	teardownOnce sync.Once
@@ -543,6 +545,12 @@ func (c *conn) readReady() bool {
 	closed := c.closed
 	c.mu.Unlock()
 	if !ok && !closed {
+		if c.srv.draining.Load() {
+			// A blocking read interrupted by the shutdown (see
+			// Server.Shutdown): flush, then say goodbye.
+			c.drain()
+			return false
+		}
 		c.closeWith(0, "")
 		closed = true
 	}
@@ -558,6 +566,13 @@ func (c *conn) readReady() bool {
 		return true
 	}
 	if err := c.srv.poller.rearm(c); err != nil {
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			c.teardown()
+			return false
+		}
 		c.logger().Warn("cannot watch the connection", zap.Error(err))
 		c.closeWith(websocket.CloseTryAgainLater, "server cannot watch the connection; reconnect")
 		c.teardown()
@@ -570,8 +585,9 @@ func (c *conn) readReady() bool {
 // handled so far are queued; they are sent first, then the close frame.
 func (c *conn) drain() {
 	c.flush(2 * time.Second)
+	// closeWith tears down when no read is running; a running read does
+	// when it ends, so a shutdown waits for the frame in hand.
 	c.closeWith(CloseGoingAway, "server shutting down; reconnect and sync")
-	c.teardown()
 }
 
 // readAvailable reads until the socket is empty, handling each whole frame.
@@ -585,7 +601,13 @@ func (c *conn) readAvailable() bool {
 		var into []byte
 		if c.partial != nil {
 			if len(c.partial) == cap(c.partial) {
-				c.partial = slices.Grow(c.partial, maxFrameHeader)
+				// Grow as bytes arrive, not to the size the header
+				// announces: a client must not pin 64 KiB with 14 bytes.
+				more := maxFrameHeader
+				if c.need > len(c.partial) {
+					more = min(c.need-len(c.partial), readBufferSize)
+				}
+				c.partial = slices.Grow(c.partial, more)
 			}
 			into = c.partial[len(c.partial):cap(c.partial)]
 		} else {
@@ -610,13 +632,14 @@ func (c *conn) readAvailable() bool {
 		if !ok {
 			return false
 		}
+		c.need = need
 		switch {
 		case len(rest) == 0:
 			c.partial = nil
 		case c.partial == nil || &rest[0] != &c.partial[0]:
 			// Copy what is left out of the shared buffer, with room for
-			// the whole frame when its size is known.
-			p := make([]byte, len(rest), max(need, len(rest)+maxFrameHeader))
+			// the frame when its size is known, up to a read's worth.
+			p := make([]byte, len(rest), max(min(need, len(rest)+readBufferSize), len(rest)+maxFrameHeader))
 			copy(p, rest)
 			c.partial = p
 		default:
@@ -665,9 +688,18 @@ func (c *conn) frame(f wsFrame) bool {
 	case opPong:
 		// lastRead is already up to date: any frame proves the peer alive.
 	case opClose:
+		// Echo the peer's code (RFC 6455 section 5.5.1); a close frame
+		// with a code no endpoint may send, or a reason that is not UTF-8,
+		// is a protocol error.
 		code := websocket.CloseNormalClosure
-		if len(f.payload) >= 2 {
+		switch {
+		case len(f.payload) == 1:
+			code = websocket.CloseProtocolError
+		case len(f.payload) >= 2:
 			code = int(f.payload[0])<<8 | int(f.payload[1])
+			if !validReceivedCloseCode(code) || !utf8.Valid(f.payload[2:]) {
+				code = websocket.CloseProtocolError
+			}
 		}
 		c.closeWith(code, "")
 		return false
@@ -699,6 +731,16 @@ func (c *conn) frame(f wsFrame) bool {
 		}
 	}
 	return true
+}
+
+// validReceivedCloseCode reports whether a peer may send code in a close
+// frame (RFC 6455 section 7.4).
+func validReceivedCloseCode(code int) bool {
+	switch code {
+	case 1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014:
+		return true
+	}
+	return code >= 3000 && code <= 4999
 }
 
 // teardown unregisters a closed connection, once: hub, presence, and the

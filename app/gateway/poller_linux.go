@@ -55,19 +55,38 @@ func (p *poller) watch(c *conn) error {
 	if p.closed {
 		return errors.New("server is shutting down")
 	}
-	p.conns[int32(c.fd)] = c
+	// A connection closed before it got here (a failed push while its
+	// presence was written) must not be registered: its fd number may
+	// belong to a new connection already. closeWith marks it closed before
+	// forget waits for p.mu, so one seen open here keeps its fd until
+	// forget has run.
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil
+	}
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(c.fd)}
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
-		delete(p.conns, int32(c.fd))
 		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
+	p.conns[int32(c.fd)] = c
 	return nil
 }
 
-// rearm asks for the next readiness of c's socket.
+// rearm asks for the next readiness of c's socket. It runs under the
+// socket's own reference (RawConn.Control), so it fails cleanly on a socket
+// closed meanwhile rather than touching a number reused by another.
 func (p *poller) rearm(c *conn) error {
-	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(c.fd)}
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
+	var err error
+	cerr := c.raw.Control(func(fd uintptr) {
+		ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(fd)}
+		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
+	})
+	if cerr != nil {
+		return fmt.Errorf("socket closed: %w", cerr)
+	}
+	if err != nil {
 		return fmt.Errorf("epoll_ctl mod: %w", err)
 	}
 	return nil

@@ -266,7 +266,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			c.mu.Lock()
 			reading := c.reading
 			c.mu.Unlock()
-			if !reading {
+			switch {
+			case !c.polled():
+				// Its goroutine waits in a blocking read: interrupt it;
+				// readReady then drains.
+				_ = c.ws.NetConn().SetReadDeadline(time.Now())
+			case !reading:
 				go c.drain()
 			}
 		}

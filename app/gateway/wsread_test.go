@@ -132,6 +132,9 @@ func TestReaderClosesOnProtocolErrors(t *testing.T) {
 		"frame over 64 KiB":     {clientFrame(true, opText, make([]byte, 70000), testKey), websocket.CloseMessageTooBig},
 		"stray continuation":    {clientFrame(true, opContinuation, []byte("x"), testKey), websocket.CloseProtocolError},
 		"close frame is echoed": {clientFrame(true, opClose, []byte{0x0f, 0xa0}, testKey), 4000},
+		"close code 1006":       {clientFrame(true, opClose, []byte{0x03, 0xee}, testKey), websocket.CloseProtocolError},
+		"one-byte close":        {clientFrame(true, opClose, []byte{0x03}, testKey), websocket.CloseProtocolError},
+		"close reason not utf8": {clientFrame(true, opClose, []byte{0x03, 0xe8, 0xff}, testKey), websocket.CloseProtocolError},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, _ := dialRaw(t)
