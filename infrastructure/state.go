@@ -49,9 +49,12 @@ type WriteOptions struct {
 	IfAbsent bool
 	// TTL, when positive, makes the item expire after it. Zero keeps it forever.
 	TTL time.Duration
-	// Unique says that the value names its write: no other write stores
-	// these bytes, unless it is the same write made again. An adapter may
-	// then take the value found stored as proof that the write happened.
+	// Unique says that the value names its write, and that the key is
+	// only ever written by such inserts: no other write stores these
+	// bytes, unless it is the same write made again, and no plain write
+	// ever made the key. An adapter may then take the value found stored as
+	// proof that the write happened, and rely on the store's own insert
+	// check.
 	Unique bool
 }
 
@@ -65,9 +68,9 @@ func IfMatch(etag string) WriteOption { return func(o *WriteOptions) { o.ETag = 
 func IfAbsent() WriteOption { return func(o *WriteOptions) { o.IfAbsent = true } }
 
 // Unique declares that the value is unique to this write (it carries its
-// own id, say), so that finding it stored proves the write took place. With
-// IfAbsent it lets an adapter insert in bulk without reading the keys
-// first.
+// own id, say), so that finding it stored proves the write took place, and
+// that the key is only ever written by IfAbsent inserts. With IfAbsent it
+// lets an adapter insert, in bulk too, without reading the keys first.
 func Unique() WriteOption { return func(o *WriteOptions) { o.Unique = true } }
 
 // WithTTL makes the item expire after d. Dapr stores TTLs in whole seconds, so

@@ -129,8 +129,9 @@ func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
-	// Unique: the stored message carries its own id, seq and time, so the
-	// adapter may insert in bulk without reading the key first.
+	// Unique: the stored message carries its own id, seq and time, and a
+	// message key is only ever written here, so the adapter may insert, in
+	// bulk too, without reading the key first.
 	if err := s.state.Set(ctx, msgKey(m.Conv, m.Seq), data, infrastructure.IfAbsent(), infrastructure.Unique()); err != nil {
 		return fmt.Errorf("insert message %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
 	}

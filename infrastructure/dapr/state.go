@@ -195,8 +195,9 @@ func (s *stateStore) Set(ctx context.Context, key string, value []byte, opts ...
 func (s *stateStore) setOne(ctx context.Context, c setCall) error {
 	ops := []infrastructure.StateOp{{Key: c.key, Options: c.opts}}
 	// A single-key ETag check is atomic in every store; only IfAbsent may
-	// need the read (see needsPreCheck).
-	if !c.withETag && s.needsPreCheck(ctx, ops) && s.checkFailed(ctx, ops) {
+	// need the read (see needsPreCheck), unless the key is Unique: only
+	// ever written with first-write, where Redis's own check holds.
+	if !c.withETag && !c.unique && s.needsPreCheck(ctx, ops) && s.checkFailed(ctx, ops) {
 		return keyExists(c.key)
 	}
 	return s.save(ctx, c)

@@ -98,24 +98,28 @@ func (s *stateStore) getBatch(ctx context.Context, keys []string) []result[infra
 //
 // The answer to a failed bulk save does not say which items failed, so the
 // batch reads the IfAbsent keys before writing:
-//   - on Redis that is the check every IfAbsent Set makes (needsPreCheck);
+//   - on Redis that is the check every IfAbsent Set makes (needsPreCheck):
+//     its first-write insert lets through a key last written without
+//     first-write;
 //   - elsewhere it makes the fallback below exact: an IfAbsent key that
 //     exists now answers ErrConflict at once, as the insert would have, so
 //     a key that holds the item's bytes after a failed save was written by
 //     this save, not by an earlier writer of the same bytes (a counter's
-//     first "1", say). A Unique value needs no such read: no other write
-//     stores its bytes, so finding them proves this write. (Message
-//     inserts are Unique: one sidecar call fewer per batch of sends.)
+//     first "1", say).
+//
+// A Unique insert needs neither: no other write stores its bytes, so
+// finding them proves this write, and its key is only ever written with
+// first-write, whose check Redis keeps. (Message inserts are Unique: one
+// sidecar call fewer per batch of sends, under the conversation's lock.)
 //
 // When the read fails, every call goes alone, as it would have unbatched.
 func (s *stateStore) setBatch(ctx context.Context, calls []setCall) []result[struct{}] {
 	out := make([]result[struct{}], len(calls))
 	all := make([]int, len(calls))
 	var absent []string
-	redis := s.c.stateStoreType(ctx) == "state.redis"
 	for i, c := range calls {
 		all[i] = i
-		if c.ifAbsent && (!c.unique || redis) {
+		if c.ifAbsent && !c.unique {
 			absent = append(absent, c.key)
 		}
 	}
