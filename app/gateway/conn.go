@@ -47,10 +47,11 @@ type pending struct {
 	tries    int
 }
 
-// conn is one device's WebSocket. Its handler goroutine reads and handles
-// frames; a writer goroutine exists only while there is something to write,
-// so an idle connection costs one goroutine. One timer per connection serves
-// heartbeats and delivery-ACK deadlines.
+// conn is one device's WebSocket. A reader goroutine exists only while the
+// socket has bytes to read (the server's poller starts it, see readReady),
+// a writer goroutine only while there is something to write: an idle
+// connection has none. One timer per connection serves heartbeats and
+// delivery-ACK deadlines.
 type conn struct {
 	srv    *Server
 	id     string
