@@ -750,7 +750,11 @@ func (c *conn) teardown() {
 	c.teardownOnce.Do(func() {
 		s := c.srv
 		n := s.hub.Remove(c)
-		if s.cluster != nil {
+		// While the node shuts down its entries need no cleaning: its lease
+		// goes with it, and with the lease every entry of the node stops
+		// counting. Writing them one by one made a node with many
+		// connections miss its shutdown deadline.
+		if s.cluster != nil && !s.draining.Load() {
 			// The client has left; presence must still be cleaned, within a bound.
 			dctx, dcancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
 			if err := s.cluster.Disconnect(dctx, c.user, c.id); err != nil {

@@ -293,7 +293,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				c.closeWith(CloseGoingAway, "server shutting down")
 			}
 		}
-		<-done
+		// Closed, they unregister at once; do not wait past the deadline
+		// for one stuck in a handler.
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
 		return errors.New("shutdown deadline passed; remaining connections were closed")
 	}
 }
