@@ -6,6 +6,9 @@ import (
 	"time"
 )
 
+// TestLargeFrameCutEverywhereIsReadWhole: a frame larger than the read
+// buffer, cut at every kind of place and sent between two small frames,
+// is read whole and the three are answered in order.
 func TestLargeFrameCutEverywhereIsReadWhole(t *testing.T) {
 	for _, size := range []int{20000, 40000, 65000} {
 		c, _ := dialRaw(t)
@@ -29,5 +32,36 @@ func TestLargeFrameCutEverywhereIsReadWhole(t *testing.T) {
 				t.Fatalf("size %d: want %s got %.80s", size, id, got)
 			}
 		}
+	}
+}
+
+// TestFrameHeaderDoesNotPinItsWholeSize: the header of a 60 KB frame, with
+// no payload yet, makes the connection hold a buffer of what arrived plus a
+// read's worth, not the 60 KB it announces.
+func TestFrameHeaderDoesNotPinItsWholeSize(t *testing.T) {
+	c, srv := dialRaw(t)
+	big := clientFrame(true, opText, make([]byte, 60000), testKey)
+	c.write(big[:maxFrameHeader])
+	var held int
+	for range 100 {
+		time.Sleep(10 * time.Millisecond)
+		for _, sess := range srv.hub.All() {
+			cn := sess.(*conn)
+			cn.mu.Lock()
+			reading := cn.reading
+			cn.mu.Unlock()
+			if !reading && cn.partial != nil {
+				held = cap(cn.partial)
+			}
+		}
+		if held > 0 {
+			break
+		}
+	}
+	if held == 0 {
+		t.Fatal("the header was not kept as the start of a frame")
+	}
+	if held > readBufferSize+maxFrameHeader {
+		t.Fatalf("a 14-byte header made the connection hold %d bytes", held)
 	}
 }
