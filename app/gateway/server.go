@@ -95,6 +95,7 @@ type Server struct {
 	mux      *http.ServeMux
 
 	draining atomic.Bool
+	admitMu  sync.Mutex // orders conns.Add before a shutdown's conns.Wait
 	conns    sync.WaitGroup
 
 	pollerMu sync.Mutex
@@ -221,7 +222,17 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// otherwise stay alive for the whole life of the WebSocket. The context
 	// keeps the request's values (trace ids) but not its cancellation.
 	c.ctx = context.WithoutCancel(r.Context())
+	// Counted under admitMu, so that no connection is added once Shutdown
+	// waits for them; one that arrives that late is closed at once.
+	s.admitMu.Lock()
+	if s.draining.Load() {
+		s.admitMu.Unlock()
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseGoingAway, "server shutting down; reconnect"), time.Now().Add(time.Second))
+		_ = ws.Close()
+		return
+	}
 	s.conns.Add(1)
+	s.admitMu.Unlock()
 	go s.serveConn(c)
 }
 
@@ -258,7 +269,9 @@ func sameOriginOrNone(r *http.Request) bool {
 // frame it is handling and flush its replies, closes it with 1001 so the
 // client reconnects elsewhere, and waits for all of them until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.admitMu.Lock()
 	s.draining.Store(true)
+	s.admitMu.Unlock()
 	for _, sess := range s.hub.All() {
 		if c, ok := sess.(*conn); ok {
 			// A connection being read drains when its read ends; an idle

@@ -43,6 +43,12 @@ func rawDial(t *testing.T, n *node, user string) *websocket.Conn {
 		t.Fatalf("dial %s: %v", user, err)
 	}
 	t.Cleanup(func() { ws.Close() })
+	// The hello frame says the server has registered the connection.
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := ws.ReadMessage(); err != nil {
+		t.Fatalf("hello for %s: %v", user, err)
+	}
+	_ = ws.SetReadDeadline(time.Time{})
 	return ws
 }
 
