@@ -499,11 +499,22 @@ func (c *conn) start() {
 			for c.readReady() {
 			}
 		}()
+		if c.srv.draining.Load() {
+			// Admitted just before a shutdown looked for connections:
+			// interrupt the read, which then drains.
+			_ = c.ws.NetConn().SetReadDeadline(time.Now())
+		}
 		return
 	}
 	if err := c.srv.poller.watch(c); err != nil {
 		c.logger().Warn("cannot watch the connection", zap.Error(err))
 		c.closeWith(websocket.CloseTryAgainLater, "server cannot take the connection; retry")
+		return
+	}
+	if c.srv.draining.Load() {
+		// Admitted just before a shutdown began, and registered after it
+		// looked for connections to drain.
+		c.drain()
 	}
 }
 
