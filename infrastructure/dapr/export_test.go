@@ -18,4 +18,5 @@ func NewWithDialer(ctx context.Context, cfg Config, dial func(context.Context, s
 func CoalescedCalls(c *Client) (gets, sets, transacts int64) {
 	return c.state.gets.coalesced.Load(), c.state.sets.coalesced.Load(), c.state.txs.coalesced.Load()
 }
+
 const MaxBatchesInFlight = maxBatchesInFlight
