@@ -146,33 +146,7 @@ func (c *conn) encodeMsg(m *domain.Message) ([]byte, error) {
 // device (a sender's next ACK, typically), or leaves within eventDelay.
 // That saves a write(2) per message on a busy connection.
 func (c *conn) Notify(ev delivery.Event) {
-	f := &pb.Frame{Type: ev.Type, Conv: string(ev.Conv), Seq: ev.Seq, User: string(ev.User)}
-	data, err := c.codec.encode(f)
-	if err != nil {
-		c.logger().Error("encode frame", zap.String("type", f.Type), zap.Error(err))
-		return
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	if c.queuedBytes+len(data) > c.srv.cfg.MaxQueueBytes || len(c.queue) >= c.srv.cfg.MaxQueueFrames {
-		c.mu.Unlock()
-		c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
-		return
-	}
-	c.queue = append(c.queue, data)
-	c.queuedBytes += len(data)
-	if !c.writing && !c.eventArmed {
-		c.eventArmed = true
-		if c.eventTimer == nil {
-			c.eventTimer = time.AfterFunc(eventDelay, c.sendEvents)
-		} else {
-			c.eventTimer.Reset(eventDelay)
-		}
-	}
-	c.mu.Unlock()
+	c.queueFrame(&pb.Frame{Type: ev.Type, Conv: string(ev.Conv), Seq: ev.Seq, User: string(ev.User)}, false)
 }
 
 // eventDelay bounds how long an event waits for a frame to ride with.
@@ -183,15 +157,18 @@ func (c *conn) sendEvents() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.eventArmed = false
-	if !c.closed && !c.writing && len(c.queue) > 0 {
-		c.writing = true
-		go c.writeLoop()
+	if !c.closed && len(c.queue) > 0 {
+		c.startWriterLocked()
 	}
 }
 
 // send encodes and queues a frame. It reports false if the connection is
 // closed or was just closed for being slow.
-func (c *conn) send(f *pb.Frame) bool {
+func (c *conn) send(f *pb.Frame) bool { return c.queueFrame(f, true) }
+
+// queueFrame encodes and queues a frame, starting the writer now, or, for
+// a frame that can wait (an event), within eventDelay.
+func (c *conn) queueFrame(f *pb.Frame, now bool) bool {
 	data, err := c.codec.encode(f)
 	if err != nil {
 		c.logger().Error("encode frame", zap.String("type", f.Type), zap.Error(err))
@@ -202,7 +179,19 @@ func (c *conn) send(f *pb.Frame) bool {
 		c.mu.Unlock()
 		return false
 	}
-	ok := c.enqueueLocked(data)
+	ok := c.queueLocked(data)
+	switch {
+	case !ok:
+	case now:
+		c.startWriterLocked()
+	case !c.writing && !c.eventArmed:
+		c.eventArmed = true
+		if c.eventTimer == nil {
+			c.eventTimer = time.AfterFunc(eventDelay, c.sendEvents)
+		} else {
+			c.eventTimer.Reset(eventDelay)
+		}
+	}
 	c.mu.Unlock()
 	if !ok {
 		c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
@@ -214,16 +203,30 @@ func (c *conn) send(f *pb.Frame) bool {
 // is not running. It reports false when the queue is over its bound: the
 // client is not reading, and nothing else may wait on it.
 func (c *conn) enqueueLocked(data []byte) bool {
+	if !c.queueLocked(data) {
+		return false
+	}
+	c.startWriterLocked()
+	return true
+}
+
+// queueLocked appends data to the write queue unless that would pass its
+// bound.
+func (c *conn) queueLocked(data []byte) bool {
 	if c.queuedBytes+len(data) > c.srv.cfg.MaxQueueBytes || len(c.queue) >= c.srv.cfg.MaxQueueFrames {
 		return false
 	}
 	c.queue = append(c.queue, data)
 	c.queuedBytes += len(data)
+	return true
+}
+
+// startWriterLocked starts the writer unless it runs.
+func (c *conn) startWriterLocked() {
 	if !c.writing {
 		c.writing = true
 		go c.writeLoop()
 	}
-	return true
 }
 
 // writeLoop drains the queue and exits when it is empty. Everything queued
@@ -312,10 +315,9 @@ func (c *conn) stopWritingLocked() {
 // flush waits until the writer has sent everything queued, or d passes.
 func (c *conn) flush(d time.Duration) {
 	c.mu.Lock()
-	if !c.writing && len(c.queue) > 0 && !c.closed {
+	if len(c.queue) > 0 && !c.closed {
 		// Events waiting for a ride go now.
-		c.writing = true
-		go c.writeLoop()
+		c.startWriterLocked()
 	}
 	if !c.writing {
 		c.mu.Unlock()
