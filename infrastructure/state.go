@@ -58,30 +58,54 @@ type WriteOptions struct {
 	Unique bool
 }
 
-// WriteOption changes one Set, Delete or StateOp.
-type WriteOption func(*WriteOptions)
+// WriteOption changes one Set, Delete or StateOp. It is a value, not a
+// function: resolving options is on every write's path, and calling a
+// function value with a pointer made each resolution an allocation.
+type WriteOption struct {
+	kind optionKind
+	etag string
+	ttl  time.Duration
+}
+
+type optionKind uint8
+
+const (
+	optIfMatch optionKind = iota + 1
+	optIfAbsent
+	optUnique
+	optTTL
+)
 
 // IfMatch makes the write succeed only if the stored ETag equals etag.
-func IfMatch(etag string) WriteOption { return func(o *WriteOptions) { o.ETag = etag } }
+func IfMatch(etag string) WriteOption { return WriteOption{kind: optIfMatch, etag: etag} }
 
 // IfAbsent makes the Set succeed only if the key does not exist yet.
-func IfAbsent() WriteOption { return func(o *WriteOptions) { o.IfAbsent = true } }
+func IfAbsent() WriteOption { return WriteOption{kind: optIfAbsent} }
 
 // Unique declares that the value is unique to this write (it carries its
 // own id, say), so that finding it stored proves the write took place, and
 // that the key is only ever written by IfAbsent inserts. With IfAbsent it
 // lets an adapter insert, in bulk too, without reading the keys first.
-func Unique() WriteOption { return func(o *WriteOptions) { o.Unique = true } }
+func Unique() WriteOption { return WriteOption{kind: optUnique} }
 
 // WithTTL makes the item expire after d. Dapr stores TTLs in whole seconds, so
 // d is rounded up to at least one second.
-func WithTTL(d time.Duration) WriteOption { return func(o *WriteOptions) { o.TTL = d } }
+func WithTTL(d time.Duration) WriteOption { return WriteOption{kind: optTTL, ttl: d} }
 
 // ResolveWriteOptions applies opts in order.
 func ResolveWriteOptions(opts []WriteOption) WriteOptions {
 	var o WriteOptions
 	for _, opt := range opts {
-		opt(&o)
+		switch opt.kind {
+		case optIfMatch:
+			o.ETag = opt.etag
+		case optIfAbsent:
+			o.IfAbsent = true
+		case optUnique:
+			o.Unique = true
+		case optTTL:
+			o.TTL = opt.ttl
+		}
 	}
 	return o
 }

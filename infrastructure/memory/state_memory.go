@@ -14,40 +14,92 @@ import (
 
 var _ infrastructure.StateStore = (*StateStore)(nil)
 
+// entry is stored by value: a pointer per key would be one more object for
+// the garbage collector to visit on every cycle, for every key held.
 type entry struct {
 	value   []byte
 	etag    uint64
-	expires time.Time // zero: never
+	expires int64 // unix nanoseconds; zero: never
 }
 
 // StateStore is an in-memory key/value store with ETags and TTLs. The zero
 // value is not usable; call NewStateStore. Safe for concurrent use.
 type StateStore struct {
 	mu    sync.RWMutex
-	items map[string]*entry
+	items map[string]entry
 	seq   uint64
 	now   func() time.Time
-	// expiring holds the keys that have a TTL. A few of them are sampled
-	// after each write and removed if expired, as Redis's active expiry
-	// does: without it, keys written with a TTL and never read would pile
-	// up, and a full sweep under the lock would stall writers.
-	expiring map[string]struct{}
+	// expiring holds the keys written with a TTL, soonest expiry first.
+	// Every few writes, the expired ones at its head are removed: without
+	// it, keys written with a TTL and never read would pile up, and a full
+	// sweep under the lock would stall writers. A key written again, or
+	// deleted, leaves its old record behind; the record no longer matches
+	// the entry's expiry and is dropped when it comes up.
+	expiring expiries
 	writes   uint64
+}
+
+// expiry is one TTL write: key expires at at (unix nanoseconds).
+type expiry struct {
+	key string
+	at  int64
+}
+
+// expiries is a min-heap of expiry by at. Most TTLs of a store are alike,
+// so a push lands at the end and stays there.
+type expiries []expiry
+
+func (h *expiries) push(x expiry) {
+	*h = append(*h, x)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if q[p].at <= q[i].at {
+			break
+		}
+		q[p], q[i] = q[i], q[p]
+		i = p
+	}
+}
+
+func (h *expiries) pop() expiry {
+	q := *h
+	top := q[0]
+	last := len(q) - 1
+	q[0] = q[last]
+	q[last] = expiry{}
+	q = q[:last]
+	for i := 0; ; {
+		l, small := 2*i+1, i
+		if l < len(q) && q[l].at < q[small].at {
+			small = l
+		}
+		if r := l + 1; r < len(q) && q[r].at < q[small].at {
+			small = r
+		}
+		if small == i {
+			break
+		}
+		q[i], q[small] = q[small], q[i]
+		i = small
+	}
+	*h = q
+	return top
 }
 
 // NewStateStore returns an empty store.
 func NewStateStore() *StateStore {
-	return &StateStore{items: make(map[string]*entry), expiring: make(map[string]struct{}), now: time.Now}
+	return &StateStore{items: make(map[string]entry), now: time.Now}
 }
 
 // live returns the entry for key unless it is missing or expired. Expired
 // entries are removed lazily by writers; readers just ignore them.
-func (s *StateStore) live(key string, now time.Time) *entry {
-	e := s.items[key]
-	if e == nil || (!e.expires.IsZero() && !now.Before(e.expires)) {
-		return nil
+func (s *StateStore) live(key string, now int64) (entry, bool) {
+	e, ok := s.items[key]
+	if !ok || (e.expires != 0 && now >= e.expires) {
+		return entry{}, false
 	}
-	return e
+	return e, true
 }
 
 func (s *StateStore) Get(ctx context.Context, key string) (infrastructure.Item, error) {
@@ -59,12 +111,12 @@ func (s *StateStore) Get(ctx context.Context, key string) (infrastructure.Item, 
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.itemLocked(key, s.now()), nil
+	return s.itemLocked(key, s.now().UnixNano()), nil
 }
 
-func (s *StateStore) itemLocked(key string, now time.Time) infrastructure.Item {
-	e := s.live(key, now)
-	if e == nil {
+func (s *StateStore) itemLocked(key string, now int64) infrastructure.Item {
+	e, ok := s.live(key, now)
+	if !ok {
 		return infrastructure.Item{Key: key}
 	}
 	return infrastructure.Item{Key: key, Value: append([]byte(nil), e.value...), ETag: strconv.FormatUint(e.etag, 10), Found: true}
@@ -81,7 +133,7 @@ func (s *StateStore) BulkGet(ctx context.Context, keys []string) ([]infrastructu
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	now := s.now()
+	now := s.now().UnixNano()
 	out := make([]infrastructure.Item, len(keys))
 	for i, k := range keys {
 		out[i] = s.itemLocked(k, now)
@@ -108,7 +160,7 @@ func (s *StateStore) Transact(ctx context.Context, ops []infrastructure.StateOp)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
+	now := s.now().UnixNano()
 	// Check every precondition before writing anything, so that a failed
 	// check leaves the store untouched: all or nothing.
 	for _, op := range ops {
@@ -119,62 +171,39 @@ func (s *StateStore) Transact(ctx context.Context, ops []infrastructure.StateOp)
 		if o.ETag == "" && (!o.IfAbsent || op.Delete) {
 			continue
 		}
-		e := s.live(op.Key, now)
+		e, found := s.live(op.Key, now)
 		switch {
 		case o.ETag != "":
-			if e == nil || strconv.FormatUint(e.etag, 10) != o.ETag {
+			if !found || strconv.FormatUint(e.etag, 10) != o.ETag {
 				return &infrastructure.OpError{Op: opName(op), Key: op.Key, Kind: infrastructure.ErrConflict, Err: errETagMismatch}
 			}
-		case e != nil:
+		case found:
 			return &infrastructure.OpError{Op: opName(op), Key: op.Key, Kind: infrastructure.ErrConflict, Err: errExists}
 		}
 	}
 	for _, op := range ops {
 		if op.Delete {
-			if e := s.items[op.Key]; e != nil {
-				delete(s.items, op.Key)
-				if !e.expires.IsZero() {
-					delete(s.expiring, op.Key)
-				}
-			}
+			delete(s.items, op.Key)
 			continue
 		}
-		var expires time.Time
+		var expires int64
 		if ttl := infrastructure.ResolveWriteOptions(op.Options).TTLSeconds(); ttl > 0 {
-			expires = now.Add(time.Duration(ttl) * time.Second)
+			expires = now + int64(ttl)*int64(time.Second)
+			s.expiring.push(expiry{key: op.Key, at: expires})
 		}
 		s.seq++
-		value := append([]byte(nil), op.Value...)
-		// Update in place when the key exists: one map lookup, not two.
-		e := s.items[op.Key]
-		if e == nil {
-			s.items[op.Key] = &entry{value: value, etag: s.seq, expires: expires}
-		} else {
-			if !e.expires.IsZero() && expires.IsZero() {
-				delete(s.expiring, op.Key)
-			}
-			e.value, e.etag, e.expires = value, s.seq, expires
-		}
-		if !expires.IsZero() {
-			s.expiring[op.Key] = struct{}{}
-		}
+		s.items[op.Key] = entry{value: append([]byte(nil), op.Value...), etag: s.seq, expires: expires}
 	}
-	// Map iteration starts at a random place, so repeated small samples
-	// reach every key over time. Sampling on every write cost more than the
-	// write itself; every sampleEvery-th write samples more keys instead.
+	// Removing expired keys on every write cost more than the write
+	// itself; every sampleEvery-th write removes up to sampleExpiring.
 	s.writes++
 	if s.writes%sampleEvery != 0 {
 		return nil
 	}
-	n := 0
-	for k := range s.expiring {
-		if n == sampleExpiring {
-			break
-		}
-		n++
-		if e := s.items[k]; e == nil || !now.Before(e.expires) {
-			delete(s.items, k)
-			delete(s.expiring, k)
+	for n := 0; n < sampleExpiring && len(s.expiring) > 0 && s.expiring[0].at <= now; n++ {
+		x := s.expiring.pop()
+		if e, ok := s.items[x.key]; ok && e.expires == x.at {
+			delete(s.items, x.key)
 		}
 	}
 	return nil
