@@ -21,21 +21,27 @@ const (
 // codec turns frames into WebSocket payloads and back.
 type codec interface {
 	encode(f *pb.Frame) ([]byte, error)
+	// appendEncode appends f's encoding to buf.
+	appendEncode(buf []byte, f *pb.Frame) ([]byte, error)
 	decode(data []byte, f *pb.Frame) error
 	binary() bool
 }
 
 type jsonCodec struct{}
 
-func (jsonCodec) encode(f *pb.Frame) ([]byte, error) {
+func (c jsonCodec) encode(f *pb.Frame) ([]byte, error) {
 	size := 192 + len(f.Body)
 	if f.Msg != nil {
 		size += len(f.Msg.Body)
 	}
-	if b, ok := f.AppendJSON(make([]byte, 0, size)); ok {
+	return c.appendEncode(make([]byte, 0, size), f)
+}
+func (jsonCodec) appendEncode(buf []byte, f *pb.Frame) ([]byte, error) {
+	if b, ok := f.AppendJSON(buf); ok {
 		return b, nil
 	}
-	return json.Marshal(f)
+	data, err := json.Marshal(f)
+	return append(buf, data...), err
 }
 func (jsonCodec) decode(data []byte, f *pb.Frame) error {
 	if err := json.Unmarshal(data, f); err != nil {
@@ -48,6 +54,9 @@ func (jsonCodec) binary() bool { return false }
 type protoCodec struct{}
 
 func (protoCodec) encode(f *pb.Frame) ([]byte, error) { return proto.Marshal(f) }
+func (protoCodec) appendEncode(buf []byte, f *pb.Frame) ([]byte, error) {
+	return proto.MarshalOptions{}.MarshalAppend(buf, f)
+}
 func (protoCodec) decode(data []byte, f *pb.Frame) error {
 	if err := proto.Unmarshal(data, f); err != nil {
 		return fmt.Errorf("frame is not a parley.v1.Frame protobuf: %v", err)
@@ -67,10 +76,14 @@ func trimErr(err error) string {
 }
 
 func toPB(m *domain.Message) *pb.Message {
-	return &pb.Message{
-		Id: m.ID, Conv: string(m.Conv), Seq: m.Seq, From: string(m.Sender),
-		Cmid: m.ClientMsgID, Ctype: string(m.ContentType), Body: m.Body, Ts: m.ServerMs,
-	}
+	var pm pb.Message
+	setPB(&pm, m)
+	return &pm
+}
+
+func setPB(pm *pb.Message, m *domain.Message) {
+	pm.Id, pm.Conv, pm.Seq, pm.From = m.ID, string(m.Conv), m.Seq, string(m.Sender)
+	pm.Cmid, pm.Ctype, pm.Body, pm.Ts = m.ClientMsgID, string(m.ContentType), m.Body, m.ServerMs
 }
 
 func toPBList(ms []domain.Message) []*pb.Message {

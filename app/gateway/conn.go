@@ -79,8 +79,9 @@ type conn struct {
 	closed      bool
 	reading     bool // a readReady is running
 	writing     bool
-	queue       [][]byte
-	queuedBytes int
+	out         *[]byte // frames queued for the writer, laid end to end; nil when none
+	outFrames   int
+	queuedBytes int // payload bytes in out
 	pending     map[ackKey]*pending
 	order       []ackKey // push order; acked entries are skipped lazily
 	timer       *time.Timer
@@ -138,7 +139,35 @@ func (c *conn) Push(env *delivery.Envelope) {
 }
 
 func (c *conn) encodeMsg(m *domain.Message) ([]byte, error) {
-	return c.codec.encode(&pb.Frame{Type: "msg", Msg: toPB(m)})
+	f := getMsgFrame()
+	setPB(f.Msg, m)
+	f.Type = "msg"
+	data, err := c.codec.encode(f)
+	putMsgFrame(f)
+	return data, err
+}
+
+// framePool holds the frames of the hot paths: a frame is decoded, or
+// built and encoded, and dropped at once, and allocating each cost the
+// garbage collector more than the encoding.
+var framePool = sync.Pool{New: func() any { return new(pb.Frame) }}
+
+func putFrame(f *pb.Frame) {
+	f.Reset()
+	framePool.Put(f)
+}
+
+// msgFramePool holds frames that carry a message, with their message.
+var msgFramePool = sync.Pool{New: func() any { return &pb.Frame{Msg: new(pb.Message)} }}
+
+func getMsgFrame() *pb.Frame { return msgFramePool.Get().(*pb.Frame) }
+
+func putMsgFrame(f *pb.Frame) {
+	m := f.Msg
+	f.Reset()
+	m.Reset()
+	f.Msg = m
+	msgFramePool.Put(f)
 }
 
 // Notify sends a small event frame; events are not retransmitted. An event
@@ -146,7 +175,10 @@ func (c *conn) encodeMsg(m *domain.Message) ([]byte, error) {
 // device (a sender's next ACK, typically), or leaves within eventDelay.
 // That saves a write(2) per message on a busy connection.
 func (c *conn) Notify(ev delivery.Event) {
-	c.queueFrame(&pb.Frame{Type: ev.Type, Conv: string(ev.Conv), Seq: ev.Seq, User: string(ev.User)}, false)
+	f := framePool.Get().(*pb.Frame)
+	f.Type, f.Conv, f.Seq, f.User = ev.Type, string(ev.Conv), ev.Seq, string(ev.User)
+	c.queueFrame(f, false)
+	putFrame(f)
 }
 
 // eventDelay bounds how long an event waits for a frame to ride with.
@@ -157,7 +189,7 @@ func (c *conn) sendEvents() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.eventArmed = false
-	if !c.closed && len(c.queue) > 0 {
+	if !c.closed && c.outFrames > 0 {
 		c.startWriterLocked()
 	}
 }
@@ -169,7 +201,12 @@ func (c *conn) send(f *pb.Frame) bool { return c.queueFrame(f, true) }
 // queueFrame encodes and queues a frame, starting the writer now, or, for
 // a frame that can wait (an event), within eventDelay.
 func (c *conn) queueFrame(f *pb.Frame, now bool) bool {
-	data, err := c.codec.encode(f)
+	bp := encodeBuffers.Get().(*[]byte)
+	defer encodeBuffers.Put(bp)
+	data, err := c.codec.appendEncode((*bp)[:0], f)
+	if cap(data) <= maxPooledFrameBuffer {
+		*bp = data[:0]
+	}
 	if err != nil {
 		c.logger().Error("encode frame", zap.String("type", f.Type), zap.Error(err))
 		return false
@@ -210,15 +247,33 @@ func (c *conn) enqueueLocked(data []byte) bool {
 	return true
 }
 
-// queueLocked appends data to the write queue unless that would pass its
-// bound.
+// queueLocked appends data, as a WebSocket frame, to the write queue unless
+// that would pass its bound. The queue is one pooled buffer: queuing a frame
+// is a copy, not an allocation.
 func (c *conn) queueLocked(data []byte) bool {
-	if c.queuedBytes+len(data) > c.srv.cfg.MaxQueueBytes || len(c.queue) >= c.srv.cfg.MaxQueueFrames {
+	if c.queuedBytes+len(data) > c.srv.cfg.MaxQueueBytes || c.outFrames >= c.srv.cfg.MaxQueueFrames {
 		return false
 	}
-	c.queue = append(c.queue, data)
+	if c.out == nil {
+		c.out = frameBuffers.Get().(*[]byte)
+		*c.out = (*c.out)[:0]
+	}
+	opcode := byte(websocket.TextMessage)
+	if c.codec.binary() {
+		opcode = byte(websocket.BinaryMessage)
+	}
+	*c.out = appendFrame(*c.out, opcode, data)
+	c.outFrames++
 	c.queuedBytes += len(data)
 	return true
+}
+
+// dropQueueLocked empties the write queue.
+func (c *conn) dropQueueLocked() {
+	if c.out != nil {
+		putFrameBuffer(c.out)
+	}
+	c.out, c.outFrames, c.queuedBytes = nil, 0, 0
 }
 
 // startWriterLocked starts the writer unless it runs.
@@ -240,10 +295,6 @@ func (c *conn) startWriterLocked() {
 // own control frames (pong, close): each is a single Write on the same
 // net.Conn, and net.Conn never interleaves two Writes.
 func (c *conn) writeLoop() {
-	opcode := byte(websocket.TextMessage)
-	if c.codec.binary() {
-		opcode = byte(websocket.BinaryMessage)
-	}
 	netConn := c.ws.NetConn()
 	for {
 		// Let the goroutines that are about to queue more (replies to the
@@ -252,25 +303,20 @@ func (c *conn) writeLoop() {
 		// scheduler pass.
 		runtime.Gosched()
 		c.mu.Lock()
-		batch := c.queue
-		c.queue, c.queuedBytes = nil, 0
-		if len(batch) == 0 || c.closed {
+		bp := c.out
+		c.out, c.outFrames, c.queuedBytes = nil, 0, 0
+		if bp == nil || c.closed {
+			if bp != nil {
+				putFrameBuffer(bp)
+			}
 			c.stopWritingLocked()
 			c.mu.Unlock()
 			return
 		}
 		c.mu.Unlock()
-		bp := frameBuffers.Get().(*[]byte)
-		buf := (*bp)[:0]
-		for _, data := range batch {
-			buf = appendFrame(buf, opcode, data)
-		}
 		_ = netConn.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-		_, err := netConn.Write(buf)
-		if cap(buf) <= maxPooledFrameBuffer {
-			*bp = buf
-			frameBuffers.Put(bp)
-		}
+		_, err := netConn.Write(*bp)
+		putFrameBuffer(bp)
 		if err != nil {
 			c.closeWith(CloseSlowConsumer, "write failed")
 			c.mu.Lock()
@@ -281,12 +327,22 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// frameBuffers holds the batch buffers of all writers: an idle connection
-// keeps none.
+// frameBuffers holds the write queues of all connections: an idle
+// connection keeps none.
 var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// encodeBuffers holds the buffers frames are encoded into before they are
+// queued.
+var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // maxPooledFrameBuffer keeps a burst's large buffer from living on in the pool.
 const maxPooledFrameBuffer = 64 << 10
+
+func putFrameBuffer(bp *[]byte) {
+	if cap(*bp) <= maxPooledFrameBuffer {
+		frameBuffers.Put(bp)
+	}
+}
 
 // appendFrame appends one final, unmasked server-to-client WebSocket frame
 // (RFC 6455 section 5.2).
@@ -315,7 +371,7 @@ func (c *conn) stopWritingLocked() {
 // flush waits until the writer has sent everything queued, or d passes.
 func (c *conn) flush(d time.Duration) {
 	c.mu.Lock()
-	if len(c.queue) > 0 && !c.closed {
+	if c.outFrames > 0 && !c.closed {
 		// Events waiting for a ride go now.
 		c.startWriterLocked()
 	}
@@ -465,7 +521,7 @@ func (c *conn) closeWith(code int, reason string) {
 		return
 	}
 	c.closed = true
-	c.queue, c.queuedBytes = nil, 0
+	c.dropQueueLocked()
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -797,8 +853,9 @@ func (c *conn) handle(ctx context.Context, mt int, data []byte) {
 		c.sendCode("", CodeBadFrame, "wrong frame kind: text frames carry JSON, binary frames need subprotocol "+SubprotocolProto)
 		return
 	}
-	var f pb.Frame
-	if err := c.codec.decode(data, &f); err != nil {
+	f := framePool.Get().(*pb.Frame)
+	defer putFrame(f)
+	if err := c.codec.decode(data, f); err != nil {
 		c.sendCode("", CodeBadFrame, err.Error())
 		return
 	}
@@ -808,7 +865,7 @@ func (c *conn) handle(ctx context.Context, mt int, data []byte) {
 	}
 	switch f.Type {
 	case "send":
-		c.handleSend(ctx, &f)
+		c.handleSend(ctx, f)
 	case "recv":
 		c.acked(ctx, domain.ConversationID(f.Conv), f.Seq)
 	case "sync":
@@ -853,7 +910,12 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	}
 	m := &res.Message
 	c.srv.logSend(m, c.id, res.Duplicate, time.Since(start))
-	c.send(&pb.Frame{Type: "ack", Id: f.Id, Msg: &pb.Message{Id: m.ID, Conv: string(m.Conv), Seq: m.Seq, Cmid: m.ClientMsgID, Ts: m.ServerMs}})
+	ack := getMsgFrame()
+	pm := ack.Msg
+	pm.Id, pm.Conv, pm.Seq, pm.Cmid, pm.Ts = m.ID, string(m.Conv), m.Seq, m.ClientMsgID, m.ServerMs
+	ack.Type, ack.Id = "ack", f.Id
+	c.send(ack)
+	putMsgFrame(ack)
 }
 
 func toPBConvs(views []chat.ConversationView) []*pb.Conversation {
