@@ -140,6 +140,18 @@ func TestMessageIDIsStablePerSenderAndCmid(t *testing.T) {
 	}
 	if a == domain.MessageID("alice", "c2") || a == domain.MessageID("bob", "c1") || domain.MessageID("a", "bc") == domain.MessageID("ab", "c") {
 		t.Fatal("different sends share an id")
+	} // Ids are stored: the derivation must never change.
+	for _, c := range []struct{ sender, cmid, id string }{
+		{"alice", "c1", "m55O74IB2HLFHD75GVNL7LYZDV"},
+		{"bob", "x-123456789", "mI2XFEDJTC55NHW6WKIY5DM4UR"},
+		{"", "", "mNY2AXHH7WN5JRHFFITTLW6AKF"},
+		{"u\x00", "é", "mY6A2PSUJXWYDSNJYXK5FE7AX5"},
+		// Longer than the stack buffer.
+		{strings.Repeat("s", 64), strings.Repeat("c", 200), "m5XNIM35GZ5MSFYMVRUZQ5TPJT"},
+	} {
+		if got := domain.MessageID(domain.UserID(c.sender), c.cmid); got != c.id {
+			t.Errorf("MessageID(%q, %q) = %s, want %s", c.sender, c.cmid, got, c.id)
+		}
 	}
 }
 
