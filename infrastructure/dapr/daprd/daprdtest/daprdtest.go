@@ -76,7 +76,9 @@ func unavailable(t testing.TB, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
-// RequireServers checks that the profile's servers accept TCP connections.
+// RequireServers checks that the profile's servers accept TCP connections,
+// then sets up what its components need on them (see prepare), so that a
+// daprd that parley launches itself starts on a fresh machine too.
 func RequireServers(t testing.TB, profile string) {
 	t.Helper()
 	for _, addr := range Lookup(t, profile).Servers {
@@ -87,6 +89,9 @@ func RequireServers(t testing.TB, profile string) {
 		}
 		conn.Close()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	prepare(t, ctx, profile)
 }
 
 // UniqueName returns prefix followed by random hex, for app ids, topics and
@@ -129,7 +134,6 @@ func StartForTest(t testing.TB, profile string, opts ...Option) *daprd.Sidecar {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	prepare(t, ctx, profile)
 
 	o := daprd.Options{
 		ResourcesPath: filepath.Join(root, "components", profile),
