@@ -159,18 +159,38 @@ func TestLatencySVG(t *testing.T) {
 	}
 }
 
+func TestMedianRun(t *testing.T) {
+	t.Parallel()
+	runs := []*DirectResult{{AckedPerSec: 5}, {AckedPerSec: 9}, {AckedPerSec: 7}}
+	if got := medianRun(runs).AckedPerSec; got != 7 {
+		t.Fatalf("median of 5, 9, 7 = %v, want 7", got)
+	}
+	if got := medianRun(runs[:2]).AckedPerSec; got != 5 {
+		t.Fatalf("median of 5, 9 = %v, want the lower, 5", got)
+	}
+	if runs[1].AckedPerSec != 9 {
+		t.Fatal("medianRun reordered its argument")
+	}
+}
+
 func TestSuiteTableRatios(t *testing.T) {
 	t.Parallel()
 	direct := func(rate float64) *DirectResult {
 		return &DirectResult{AckedPerSec: rate, DeliveredPerSec: rate, TargetRate: rate}
 	}
 	res := &SuiteResult{Machine: "test", Modes: []*ModeResult{
-		{Mode: "memory", Direct: direct(40000), Rate: direct(40000), targetRate: 40000, targetP99: 25},
-		{Mode: "dapr-local", Direct: direct(20000), targetRate: 20000, targetP99: 50},
+		{Mode: "memory", Direct: direct(40000), DirectRuns: []float64{39000, 40000, 41000}, Rate: direct(40000), targetRate: 40000, targetP99: 25},
+		{Mode: "dapr-local", Direct: direct(20000), DirectRuns: []float64{20000}, DirectLost: 3, targetRate: 20000, targetP99: 50},
 		{Mode: "dapr-redis", Skipped: "redis does not answer"},
 	}}
 	table := suiteTable(res)
-	for _, want := range []string{"| metric | memory | dapr-local | dapr-redis | dapr-local / memory | dapr-redis / memory |", "0.50×", "dapr-redis skipped: redis does not answer", "| dapr-local throughput ≥0.5× in-memory (flat out) | 0.50× | yes |"} {
+	for _, want := range []string{
+		"| metric | memory | dapr-local | dapr-redis | dapr-local / memory | dapr-redis / memory |", "0.50×",
+		"dapr-redis skipped: redis does not answer",
+		"| dapr-local throughput ≥0.5× in-memory (flat out, median runs) | 0.50× | yes |",
+		"| **direct, flat out**: ACKed msg/s, each run | 39000 / 40000 / 41000 | 20000 | skipped |",
+		"| lost, all runs (must be 0) | 0 | 3 | skipped |",
+	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
