@@ -57,6 +57,38 @@ func awaitHeld(t *testing.T, f *fakeSidecar, n int) {
 // queueBehind gives the calls started behind the held ones time to queue.
 func queueBehind() { time.Sleep(100 * time.Millisecond) }
 
+// TestBatchesInFlightFollowTheStore: a store inside daprd gets one batch in
+// flight at a time (its CPU is the sidecar's), a store on a server of its
+// own two, so that a second batch overlaps the wait on that server.
+func TestBatchesInFlightFollowTheStore(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		storeType string
+		want      int
+	}{{"state.in-memory", 1}, {"state.redis", 2}, {"state.postgresql", 2}} {
+		t.Run(tc.storeType, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeSidecar{components: []*pb.RegisteredComponents{{Name: "statestore", Type: tc.storeType}}}
+			c, release := startHeld(t, f)
+			s := c.Backend().State
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			for i := range 20 {
+				wg.Go(func() { _, _ = s.Get(ctx, "k"+strconv.Itoa(i)) })
+			}
+			awaitHeld(t, f, tc.want)
+			select {
+			case <-f.arrived:
+				t.Fatalf("a state call beyond %d reached the sidecar while %d were in flight", tc.want, tc.want)
+			case <-time.After(200 * time.Millisecond):
+			}
+			release()
+			wg.Wait()
+		})
+	}
+}
+
 func TestConcurrentGetsAreCoalesced(t *testing.T) {
 	t.Parallel()
 	f := coalescingFake()

@@ -19,4 +19,6 @@ func CoalescedCalls(c *Client) (gets, sets, transacts int64) {
 	return c.state.gets.coalesced.Load(), c.state.sets.coalesced.Load(), c.state.txs.coalesced.Load()
 }
 
-const MaxBatchesInFlight = maxBatchesInFlight
+// MaxBatchesInFlight is how many batches the coalescing fake (an in-memory
+// store) lets be in flight.
+var MaxBatchesInFlight = int(batchSlots("state.in-memory"))

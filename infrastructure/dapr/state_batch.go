@@ -43,7 +43,16 @@ var coalescingStores = map[string]bool{
 // coalesces reports whether state calls may be coalesced. Until daprd's
 // metadata names the store's type, they are not.
 func (s *stateStore) coalesces(ctx context.Context) bool {
-	return coalescingStores[s.c.stateStoreType(ctx)]
+	t := s.c.stateStoreType(ctx)
+	if !coalescingStores[t] {
+		return false
+	}
+	if n := batchSlots(t); s.gets.slots.Load() != n {
+		s.gets.slots.Store(n)
+		s.sets.slots.Store(n)
+		s.txs.slots.Store(n)
+	}
+	return true
 }
 
 // getBatch reads keys with one GetBulkState. daprd answers once per
