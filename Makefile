@@ -63,6 +63,6 @@ cluster: $(DAPRD)
 
 # bench: the load generator's suite against parley in three modes (memory,
 # daprd with components/local, daprd with components/redis), measured in the
-# same run, printed as one table. About 3 minutes; loopback only.
+# same run, printed as one table. About 4 minutes; loopback only.
 bench: $(DAPRD)
 	$(GO) run ./app/cmd/loadgen suite
