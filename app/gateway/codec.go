@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	jsoniter "github.com/json-iterator/go"
 	"google.golang.org/protobuf/proto"
@@ -43,7 +45,15 @@ func (jsonCodec) appendEncode(buf []byte, f *pb.Frame) ([]byte, error) {
 	data, err := json.Marshal(f)
 	return append(buf, data...), err
 }
+
+// errFrameNotUTF8 answers a text frame that is not UTF-8: RFC 6455 allows
+// none, and its strings could not be sent back as they came.
+var errFrameNotUTF8 = errors.New("text frame is not valid UTF-8; JSON frames must be UTF-8 (RFC 6455 section 5.6)")
+
 func (jsonCodec) decode(data []byte, f *pb.Frame) error {
+	if !utf8.Valid(data) {
+		return errFrameNotUTF8
+	}
 	if err := json.Unmarshal(data, f); err != nil {
 		return fmt.Errorf("frame is not a JSON object of the documented shape: %s", trimErr(err))
 	}

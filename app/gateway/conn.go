@@ -859,7 +859,11 @@ func (c *conn) handle(ctx context.Context, mt int, data []byte) {
 	f := framePool.Get().(*pb.Frame)
 	defer putFrame(f)
 	if err := c.codec.decode(data, f); err != nil {
-		c.sendCode("", CodeBadFrame, err.Error())
+		code := CodeBadFrame
+		if errors.Is(err, errFrameNotUTF8) {
+			code = CodeInvalidUTF8
+		}
+		c.sendCode("", code, err.Error())
 		return
 	}
 	if len(f.Id) > 64 {

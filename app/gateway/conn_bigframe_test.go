@@ -65,3 +65,18 @@ func TestFrameHeaderDoesNotPinItsWholeSize(t *testing.T) {
 		t.Fatalf("a 14-byte header made the connection hold %d bytes", held)
 	}
 }
+
+// TestTextFrameNotUTF8: a JSON text frame that is not UTF-8 gets an error
+// frame with code invalid_utf8, nothing else happens, and the connection
+// goes on.
+func TestTextFrameNotUTF8(t *testing.T) {
+	c, _ := dialRaw(t)
+	c.write(clientFrame(true, opText, []byte("{\"type\":\"ping\",\"id\":\"\xff\"}"), testKey))
+	if got := c.next(); !strings.Contains(got, `"code":"invalid_utf8"`) {
+		t.Fatalf("want an invalid_utf8 error frame, got %.120s", got)
+	}
+	c.write(clientFrame(true, opText, []byte(`{"type":"ping","id":"after"}`), testKey))
+	if got := c.next(); !strings.Contains(got, `"type":"pong"`) || !strings.Contains(got, `"id":"after"`) {
+		t.Fatalf("want the pong after the bad frame, got %.120s", got)
+	}
+}
