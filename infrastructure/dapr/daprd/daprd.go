@@ -311,7 +311,8 @@ func (s *Sidecar) waitReady(ctx context.Context, p *process) error {
 	for {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("daprd: exited before ready (%v); log %s:\n%s", p.err, s.opts.LogPath, tail(s.opts.LogPath, 20))
+			logTail := tail(s.opts.LogPath, 20)
+			return fmt.Errorf("daprd: exited before ready (%v); log %s:\n%s%s", p.err, s.opts.LogPath, logTail, hint(logTail, s.opts.ResourcesPath))
 		case <-ctx.Done():
 			return fmt.Errorf("daprd: not ready at %s after %s: %w; log %s:\n%s", url, s.opts.ReadyTimeout, ctx.Err(), s.opts.LogPath, tail(s.opts.LogPath, 20))
 		case <-tick.C:
@@ -329,6 +330,16 @@ func (s *Sidecar) waitReady(ctx context.Context, p *process) error {
 		}
 		tick.Reset(50 * time.Millisecond)
 	}
+}
+
+// hint says what to do about a daprd failure whose fix is known, from the
+// end of its log; empty when there is none.
+func hint(logTail, resources string) string {
+	if strings.Contains(logTail, "configuration table") && strings.Contains(logTail, "does not exist") {
+		return "\nwhat to do: create the configuration table and its trigger with the SQL at the top of " +
+			filepath.Join(resources, "configstore.yaml") + ", then start again"
+	}
+	return ""
 }
 
 // tail returns the last n lines of the file at path, for error messages.

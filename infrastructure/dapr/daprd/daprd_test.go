@@ -72,3 +72,45 @@ func TestKillAndRestartKeepThePorts(t *testing.T) {
 		t.Fatal("daprd still answers after Stop")
 	}
 }
+
+// TestMissingConfigTableSaysWhatToDo: a daprd that stops because the
+// PostgreSQL configuration table is missing makes Start say how to create
+// it.
+func TestMissingConfigTableSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	daprdtest.RequireServers(t, daprdtest.PostgresRabbitMQ)
+	root, err := daprd.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "sidecar", "bin", "daprd")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("sidecar/bin/daprd not built: run `make sidecar`")
+		}
+		t.Skip("sidecar/bin/daprd not built: run `make sidecar`")
+	}
+	// The profile's configuration store alone, on a table that does not exist.
+	yaml, err := os.ReadFile(filepath.Join(root, "components", daprdtest.PostgresRabbitMQ, "configstore.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := strings.ReplaceAll(daprdtest.UniqueName("no_such_table"), "-", "_")
+	yaml = []byte(strings.ReplaceAll(string(yaml), `value: "parley_config"`, `value: "`+missing+`"`))
+	resources := t.TempDir()
+	if err := os.WriteFile(filepath.Join(resources, "configstore.yaml"), yaml, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := daprd.Start(ctx, daprd.Options{
+		ResourcesPath: resources, AppID: daprdtest.UniqueName("parley-notable"), Dir: t.TempDir(),
+		LogPath: filepath.Join(t.TempDir(), "daprd.log"),
+	})
+	if err == nil {
+		_ = s.Stop(ctx)
+		t.Fatalf("daprd started without table %s", missing)
+	}
+	if !strings.Contains(err.Error(), "what to do: create the configuration table") || !strings.Contains(err.Error(), filepath.Join(resources, "configstore.yaml")) {
+		t.Fatalf("Start = %v, want it to say how to create the table", err)
+	}
+}
