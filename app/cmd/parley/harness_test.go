@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/app/client"
-	"github.com/parley-im/parley/infrastructure/dapr/daprd"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
 )
 
@@ -45,17 +44,7 @@ func requireMode(t *testing.T, m mode) {
 	if !strings.HasPrefix(m.name, "dapr-") {
 		return // memory, or a sidecar the test started itself
 	}
-	root, err := daprd.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "sidecar", "bin", "daprd")); err != nil {
-		msg := "sidecar/bin/daprd not built: run `make sidecar`"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	daprdtest.RequireBinary(t)
 	daprdtest.RequireServers(t, strings.TrimPrefix(m.name, "dapr-"))
 }
 

@@ -79,16 +79,7 @@ func TestKillAndRestartKeepThePorts(t *testing.T) {
 func TestMissingConfigTableSaysWhatToDo(t *testing.T) {
 	t.Parallel()
 	daprdtest.RequireServers(t, daprdtest.PostgresRabbitMQ)
-	root, err := daprd.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "sidecar", "bin", "daprd")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("sidecar/bin/daprd not built: run `make sidecar`")
-		}
-		t.Skip("sidecar/bin/daprd not built: run `make sidecar`")
-	}
+	root := daprdtest.RequireBinary(t)
 	// The profile's configuration store alone, on a table that does not exist.
 	yaml, err := os.ReadFile(filepath.Join(root, "components", daprdtest.PostgresRabbitMQ, "configstore.yaml"))
 	if err != nil {

@@ -117,13 +117,11 @@ func WithInstanceName(name string) Option { return func(o *daprd.Options) { o.In
 // WithDir sets daprd's working directory; the default is a temporary one.
 func WithDir(dir string) Option { return func(o *daprd.Options) { o.Dir = dir } }
 
-// StartForTest starts daprd with the profile's components and stops it when
-// the test ends. It skips the test (fails it under CI=true) when the
-// profile's servers are down or daprd has not been built. When the test
-// fails, the daprd log's path and tail are logged.
-func StartForTest(t testing.TB, profile string, opts ...Option) *daprd.Sidecar {
+// RequireBinary returns the repository root once sidecar/bin/daprd is
+// built; otherwise it skips the test (fails it under CI=true) saying how to
+// build it.
+func RequireBinary(t testing.TB) (root string) {
 	t.Helper()
-	RequireServers(t, profile)
 	root, err := daprd.RepoRoot()
 	if err != nil {
 		t.Fatalf("daprdtest: %v", err)
@@ -131,6 +129,17 @@ func StartForTest(t testing.TB, profile string, opts ...Option) *daprd.Sidecar {
 	if _, err := os.Stat(filepath.Join(root, "sidecar", "bin", "daprd")); err != nil {
 		unavailable(t, "daprd is not built: run `make sidecar` (%v)", err)
 	}
+	return root
+}
+
+// StartForTest starts daprd with the profile's components and stops it when
+// the test ends. It skips the test (fails it under CI=true) when the
+// profile's servers are down or daprd has not been built. When the test
+// fails, the daprd log's path and tail are logged.
+func StartForTest(t testing.TB, profile string, opts ...Option) *daprd.Sidecar {
+	t.Helper()
+	RequireServers(t, profile)
+	root := RequireBinary(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
