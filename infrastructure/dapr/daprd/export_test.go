@@ -1,0 +1,4 @@
+package daprd
+
+// Hint is hint, for the external tests.
+var Hint = hint
