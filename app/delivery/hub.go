@@ -21,21 +21,30 @@ type Session interface {
 	Notify(ev Event)
 }
 
+// Encoding is a wire format of messages pushed to devices.
+type Encoding uint8
+
+// The encodings a device may speak; see the gateway's codecs.
+const (
+	EncodingJSON Encoding = iota
+	EncodingProtobuf
+	numEncodings
+)
+
 // Envelope carries one message to many sessions and encodes it once per
 // wire format, however many devices receive it. Safe for concurrent use.
 type Envelope struct {
 	Msg     *domain.Message
-	encoded [2]struct {
+	encoded [numEncodings]struct {
 		once sync.Once
 		data []byte
 		err  error
 	}
 }
 
-// Encoded returns the message in format (0 or 1, the caller's numbering),
-// calling encode only the first time.
-func (e *Envelope) Encoded(format int, encode func(*domain.Message) ([]byte, error)) ([]byte, error) {
-	slot := &e.encoded[format]
+// Encoded returns the message in enc, calling encode only the first time.
+func (e *Envelope) Encoded(enc Encoding, encode func(*domain.Message) ([]byte, error)) ([]byte, error) {
+	slot := &e.encoded[enc]
 	slot.once.Do(func() { slot.data, slot.err = encode(e.Msg) })
 	return slot.data, slot.err
 }

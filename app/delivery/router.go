@@ -29,8 +29,8 @@ type Presence interface {
 // hints, and the device that caused one must not wait on a slow backend.
 const eventTimeout = 2 * time.Second
 
-// envelope is what one node sends another on its node topic.
-type envelope struct {
+// handoff is what one node sends another on its node topic.
+type handoff struct {
 	Users []domain.UserID `json:"users"`
 	Msg   *domain.Message `json:"msg,omitempty"`
 	Event *Event          `json:"event,omitempty"`
@@ -45,7 +45,7 @@ type envelope struct {
 func NodeTopic(node string) string { return "node." + node }
 
 // Router delivers to this node's devices in-process and to other nodes'
-// devices with one envelope per node on that node's topic. The zero value
+// devices with one handoff per node on that node's topic. The zero value
 // is not usable; use NewRouter. Safe for concurrent use.
 type Router struct {
 	hub      *Hub
@@ -71,20 +71,20 @@ func (r *Router) Start(ctx context.Context) error {
 	r.sub = sub
 	// Tell the others we are here, so that they stop treating themselves
 	// as alone before any client can connect to this node.
-	r.announce(ctx, envelope{Joined: r.node})
+	r.announce(ctx, handoff{Joined: r.node})
 	return nil
 }
 
 // Stop tells the others this node is gone (call it after the lease was
 // deleted), then ends the subscription, waiting for deliveries in flight.
 func (r *Router) Stop(ctx context.Context) {
-	r.announce(ctx, envelope{Left: r.node})
+	r.announce(ctx, handoff{Left: r.node})
 	if r.sub != nil {
 		_ = r.sub.Close()
 	}
 }
 
-func (r *Router) announce(ctx context.Context, env envelope) {
+func (r *Router) announce(ctx context.Context, env handoff) {
 	data, _ := json.Marshal(env)
 	for _, n := range r.presence.Others() {
 		if err := r.pubsub.Publish(ctx, NodeTopic(n), data); err != nil {
@@ -94,9 +94,9 @@ func (r *Router) announce(ctx context.Context, env envelope) {
 }
 
 func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infrastructure.Outcome {
-	var env envelope
+	var env handoff
 	if err := json.Unmarshal(msg.Data, &env); err != nil {
-		r.log.Error("undecodable envelope dropped", zap.String("topic", msg.Topic), zap.Error(err))
+		r.log.Error("undecodable handoff dropped", zap.String("topic", msg.Topic), zap.Error(err))
 		return infrastructure.Drop
 	}
 	switch {
@@ -132,7 +132,7 @@ func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *doma
 	if r.presence.Alone() {
 		return
 	}
-	r.forward(ctx, conv.Members, envelope{Users: conv.Members, Msg: m}, m.ID)
+	r.forward(ctx, conv.Members, handoff{Users: conv.Members, Msg: m}, m.ID)
 }
 
 // Notify sends ev to every device of u, wherever it is connected. Unlike
@@ -146,10 +146,10 @@ func (r *Router) Notify(ctx context.Context, u domain.UserID, ev Event) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, eventTimeout)
 	defer cancel()
-	r.forward(ctx, []domain.UserID{u}, envelope{Users: []domain.UserID{u}, Event: &ev}, "")
+	r.forward(ctx, []domain.UserID{u}, handoff{Users: []domain.UserID{u}, Event: &ev}, "")
 }
 
-func (r *Router) forward(ctx context.Context, users []domain.UserID, env envelope, msgID string) {
+func (r *Router) forward(ctx context.Context, users []domain.UserID, env handoff, msgID string) {
 	nodes, err := r.presence.RemoteNodes(ctx, users)
 	if err != nil {
 		r.log.Warn("presence lookup failed; remote devices will sync", zap.String("msg_id", msgID), zap.Error(err))
@@ -160,7 +160,7 @@ func (r *Router) forward(ctx context.Context, users []domain.UserID, env envelop
 	}
 	data, err := json.Marshal(env)
 	if err != nil {
-		r.log.Error("encode envelope", zap.String("msg_id", msgID), zap.Error(err))
+		r.log.Error("encode handoff", zap.String("msg_id", msgID), zap.Error(err))
 		return
 	}
 	for _, n := range nodes {

@@ -59,7 +59,8 @@ type conn struct {
 	device string
 	ws     *websocket.Conn
 	codec  codec
-	format int
+	// encoding is the wire format of the frames this device reads.
+	encoding delivery.Encoding
 
 	lastRead atomic.Int64 // unix nanos of the last frame or pong
 
@@ -104,7 +105,7 @@ func (c *conn) User() domain.UserID { return c.user }
 // Push queues a message for the device and tracks it until the device
 // acknowledges it.
 func (c *conn) Push(env *delivery.Envelope) {
-	data, err := env.Encoded(c.format, c.encodeMsg)
+	data, err := env.Encoded(c.encoding, c.encodeMsg)
 	if err != nil {
 		c.logger().Error("encode message", zap.String("msg_id", env.Msg.ID), zap.Error(err))
 		return
@@ -467,7 +468,7 @@ func (c *conn) onTimer() {
 		p.tries++
 		p.deadline = now.Add(cfg.AckTimeout)
 		c.order = append(c.order[1:], key)
-		data, err := p.env.Encoded(c.format, c.encodeMsg)
+		data, err := p.env.Encoded(c.encoding, c.encodeMsg)
 		if err == nil {
 			resend = append(resend, data)
 		}

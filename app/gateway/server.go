@@ -209,7 +209,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// Clone what the connection keeps, so that it does not pin the request.
 	c := &conn{srv: s, id: newConnID(), user: domain.UserID(strings.Clone(string(user))), device: strings.Clone(device), ws: ws, codec: jsonCodec{}}
 	if ws.Subprotocol() == SubprotocolProto {
-		c.codec, c.format = protoCodec{}, 1
+		c.codec, c.encoding = protoCodec{}, delivery.EncodingProtobuf
 	}
 	if sc, ok := ws.NetConn().(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
