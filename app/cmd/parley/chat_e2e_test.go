@@ -13,7 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
-	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/client"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
 	pb "github.com/parley-im/parley/proto/parley/v1"

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )

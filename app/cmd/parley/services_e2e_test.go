@@ -12,7 +12,7 @@ import (
 
 	jsoniter "github.com/json-iterator/go"
 
-	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
 )

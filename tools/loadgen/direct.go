@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/client"
 )
 
 type directConfig struct {

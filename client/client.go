@@ -1,10 +1,3 @@
-// Package client is a Go client of parley's public protocol: sign in, connect
-// over WebSocket, send with idempotent retries, receive with delivery ACKs,
-// and sync. The tests, the load generator and any Go service can use it.
-//
-// A Client drops duplicate deliveries by message id and keeps, per
-// conversation, the highest contiguous seq it holds, so that Resync after a
-// reconnect asks for exactly what is missing.
 package client
 
 import (

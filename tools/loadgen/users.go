@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/client"
 )
 
 // runPrefix returns a short random prefix for user names, so that runs

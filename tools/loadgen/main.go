@@ -1,5 +1,5 @@
 // Command loadgen puts load on a parley server through its public protocol
-// (the app/client package) and reports throughput, latency, memory and
+// (the client package, parley's Go SDK) and reports throughput, latency, memory and
 // losses as a JSON file, an SVG chart of the latency distribution, and a
 // summary on stdout.
 //

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parley-im/parley/app/client"
+	"github.com/parley-im/parley/client"
 )
 
 // workerConns is how many connections one worker holds by default: well
