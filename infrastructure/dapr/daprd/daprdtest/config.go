@@ -1,12 +1,8 @@
 package daprdtest
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 const (
@@ -114,74 +112,32 @@ func enableKeyspaceEvents(ctx context.Context, addr string) error {
 	return err
 }
 
-// redisDo sends one command in RESP and returns the reply: a status or bulk
-// string, an integer, or an array's strings joined by newlines. It is just
-// enough for the few commands above, without a client library.
+// redisDo sends one command and returns the reply: a status or bulk
+// string, an integer, or an array's strings joined by newlines.
 func redisDo(ctx context.Context, addr string, args ...string) (string, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return "", fmt.Errorf("redis %s: %w", args[0], err)
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := conn.Write([]byte(b.String())); err != nil {
-		return "", fmt.Errorf("redis %s: %w", args[0], err)
-	}
-	reply, err := readRESP(bufio.NewReader(conn))
-	if err != nil {
-		return "", fmt.Errorf("redis %s: %w", args[0], err)
-	}
-	return reply, nil
-}
-
-func readRESP(r *bufio.Reader) (string, error) {
-	line, err := r.ReadString('\n')
+	v, err := testkit.RedisDo(ctx, addr, args...)
 	if err != nil {
 		return "", err
 	}
-	line = strings.TrimSuffix(line, "\r\n")
-	if line == "" {
-		return "", errors.New("empty reply")
+	return respString(v), nil
+}
+
+func respString(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case []any:
+		parts := make([]string, len(v))
+		for i, p := range v {
+			parts[i] = respString(p)
+		}
+		return strings.Join(parts, "\n")
 	}
-	switch line[0] {
-	case '+', ':':
-		return line[1:], nil
-	case '-':
-		return "", errors.New(line[1:])
-	case '$':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < 0 {
-			return "", err
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return "", err
-		}
-		return string(buf[:n]), nil
-	case '*':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil {
-			return "", err
-		}
-		parts := make([]string, 0, max(n, 0))
-		for range n {
-			p, err := readRESP(r)
-			if err != nil {
-				return "", err
-			}
-			parts = append(parts, p)
-		}
-		return strings.Join(parts, "\n"), nil
-	}
-	return "", fmt.Errorf("unexpected reply %q", line)
+	return fmt.Sprint(v)
 }
 
 // EnsurePostgresConfigTable creates the table and the change trigger that

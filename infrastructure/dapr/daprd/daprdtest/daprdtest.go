@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/infrastructure/dapr/daprd"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // The profiles, named after their folders in components/.
@@ -67,15 +68,6 @@ func Lookup(t testing.TB, name string) Profile {
 	return p
 }
 
-// unavailable skips the test, or fails it under CI=true.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // RequireServers checks that the profile's servers accept TCP connections,
 // then sets up what its components need on them (see prepare), so that a
 // daprd that parley launches itself starts on a fresh machine too.
@@ -84,7 +76,7 @@ func RequireServers(t testing.TB, profile string) {
 	for _, addr := range Lookup(t, profile).Servers {
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
-			unavailable(t, "profile %s: server %s not reachable: %v", profile, addr, err)
+			testkit.Unavailable(t, "profile %s: server %s not reachable: %v", profile, addr, err)
 			return
 		}
 		conn.Close()
@@ -122,12 +114,12 @@ func WithDir(dir string) Option { return func(o *daprd.Options) { o.Dir = dir } 
 // build it.
 func RequireBinary(t testing.TB) (root string) {
 	t.Helper()
-	root, err := daprd.RepoRoot()
+	root, err := testkit.RepoRoot()
 	if err != nil {
 		t.Fatalf("daprdtest: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(root, "sidecar", "bin", "daprd")); err != nil {
-		unavailable(t, "daprd is not built: run `make sidecar` (%v)", err)
+		testkit.Unavailable(t, "daprd is not built: run `make sidecar` (%v)", err)
 	}
 	return root
 }
