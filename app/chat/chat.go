@@ -7,13 +7,9 @@ package chat
 import (
 	"context"
 	"errors"
-	"fmt"
-	"hash/maphash"
-	"sync"
 	"time"
 
 	"github.com/parley-im/parley/domain"
-	"github.com/parley-im/parley/infrastructure"
 )
 
 // ErrRateLimited means the sender went over the live send rate.
@@ -32,10 +28,10 @@ type Deliverer interface {
 // Clock returns the time; tests replace it.
 type Clock func() time.Time
 
-// resolve finds the conversation a request names: a conversation id, or the
-// peer of a direct conversation. Direct membership follows from the id, so
-// authorising it costs no read.
-func resolve(sender domain.UserID, convID, to string, nowMs int64) (domain.Conversation, error) {
+// resolveForSend finds the conversation a send names: a conversation id,
+// or, when that is empty, the peer of a direct conversation. Direct
+// membership follows from the id, so authorising it costs no read.
+func resolveForSend(sender domain.UserID, convID, to string, nowMs int64) (domain.Conversation, error) {
 	if convID == "" {
 		peer, err := domain.ParseUserID(to)
 		if err != nil {
@@ -43,99 +39,19 @@ func resolve(sender domain.UserID, convID, to string, nowMs int64) (domain.Conve
 		}
 		return domain.NewDirectConversation(sender, peer, nowMs)
 	}
+	return resolveMember(sender, convID)
+}
+
+// resolveMember finds the conversation convID names and checks that u is a
+// member. An empty id is an invalid conversation, not an invalid user.
+func resolveMember(u domain.UserID, convID string) (domain.Conversation, error) {
 	id, members, err := domain.ParseConversationID(convID)
 	if err != nil {
 		return domain.Conversation{}, err
 	}
 	c := domain.Conversation{ID: id, Kind: domain.Direct, Members: members}
-	if err := c.Authorize(sender); err != nil {
+	if err := c.Authorize(u); err != nil {
 		return domain.Conversation{}, err
 	}
 	return c, nil
-}
-
-// stripes serialises work per conversation on this node with a fixed set of
-// mutexes, so memory does not grow with the number of conversations. Two
-// conversations may share a stripe; that only costs a little concurrency.
-type stripes struct {
-	seed  maphash.Seed
-	locks [256]stripe
-}
-
-// stripe is the lock of some conversations and what it guards.
-type stripe struct {
-	sync.Mutex
-	// heads caches the newest seq this node gave each conversation.
-	heads map[domain.ConversationID]uint64
-	// commits holds, per conversation, the sends waiting for their commit:
-	// one commit of a conversation runs at a time, in seq order, and takes
-	// every send that queued meanwhile.
-	commits map[domain.ConversationID]*commitQueue
-	// repairs counts idempotency records rewritten by writers probing
-	// past another sender's message (see insert): a send that looked for
-	// its record before one of them must look again.
-	repairs uint64
-}
-
-func newStripes() *stripes {
-	s := &stripes{seed: maphash.MakeSeed()}
-	for i := range s.locks {
-		s.locks[i].heads = make(map[domain.ConversationID]uint64)
-		s.locks[i].commits = make(map[domain.ConversationID]*commitQueue)
-	}
-	return s
-}
-
-// commitQueue is a conversation's sends waiting for their commit, and
-// whether a commit is running. Guarded by the stripe's lock.
-type commitQueue struct {
-	pending []*commitReq
-	running bool
-}
-
-type commitReq struct {
-	msg  *domain.Message
-	done chan struct{}
-}
-
-func (s *stripes) of(c domain.ConversationID) *stripe {
-	return &s.locks[maphash.String(s.seed, string(c))%uint64(len(s.locks))]
-}
-
-// inflight lets one attempt per (sender, client message id) run at a time
-// on this node: a retry that races its first attempt waits for it, then
-// finds its record. Safe for concurrent use.
-type inflight struct {
-	mu sync.Mutex
-	m  map[string]chan struct{}
-}
-
-// acquire waits until no other attempt of the same send runs here, then
-// claims it; release frees it.
-func (f *inflight) acquire(ctx context.Context, sender domain.UserID, cmid string) (release func(), err error) {
-	key := string(sender) + "\x00" + cmid
-	for {
-		f.mu.Lock()
-		if f.m == nil {
-			f.m = make(map[string]chan struct{})
-		}
-		busy, ok := f.m[key]
-		if !ok {
-			done := make(chan struct{})
-			f.m[key] = done
-			f.mu.Unlock()
-			return func() {
-				f.mu.Lock()
-				delete(f.m, key)
-				f.mu.Unlock()
-				close(done)
-			}, nil
-		}
-		f.mu.Unlock()
-		select {
-		case <-busy:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("an earlier attempt of this send is still running: %w", infrastructure.ErrUnavailable)
-		}
-	}
 }

@@ -33,7 +33,7 @@ func (h *HistoryHandler) Handle(ctx context.Context, q History) (HistoryPage, er
 	if q.Limit < 0 || q.Limit > store.MaxPage {
 		return HistoryPage{}, domain.ErrInvalidLimit
 	}
-	c, err := resolve(q.Reader, q.Conv, "", 0)
+	c, err := resolveMember(q.Reader, q.Conv)
 	if err != nil {
 		return HistoryPage{}, err
 	}
@@ -105,7 +105,7 @@ func NewMarkReadHandler(s *store.Store) *MarkReadHandler { return &MarkReadHandl
 
 // Handle returns the cursor after the change.
 func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, error) {
-	c, err := resolve(cmd.Reader, cmd.Conv, "", 0)
+	c, err := resolveMember(cmd.Reader, cmd.Conv)
 	if err != nil {
 		return 0, err
 	}

@@ -3,6 +3,8 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
+	"sync"
 	"time"
 
 	jsoniter "github.com/json-iterator/go"
@@ -54,11 +56,55 @@ type Router struct {
 	node     string
 	log      *zap.Logger
 	sub      infrastructure.Subscription
+
+	// handoffs queue messages for other nodes, one lane per group of
+	// conversations so that a conversation's messages leave in seq order,
+	// without the sender waiting on the presence read and the publish.
+	mu       sync.RWMutex
+	stopped  bool
+	handoffs [handoffLanes]chan outgoing
+	lanes    sync.WaitGroup
+	seed     maphash.Seed
 }
 
-// NewRouter wires a router for node.
+// outgoing is a message waiting for its hand-off to other nodes.
+type outgoing struct {
+	members []domain.UserID
+	msg     *domain.Message
+}
+
+const (
+	// handoffLanes is how many hand-offs to other nodes run at once.
+	handoffLanes = 8
+	// handoffQueue bounds each lane. A full lane makes Deliver wait: the
+	// backend does not keep up, and the conversation's next sends wait with
+	// it rather than messages being dropped.
+	handoffQueue = 1024
+	// handoffTimeout bounds one hand-off: its presence read and publishes.
+	handoffTimeout = 5 * time.Second
+)
+
+// NewRouter wires a router for node. Its hand-off lanes run until Stop.
 func NewRouter(hub *Hub, p Presence, ps infrastructure.PubSub, node string, log *zap.Logger) *Router {
-	return &Router{hub: hub, presence: p, pubsub: ps, node: node, log: log}
+	r := &Router{hub: hub, presence: p, pubsub: ps, node: node, log: log, seed: maphash.MakeSeed()}
+	for i := range r.handoffs {
+		q := make(chan outgoing, handoffQueue)
+		r.handoffs[i] = q
+		r.lanes.Add(1)
+		go r.handoffLane(q)
+	}
+	return r
+}
+
+// handoffLane hands its messages to the nodes that hold members' devices,
+// in the order they were queued, until the lane is closed and empty.
+func (r *Router) handoffLane(q chan outgoing) {
+	defer r.lanes.Done()
+	for o := range q {
+		ctx, cancel := context.WithTimeout(context.Background(), handoffTimeout)
+		r.forward(ctx, o.members, handoff{Users: o.members, Msg: o.msg}, o.msg.ID)
+		cancel()
+	}
 }
 
 // Start subscribes to this node's topic. The adapter re-subscribes by
@@ -75,9 +121,25 @@ func (r *Router) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop tells the others this node is gone (call it after the lease was
+// Stop hands on the messages still queued for other nodes (until ctx
+// ends), tells the others this node is gone (call it after the lease was
 // deleted), then ends the subscription, waiting for deliveries in flight.
 func (r *Router) Stop(ctx context.Context) {
+	r.mu.Lock()
+	if !r.stopped {
+		r.stopped = true
+		for _, q := range r.handoffs {
+			close(q)
+		}
+	}
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { r.lanes.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.log.Warn("shutdown deadline: some hand-offs to other nodes did not leave; those devices will sync")
+	}
 	r.announce(ctx, handoff{Left: r.node})
 	if r.sub != nil {
 		_ = r.sub.Close()
@@ -120,11 +182,13 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 	return infrastructure.Success
 }
 
-// Deliver pushes m to local devices, then hands it to every other node
-// that holds a member's device. A failed hand-off is logged: the message is
-// stored, so those devices get it when they sync.
+// Deliver pushes m to local devices at once, then queues it for every
+// other node that holds a member's device. The caller does not wait for
+// the presence read or the publish; a conversation's messages still leave
+// in the order Deliver was called. A failed hand-off is logged: the message
+// is stored, so those devices get it when they sync.
 //
-// While this node is alone it skips the presence lookup: a node that joins
+// While this node is alone it skips the hand-off: a node that joins
 // announces itself before it serves, and every node refreshes its view at
 // each lease renewal besides.
 func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *domain.Message, origin string) {
@@ -132,7 +196,13 @@ func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *doma
 	if r.presence.Alone() {
 		return
 	}
-	r.forward(ctx, conv.Members, handoff{Users: conv.Members, Msg: m}, m.ID)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.stopped {
+		r.log.Warn("node stopping: message not handed to other nodes; their devices will sync", zap.String("msg_id", m.ID))
+		return
+	}
+	r.handoffs[maphash.String(r.seed, string(conv.ID))%handoffLanes] <- outgoing{members: conv.Members, msg: m}
 }
 
 // Notify sends ev to every device of u, wherever it is connected. Unlike

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	jsoniter "github.com/json-iterator/go"
@@ -32,14 +33,28 @@ var json = jsoniter.ConfigFastest
 // MaxPage bounds one history read.
 const MaxPage = 200
 
+// MaxPageBytes bounds the stored size of one history page, so that a page
+// of large messages still fits a device's write queue (1 MiB by default)
+// with room to spare: a page is cut by count or by bytes, whichever comes
+// first, and always holds at least one message.
+const MaxPageBytes = 256 << 10
+
 // Store is the repository of conversations and messages. The zero value is
 // not usable; use New. Safe for concurrent use.
 type Store struct {
 	state infrastructure.StateStore
+	// stripes, inflight and known are Append's: see append.go.
+	stripes  *stripes
+	inflight inflight
+	// known holds conversations this node already created, to skip the
+	// create-if-absent writes on every send.
+	known sync.Map
 }
 
 // New returns a Store over state.
-func New(state infrastructure.StateStore) *Store { return &Store{state: state} }
+func New(state infrastructure.StateStore) *Store {
+	return &Store{state: state, stripes: newStripes()}
+}
 
 func convKey(c domain.ConversationID) string      { return "conv:" + string(c) }
 func convsKey(u domain.UserID) string             { return "convs:" + string(u) }
@@ -119,12 +134,12 @@ func (s *Store) Head(ctx context.Context, conv domain.ConversationID) (uint64, e
 	return n, nil
 }
 
-// InsertMessage stores m at its seq if that seq is free. It returns an
+// insertMessage stores m at its seq if that seq is free. It returns an
 // error wrapping infrastructure.ErrConflict when another message holds the
 // seq. It is a single-key insert-if-absent on purpose: that is atomic on
 // every store, where a transaction is not (Dapr's Redis store ignores
 // first-write inside transactions).
-func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
+func (s *Store) insertMessage(ctx context.Context, m *domain.Message) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
@@ -138,11 +153,11 @@ func (s *Store) InsertMessage(ctx context.Context, m *domain.Message) error {
 	return nil
 }
 
-// CommitSends records, after msgs of one conversation are stored (in seq
+// commitSends records, after msgs of one conversation are stored (in seq
 // order), each one's idempotency key, and once the new head and each
 // sender's read cursor, in one transaction: the head and a cursor written
 // for an earlier message would be overwritten by a later one anyway.
-func (s *Store) CommitSends(ctx context.Context, msgs []*domain.Message, idemTTL time.Duration) error {
+func (s *Store) commitSends(ctx context.Context, msgs []*domain.Message, idemTTL time.Duration) error {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -165,9 +180,9 @@ func (s *Store) CommitSends(ctx context.Context, msgs []*domain.Message, idemTTL
 	return nil
 }
 
-// RecordSend writes only the idempotency key of a stored message: the repair
+// recordSend writes only the idempotency key of a stored message: the repair
 // of a message whose send was cut off between its insert and its commit.
-func (s *Store) RecordSend(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
+func (s *Store) recordSend(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
 	op := s.idemOp(m, idemTTL)
 	if err := s.state.Set(ctx, op.Key, op.Value, op.Options...); err != nil {
 		return fmt.Errorf("record send %s: %w", m.ID, err)
@@ -176,25 +191,25 @@ func (s *Store) RecordSend(ctx context.Context, m *domain.Message, idemTTL time.
 }
 
 func (s *Store) idemOp(m *domain.Message, ttl time.Duration) infrastructure.StateOp {
-	rec, _ := json.Marshal(SendRecord{Conv: m.Conv, Seq: m.Seq})
+	rec, _ := json.Marshal(sendRecord{Conv: m.Conv, Seq: m.Seq})
 	return infrastructure.StateOp{Key: idemKey(m.Sender, m.ClientMsgID), Value: rec, Options: []infrastructure.WriteOption{infrastructure.WithTTL(ttl)}}
 }
 
-// SendRecord is what an idempotent retry gets back.
-type SendRecord struct {
+// sendRecord is what an idempotent retry gets back.
+type sendRecord struct {
 	Conv domain.ConversationID `json:"conv"`
 	Seq  uint64                `json:"seq"`
 }
 
-// PriorSend finds an earlier send by sender with cmid.
-func (s *Store) PriorSend(ctx context.Context, sender domain.UserID, cmid string) (SendRecord, bool, error) {
+// priorSend finds an earlier send by sender with cmid.
+func (s *Store) priorSend(ctx context.Context, sender domain.UserID, cmid string) (sendRecord, bool, error) {
 	it, err := s.state.Get(ctx, idemKey(sender, cmid))
 	if err != nil || !it.Found {
-		return SendRecord{}, false, err
+		return sendRecord{}, false, err
 	}
-	var r SendRecord
+	var r sendRecord
 	if err := json.Unmarshal(it.Value, &r); err != nil {
-		return SendRecord{}, false, fmt.Errorf("decode send record %s/%s: %w", sender, cmid, err)
+		return sendRecord{}, false, fmt.Errorf("decode send record %s/%s: %w", sender, cmid, err)
 	}
 	return r, true, nil
 }
@@ -212,9 +227,10 @@ func (s *Store) Message(ctx context.Context, conv domain.ConversationID, seq uin
 	return m, true, nil
 }
 
-// Messages reads up to limit messages after seq after, in seq order. It
-// stops at the first missing seq: seqs have no gaps, so that is the end.
-// more is true when limit cut the page.
+// Messages reads up to limit messages after seq after, in seq order, and
+// no more than MaxPageBytes of them (at least one). It stops at the first
+// missing seq: seqs have no gaps, so that is the end. more is true when the
+// limit or the byte bound cut the page.
 //
 // It reads in two windows: the first firstWindow seqs, then, only if they
 // were all there, the rest of the page. Most reads (a device catching up
@@ -226,6 +242,7 @@ func (s *Store) Messages(ctx context.Context, conv domain.ConversationID, after 
 	}
 	// One past the limit tells the caller whether there is more.
 	want := limit + 1
+	size := 0
 	for read := 0; read < want; {
 		n := want - read
 		if read == 0 {
@@ -243,9 +260,12 @@ func (s *Store) Messages(ctx context.Context, conv domain.ConversationID, after 
 			if !it.Found {
 				return msgs, false, nil
 			}
-			if len(msgs) == limit {
+			// The stored value is the message's JSON, about what a device
+			// is sent of it.
+			if len(msgs) == limit || (len(msgs) > 0 && size+len(it.Value) > MaxPageBytes) {
 				return msgs, true, nil
 			}
+			size += len(it.Value)
 			var m domain.Message
 			if err := json.Unmarshal(it.Value, &m); err != nil {
 				return nil, false, fmt.Errorf("decode message %s: %w", it.Key, err)

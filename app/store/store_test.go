@@ -18,7 +18,7 @@ func TestMessagesPagesAcrossReadWindows(t *testing.T) {
 		conv := domain.ConversationID("d:alice~bob")
 		for seq := 1; seq <= stored; seq++ {
 			m := domain.Message{ID: "m" + string(rune('a'+seq%26)), Conv: conv, Seq: uint64(seq), Sender: "alice", Body: "hi"}
-			if err := s.InsertMessage(ctx, &m); err != nil {
+			if err := s.insertMessage(ctx, &m); err != nil {
 				t.Fatal(err)
 			}
 		}

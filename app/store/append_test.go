@@ -1,0 +1,267 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/domain"
+	"github.com/parley-im/parley/infrastructure"
+	"github.com/parley-im/parley/infrastructure/memory"
+)
+
+var aliceBob = domain.Conversation{ID: "d:alice~bob", Kind: domain.Direct, Members: []domain.UserID{"alice", "bob"}}
+
+func draft(sender domain.UserID, cmid, body string) domain.Draft {
+	return domain.Draft{Conv: aliceBob.ID, Sender: sender, ClientMsgID: cmid, ContentType: domain.Text, Body: body}
+}
+
+// checkLog reads the whole conversation and fails unless it holds exactly
+// want messages at seqs 1..want, each once.
+func checkLog(t *testing.T, s *Store, want int) []domain.Message {
+	t.Helper()
+	var all []domain.Message
+	var after uint64
+	for {
+		page, more, err := s.Messages(context.Background(), aliceBob.ID, after, MaxPage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page...)
+		if !more {
+			break
+		}
+		after = page[len(page)-1].Seq
+	}
+	if len(all) != want {
+		t.Fatalf("conversation holds %d messages, want %d", len(all), want)
+	}
+	ids := make(map[string]bool, len(all))
+	for i, m := range all {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("position %d holds seq %d: a gap", i, m.Seq)
+		}
+		if ids[m.ID] {
+			t.Fatalf("message %s stored twice", m.ID)
+		}
+		ids[m.ID] = true
+	}
+	return all
+}
+
+// TestAppendConcurrentNodesGapFree: two stores over one state store are
+// two nodes; many writers on each append to one conversation at once, and
+// every send ends at its own seq with none skipped, each retry included.
+func TestAppendConcurrentNodesGapFree(t *testing.T) {
+	t.Parallel()
+	state := memory.NewStateStore()
+	nodes := []*Store{New(state), New(state)}
+	const writers, each = 8, 25
+	var wg sync.WaitGroup
+	seqs := make(chan uint64, writers*each*2)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sender := domain.UserID([]string{"alice", "bob"}[w%2])
+			for i := range each {
+				d := draft(sender, fmt.Sprintf("w%d-%d", w, i), "hello")
+				res, err := nodes[w%2].Append(context.Background(), aliceBob, d, AppendOptions{NowMs: 1})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				// The same send again, on the other node: the same message.
+				again, err := nodes[(w+1)%2].Append(context.Background(), aliceBob, d, AppendOptions{NowMs: 2})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !again.Duplicate || again.Message.Seq != res.Message.Seq || res.Duplicate {
+					t.Errorf("retry of %s got seq %d (duplicate %v), first got %d (duplicate %v)", d.ClientMsgID, again.Message.Seq, again.Duplicate, res.Message.Seq, res.Duplicate)
+				}
+				seqs <- res.Message.Seq
+			}
+		}()
+	}
+	wg.Wait()
+	close(seqs)
+	checkLog(t, nodes[0], writers*each)
+}
+
+// failingState fails writes whose key has a prefix, while fail is set: a
+// sidecar or node that dies between a send's insert and its commit.
+type failingState struct {
+	infrastructure.StateStore
+	fail atomic.Bool
+}
+
+func (f *failingState) Transact(ctx context.Context, ops []infrastructure.StateOp) error {
+	if f.fail.Load() {
+		return fmt.Errorf("commit cut off: %w", infrastructure.ErrUnavailable)
+	}
+	return f.StateStore.Transact(ctx, ops)
+}
+
+func (f *failingState) Set(ctx context.Context, key string, value []byte, opts ...infrastructure.WriteOption) error {
+	if f.fail.Load() && len(key) > 5 && key[:5] == "idem:" {
+		return fmt.Errorf("record cut off: %w", infrastructure.ErrUnavailable)
+	}
+	return f.StateStore.Set(ctx, key, value, opts...)
+}
+
+// TestAppendRetryAfterCutOffFindsTheMessage: a send whose message was
+// stored but whose commit never happened (the node died) is retried on
+// another node, after other messages moved the conversation on; the retry
+// gets the first message back, and nothing is stored twice.
+func TestAppendRetryAfterCutOffFindsTheMessage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	state := &failingState{StateStore: memory.NewStateStore()}
+	dying, other := New(state), New(state)
+
+	state.fail.Store(true)
+	first, err := dying.Append(ctx, aliceBob, draft("alice", "c1", "are you there?"), AppendOptions{NowMs: 1})
+	if err != nil {
+		t.Fatalf("the insert is what makes a send durable; a failed commit must not fail it: %v", err)
+	}
+	state.fail.Store(false)
+	if _, ok, _ := dying.priorSend(ctx, "alice", "c1"); ok {
+		t.Fatal("test setup: the record was written although the commit failed")
+	}
+	// Bob's send on the other node probes past alice's message (this
+	// node never saw the head move) and repairs her record on the way.
+	bobs, err := other.Append(ctx, aliceBob, draft("bob", "b1", "yes"), AppendOptions{NowMs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bobs.Message.Seq != first.Message.Seq+1 {
+		t.Fatalf("bob's message got seq %d, want %d", bobs.Message.Seq, first.Message.Seq+1)
+	}
+	if _, ok, _ := other.priorSend(ctx, "alice", "c1"); !ok {
+		t.Fatal("alice's record was not repaired by the writer that probed past her message")
+	}
+	// More traffic, then alice's retry on the other node.
+	for i := range 5 {
+		if _, err := other.Append(ctx, aliceBob, draft("bob", fmt.Sprintf("b%d", i+2), "more"), AppendOptions{NowMs: 3}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retry, err := other.Append(ctx, aliceBob, draft("alice", "c1", "are you there?"), AppendOptions{NowMs: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !retry.Duplicate || retry.Message.Seq != first.Message.Seq || retry.Message.ID != first.Message.ID {
+		t.Fatalf("retry got seq %d id %s duplicate %v; want the first message, seq %d id %s", retry.Message.Seq, retry.Message.ID, retry.Duplicate, first.Message.Seq, first.Message.ID)
+	}
+	checkLog(t, other, 7)
+}
+
+// TestAppendRepairFromAnInsertWithoutRecord: the message alone is in the
+// store (its writer died right after the insert, before any record); a
+// retry of that very send on a node with no head cache finds it by probing.
+func TestAppendRepairFromAnInsertWithoutRecord(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := New(memory.NewStateStore())
+	d := draft("alice", "c1", "hi")
+	m := d.Accept(1, 1)
+	if err := s.insertMessage(ctx, &m); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Append(ctx, aliceBob, d, AppendOptions{NowMs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Duplicate || res.Message.Seq != 1 {
+		t.Fatalf("got seq %d duplicate %v; want seq 1, duplicate", res.Message.Seq, res.Duplicate)
+	}
+	next, err := s.Append(ctx, aliceBob, draft("bob", "b1", "hey"), AppendOptions{NowMs: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Message.Seq != 2 {
+		t.Fatalf("next message got seq %d, want 2", next.Message.Seq)
+	}
+	checkLog(t, s, 2)
+}
+
+// TestAppendReusedClientMsgID: a cmid sent again with another body or to
+// another conversation is refused with ErrClientMsgIDReused, and nothing
+// new is stored; the same send again is a duplicate.
+func TestAppendReusedClientMsgID(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := New(memory.NewStateStore())
+	if _, err := s.Append(ctx, aliceBob, draft("alice", "c1", "one"), AppendOptions{NowMs: 1}); err != nil {
+		t.Fatal(err)
+	}
+	other := domain.Conversation{ID: "d:alice~carol", Kind: domain.Direct, Members: []domain.UserID{"alice", "carol"}}
+	for _, tc := range []struct {
+		name string
+		conv domain.Conversation
+		d    domain.Draft
+	}{
+		{"other_body", aliceBob, draft("alice", "c1", "two")},
+		{"other_conversation", other, domain.Draft{Conv: other.ID, Sender: "alice", ClientMsgID: "c1", ContentType: domain.Text, Body: "one"}},
+	} {
+		_, err := s.Append(ctx, tc.conv, tc.d, AppendOptions{NowMs: 2})
+		if !errors.Is(err, ErrClientMsgIDReused) {
+			t.Errorf("%s: got %v, want ErrClientMsgIDReused", tc.name, err)
+		}
+	}
+	same, err := s.Append(ctx, aliceBob, draft("alice", "c1", "one"), AppendOptions{NowMs: 3})
+	if err != nil || !same.Duplicate {
+		t.Fatalf("the same send again: %+v, %v; want a duplicate", same, err)
+	}
+	checkLog(t, s, 1)
+}
+
+// TestAppendStoredInSeqOrder: Stored sees a conversation's new messages in
+// seq order, one at a time, each once, and never a retry's.
+func TestAppendStoredInSeqOrder(t *testing.T) {
+	t.Parallel()
+	s := New(memory.NewStateStore())
+	var mu sync.Mutex
+	var seen []uint64
+	var busy atomic.Bool
+	stored := func(m *domain.Message) {
+		if !busy.CompareAndSwap(false, true) {
+			t.Error("Stored calls of one conversation overlap")
+		}
+		mu.Lock()
+		seen = append(seen, m.Seq)
+		mu.Unlock()
+		time.Sleep(50 * time.Microsecond) // widen the window an overlap would need
+		busy.Store(false)
+	}
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 30 {
+				d := draft("alice", fmt.Sprintf("w%d-%d", w, i), "x")
+				for range 2 { // the second is a retry: not handed on again
+					if _, err := s.Append(context.Background(), aliceBob, d, AppendOptions{NowMs: 1, Stored: stored}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 180 {
+		t.Fatalf("Stored called %d times, want 180", len(seen))
+	}
+	for i, seq := range seen {
+		if seq != uint64(i+1) {
+			t.Fatalf("call %d had seq %d: out of order", i, seq)
+		}
+	}
+}
