@@ -1,0 +1,133 @@
+package delivery
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/parley-im/parley/domain"
+	"github.com/parley-im/parley/infrastructure/memory"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// device is a Session that records what it is pushed.
+type device struct {
+	id   string
+	user domain.UserID
+	mu   sync.Mutex
+	got  []uint64
+	evs  []Event
+}
+
+func (d *device) ID() string          { return d.id }
+func (d *device) User() domain.UserID { return d.user }
+func (d *device) Push(env *Envelope) {
+	d.mu.Lock()
+	d.got = append(d.got, env.Msg.Seq)
+	d.mu.Unlock()
+}
+func (d *device) Notify(ev Event) {
+	d.mu.Lock()
+	d.evs = append(d.evs, ev)
+	d.mu.Unlock()
+}
+func (d *device) seqs() []uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]uint64(nil), d.got...)
+}
+
+var pair = &domain.Conversation{ID: "d:alice~bob", Kind: domain.Direct, Members: []domain.UserID{"alice", "bob"}}
+
+// TestHubDeliverEveryDeviceButTheOrigin: every device of every member gets
+// the message, the sender's other devices included, except the connection
+// it was sent on; a removed device gets nothing more.
+func TestHubDeliverEveryDeviceButTheOrigin(t *testing.T) {
+	t.Parallel()
+	h := NewHub()
+	alicePhone, aliceLaptop := &device{id: "a1", user: "alice"}, &device{id: "a2", user: "alice"}
+	bobPhone, carol := &device{id: "b1", user: "bob"}, &device{id: "c1", user: "carol"}
+	for _, d := range []*device{alicePhone, aliceLaptop, bobPhone, carol} {
+		h.Add(d)
+	}
+	h.Deliver(context.Background(), pair, &domain.Message{Conv: pair.ID, Seq: 1, Sender: "alice"}, "a1")
+	if n := h.Remove(bobPhone); n != 0 {
+		t.Fatalf("bob has %d sessions left, want 0", n)
+	}
+	h.Deliver(context.Background(), pair, &domain.Message{Conv: pair.ID, Seq: 2, Sender: "alice"}, "")
+	for _, tc := range []struct {
+		d    *device
+		want []uint64
+	}{{alicePhone, []uint64{2}}, {aliceLaptop, []uint64{1, 2}}, {bobPhone, []uint64{1}}, {carol, nil}} {
+		if got := tc.d.seqs(); !equal(got, tc.want) {
+			t.Errorf("%s got %v, want %v", tc.d.id, got, tc.want)
+		}
+	}
+	if got := h.OnlineUsers(); len(got) != 2 || got[0] != "alice" || got[1] != "carol" {
+		t.Errorf("online users %v, want [alice carol]", got)
+	}
+}
+
+func equal(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// cluster is a Presence that says bob's devices are on node "n2".
+type cluster struct{}
+
+func (cluster) RemoteNodes(context.Context, []domain.UserID) ([]string, error) { return []string{"n2"}, nil }
+func (cluster) Alone() bool                                                   { return false }
+func (cluster) Others() []string                                              { return []string{"n2"} }
+func (cluster) Refresh(context.Context) error                                 { return nil }
+
+// TestRouterHandsOffToOtherNodesInOrder: a message for a member on
+// another node reaches that node's device through its node topic, in the
+// order Deliver was called, and Stop hands on what is still queued.
+func TestRouterHandsOffToOtherNodesInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ps := memory.NewPubSub()
+	log := zap.NewNop()
+	hub1, hub2 := NewHub(), NewHub()
+	n1 := NewRouter(hub1, cluster{}, ps, "n1", log)
+	n2 := NewRouter(hub2, cluster{}, ps, "n2", log)
+	if err := n2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bob := &device{id: "b1", user: "bob"}
+	hub2.Add(bob)
+	const n = 200
+	for seq := uint64(1); seq <= n; seq++ {
+		n1.Deliver(ctx, pair, &domain.Message{ID: "m", Conv: pair.ID, Seq: seq, Sender: "alice"}, "")
+	}
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n1.Stop(stopCtx) // hands on everything queued before it returns
+	deadline := time.Now().Add(10 * time.Second)
+	for len(bob.seqs()) < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling a condition: the subscriber runs apart
+	}
+	n2.Stop(stopCtx)
+	got := bob.seqs()
+	if len(got) != n {
+		t.Fatalf("bob's device got %d messages, want %d", len(got), n)
+	}
+	for i, seq := range got {
+		if seq != uint64(i+1) {
+			t.Fatalf("message %d had seq %d: out of order", i, seq)
+		}
+	}
+}
