@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // device is one connected client and everything it received.
@@ -35,12 +37,10 @@ func connectDevice(t *testing.T, n *node, user, dev string) *device {
 // waitInbox waits until d holds want messages of conv.
 func waitInbox(t *testing.T, d *device, conv string, want int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for len(d.inbox.Messages(conv)) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s holds %d of %d messages of %s after %v", d.name, len(d.inbox.Messages(conv)), want, conv, within)
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	if testkit.Until(ctx, func() bool { return len(d.inbox.Messages(conv)) >= want }) != nil {
+		t.Fatalf("%s holds %d of %d messages of %s after %v", d.name, len(d.inbox.Messages(conv)), want, conv, within)
 	}
 }
 
@@ -83,15 +83,15 @@ func TestClusterDelivery(t *testing.T) {
 			var route struct {
 				Nodes []struct{ Node, URL string } `json:"nodes"`
 			}
-			deadline := time.Now().Add(20 * time.Second)
-			for len(route.Nodes) < 3 {
+			routeCtx, cancelRoute := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancelRoute()
+			if testkit.Until(routeCtx, func() bool {
 				if err := client.DoJSON(ctxT(t, 5*time.Second), http.MethodGet, n1.base+"/v1/route", "", nil, &route); err != nil {
 					t.Fatal(err)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("route lists %d nodes after 20s, want 3", len(route.Nodes))
-				}
-				time.Sleep(200 * time.Millisecond)
+				return len(route.Nodes) >= 3
+			}) != nil {
+				t.Fatalf("route lists %d nodes after 20s, want 3", len(route.Nodes))
 			}
 
 			aliceWeb := connectDevice(t, n1, "alice", "web")
@@ -142,21 +142,19 @@ func TestClusterDelivery(t *testing.T) {
 			go send(aliceWeb, "bob", "alice-late", 10)
 			wg.Wait()
 			// Node 3's presence goes with its lease (3s).
-			deadline = time.Now().Add(15 * time.Second)
-			for {
-				var out struct {
-					Nodes []struct{ Node string } `json:"nodes"`
-				}
+			var out struct {
+				Nodes []struct{ Node string } `json:"nodes"`
+			}
+			leaseCtx, cancelLease := context.WithTimeout(ctx, 15*time.Second)
+			defer cancelLease()
+			if testkit.Until(leaseCtx, func() bool {
+				out.Nodes = nil
 				if err := client.DoJSON(ctx, http.MethodGet, n1.base+"/v1/route", "", nil, &out); err != nil {
 					t.Fatal(err)
 				}
-				if !slices.ContainsFunc(out.Nodes, func(n struct{ Node string }) bool { return n.Node == appID+"-n3" }) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("killed node still routed to after 15s (lease 3s): %v", out.Nodes)
-				}
-				time.Sleep(250 * time.Millisecond)
+				return !slices.ContainsFunc(out.Nodes, func(n struct{ Node string }) bool { return n.Node == appID+"-n3" })
+			}) != nil {
+				t.Fatalf("killed node still routed to after 15s (lease 3s): %v", out.Nodes)
 			}
 			// The phone reconnects to another node and syncs from what it holds.
 			phoneAgain := connectDevice(t, n1, "bob", "phone")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/parley-im/parley/infrastructure/dapr/daprd"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
 	pb "github.com/parley-im/parley/proto/parley/v1"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // The fault tests: many clients send while something breaks. A checker
@@ -68,7 +70,7 @@ func (d *rdev) run(ctx context.Context) {
 		}
 		c, err := client.Dial(ctx, d.base(), d.tok, opts)
 		if err != nil {
-			time.Sleep(100 * time.Millisecond)
+			pause(ctx, 100*time.Millisecond) // a client's reconnect backoff
 			continue
 		}
 		d.conns.Add(1)
@@ -77,8 +79,8 @@ func (d *rdev) run(ctx context.Context) {
 		go func() {
 			defer close(drained)
 			for m := range c.Messages {
-				for d.stall.Load() && ctx.Err() == nil && !isDone(c.Done()) {
-					time.Sleep(20 * time.Millisecond)
+				if d.stall.Load() {
+					_ = testkit.Until(ctx, func() bool { return !d.stall.Load() || isDone(c.Done()) })
 				}
 				if d.inbox.Add(m) {
 					d.live.Add(1)
@@ -213,13 +215,25 @@ func runFaultScenario(t *testing.T, e *faultEnv, sc scenario) {
 						return
 					}
 					ck.retries.Add(1)
-					time.Sleep(100 * time.Millisecond)
+					pause(ctx, 100*time.Millisecond) // the sender's retry backoff
 				}
-				time.Sleep(5 * time.Millisecond)
+				pause(ctx, 5*time.Millisecond) // a pace, so that the fault lands mid-traffic
+
 			}
 		})
 	}
-	time.Sleep(700 * time.Millisecond)
+	// Break things once traffic flows: every user has ACKed sends and every
+	// device is connected.
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		for _, d := range devs {
+			if d.conns.Load() == 0 {
+				return false
+			}
+		}
+		ck.mu.Lock()
+		defer ck.mu.Unlock()
+		return len(ck.acks) >= users*10
+	}, "traffic did not start: %d sends, %d retries", ck.sent.Load(), ck.retries.Load())
 	sc.inject(t, e, devs)
 	wg.Wait()
 	if t.Failed() {
@@ -237,12 +251,17 @@ func runFaultScenario(t *testing.T, e *faultEnv, sc scenario) {
 		}
 		byConv[a.conv][a.seq] = a.id
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for _, d := range devs {
-		for time.Now().Before(deadline) && len(d.inbox.Messages(d.convs[0])) < len(byConv[d.convs[0]]) {
-			time.Sleep(100 * time.Millisecond)
+	// A device that has not caught up within 30 s is reported below.
+	catchUp, cancelCatchUp := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelCatchUp()
+	_ = testkit.Until(catchUp, func() bool {
+		for _, d := range devs {
+			if len(d.inbox.Messages(d.convs[0])) < len(byConv[d.convs[0]]) {
+				return false
+			}
 		}
-	}
+		return true
+	})
 	stopDevs()
 	for _, d := range devs {
 		<-d.stopped
@@ -290,13 +309,13 @@ func runFaultScenario(t *testing.T, e *faultEnv, sc scenario) {
 
 func killParley(t *testing.T, e *faultEnv, _ []*rdev) {
 	e.parley.kill()
-	time.Sleep(500 * time.Millisecond)
+	pause(t.Context(), 500*time.Millisecond) // parley stays down a while, as after a crash
 	e.parley.launch(t)
 }
 
 func killDaprd(t *testing.T, e *faultEnv, _ []*rdev) {
 	e.sidecar.Kill()
-	time.Sleep(time.Second)
+	pause(t.Context(), time.Second) // daprd stays down a while, as after a crash
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := e.sidecar.Restart(ctx); err != nil {
@@ -304,14 +323,14 @@ func killDaprd(t *testing.T, e *faultEnv, _ []*rdev) {
 	}
 }
 
-func dropTCP(_ *testing.T, _ *faultEnv, devs []*rdev) {
+func dropTCP(t *testing.T, _ *faultEnv, devs []*rdev) {
 	for range 3 {
 		for _, d := range devs {
 			if c := d.cur.Load(); c != nil {
 				go c.Drop()
 			}
 		}
-		time.Sleep(300 * time.Millisecond)
+		pause(t.Context(), 300*time.Millisecond) // clients reconnect between the drops
 	}
 }
 
@@ -329,19 +348,17 @@ func isDone(ch <-chan struct{}) bool {
 // the server is not slowed; the device catches up, dropping nothing. The
 // server side of a socket that stops being read is covered by
 // TestSlowConsumerIsDisconnected.
-func stallClient(_ *testing.T, _ *faultEnv, devs []*rdev) {
+func stallClient(t *testing.T, _ *faultEnv, devs []*rdev) {
 	d := devs[1]
 	d.stall.Store(true)
-	time.Sleep(8 * time.Second)
+	pause(t.Context(), 8*time.Second) // the stall itself
 	d.stall.Store(false)
 }
 
 // TestFaults runs every scenario on the local profile (daprd's in-memory
 // state lives on while parley is killed) and on redis.
 func TestFaults(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fault tests take minutes; run without -short")
-	}
+	testkit.SkipShort(t)
 	scenarios := []scenario{
 		{name: "kill_parley", body: 64, inject: killParley},
 		{name: "drop_tcp", body: 64, inject: dropTCP},
@@ -390,13 +407,10 @@ type privateRedis struct {
 func startPrivateRedis(t *testing.T) *privateRedis {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server not installed")
-		}
-		t.Skip("redis-server not installed")
+		testkit.Unavailable(t, "redis-server not installed")
 	}
 	r := &privateRedis{port: freePort(t), dir: t.TempDir()}
-	root, _ := daprd.RepoRoot()
+	root, _ := testkit.RepoRoot()
 	r.components = filepath.Join(t.TempDir(), "components")
 	if err := os.MkdirAll(r.components, 0o755); err != nil {
 		t.Fatal(err)
@@ -424,13 +438,13 @@ func (r *privateRedis) start(t *testing.T) {
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for range 100 {
-		if out, err := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "ping").Output(); err == nil && strings.TrimSpace(string(out)) == "PONG" {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("private redis did not start")
+	addr := fmt.Sprintf("127.0.0.1:%d", r.port)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		v, err := testkit.RedisDo(ctx, addr, "PING")
+		return err == nil && v == "PONG"
+	}, "private redis did not start; its log ends:\n%s", testkit.Tail(filepath.Join(r.dir, "redis.log"), 20))
 }
 
 func (r *privateRedis) kill() {
@@ -444,7 +458,7 @@ func (r *privateRedis) kill() {
 // port and data: the durability a production Redis with AOF gives.
 func (r *privateRedis) restart(t *testing.T) {
 	r.kill()
-	time.Sleep(time.Second)
+	pause(t.Context(), time.Second) // the backend stays down a while, as after a crash
 	r.start(t)
 }
 
@@ -480,11 +494,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
 	uid, gid, ok := lookupUser("postgres")
 	if len(bins) == 0 || !ok || os.Geteuid() != 0 {
-		msg := "a private PostgreSQL needs the server binaries, a postgres user and root"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testkit.Unavailable(t, "a private PostgreSQL needs the server binaries, a postgres user and root")
 	}
 	bin := filepath.Dir(bins[0])
 	dir, err := os.MkdirTemp("", "parley-pg-")
@@ -510,7 +520,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	if out, err := exec.Command("psql", "-h", "127.0.0.1", "-p", fmt.Sprint(p.port), "-U", "postgres", "-c", "CREATE DATABASE test").CombinedOutput(); err != nil {
 		t.Fatalf("create database: %v\n%s", err, out)
 	}
-	root, _ := daprd.RepoRoot()
+	root, _ := testkit.RepoRoot()
 	p.components = filepath.Join(t.TempDir(), "components")
 	if err := os.MkdirAll(p.components, 0o755); err != nil {
 		t.Fatal(err)
@@ -538,13 +548,9 @@ func (p *privatePostgres) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.cmd = cmd
-	for range 200 {
-		if err := exec.Command("pg_isready", "-h", "127.0.0.1", "-p", fmt.Sprint(p.port)).Run(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("private postgres did not start")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return exec.Command("pg_isready", "-h", "127.0.0.1", "-p", fmt.Sprint(p.port)).Run() == nil
+	}, "private postgres did not start")
 }
 
 func (p *privatePostgres) kill() {
@@ -557,9 +563,12 @@ func (p *privatePostgres) kill() {
 // restart kills the server with SIGKILL and starts it again: PostgreSQL
 // recovers every committed transaction from its write-ahead log.
 func (p *privatePostgres) restart(t *testing.T) {
+	children := testkit.ChildPIDs(p.cmd.Process.Pid)
 	p.kill()
-	// The children of a killed postmaster exit on their own; wait for the
-	// port to be free before starting again.
-	time.Sleep(1500 * time.Millisecond)
+	// The children of a killed postmaster exit on their own; a new one
+	// refuses to start while they hold its shared memory.
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return !slices.ContainsFunc(children, testkit.Alive)
+	}, "the killed postmaster's children %v did not exit", children)
 	p.start(t)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // node is one parley process-in-a-goroutine started through run(), the same
@@ -39,8 +40,10 @@ func modes(profiles ...string) []mode {
 
 // requireMode skips (or, under CI=true, fails) when the mode's sidecar
 // binary or servers are missing.
+// Every end-to-end test passes here first, so -short skips them all.
 func requireMode(t *testing.T, m mode) {
 	t.Helper()
+	testkit.SkipShort(t)
 	if !strings.HasPrefix(m.name, "dapr-") {
 		return // memory, or a sidecar the test started itself
 	}
@@ -71,22 +74,31 @@ func startNode(t *testing.T, m mode, extra ...string) *node {
 		n.done <- run(ctx, args, logf)
 		logf.Close()
 	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	// The ready file appears once parley serves; run returning first means
+	// it never will.
+	exited := false
+	wctx, cancelWait := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancelWait()
+	err = testkit.Until(wctx, func() bool {
 		if data, err := os.ReadFile(ready); err == nil && len(data) > 0 {
 			n.base = "http://" + string(data)
-			break
+			return true
 		}
 		select {
 		case err := <-n.done:
-			t.Fatalf("parley exited before serving: %v\n%s", err, tailFile(logPath))
+			n.done <- err
+			exited = true
+			cancelWait()
 		default:
 		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("parley not serving after 60s\n%s", tailFile(logPath))
+		return false
+	})
+	if err != nil {
+		if exited {
+			t.Fatalf("parley exited before serving: %v\n%s", <-n.done, testkit.Tail(logPath, 40))
 		}
-		time.Sleep(20 * time.Millisecond)
+		cancel()
+		t.Fatalf("parley not serving after 60s\n%s", testkit.Tail(logPath, 40))
 	}
 	t.Cleanup(func() { n.stop(t) })
 	return n
@@ -101,16 +113,8 @@ func (n *node) stop(t *testing.T) {
 		}
 		n.done <- nil // let a second stop return at once
 	case <-time.After(30 * time.Second):
-		t.Errorf("parley did not stop within 30s\n%s", tailFile(n.log))
+		t.Errorf("parley did not stop within 30s\n%s", testkit.Tail(n.log, 40))
 	}
-}
-
-func tailFile(path string) string {
-	data, _ := os.ReadFile(path)
-	if len(data) > 4000 {
-		data = data[len(data)-4000:]
-	}
-	return string(data)
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -160,4 +164,16 @@ func collect(t *testing.T, c *client.Client, n int, d time.Duration) []string {
 		}
 	}
 	return got
+}
+
+// pause waits d or until ctx ends. It models a client's own timing (a
+// retry backoff, a pace between sends, how long an outage lasts), never a
+// wait for a state: those use testkit.Eventually.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

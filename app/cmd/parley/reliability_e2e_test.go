@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
 	pb "github.com/parley-im/parley/proto/parley/v1"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // settingsFile writes live settings for a test node.
@@ -154,20 +156,13 @@ func TestSendIsIdempotent(t *testing.T) {
 				t.Fatalf("history after retries = %v, %v; want one message", hist, err)
 			}
 			// After the key's TTL the client message id is free again.
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				time.Sleep(500 * time.Millisecond)
+			testkit.Eventually(t, 20*time.Second, func() bool {
 				later, err := alice.Send(ctx, "bob", "", "same-cmid", "again")
 				if err != nil {
 					t.Fatal(err)
 				}
-				if later.Seq != first.Seq {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("idempotency key did not expire within 20s of a 2s TTL")
-				}
-			}
+				return later.Seq != first.Seq
+			}, "idempotency key did not expire within 20s of a 2s TTL")
 		})
 	}
 }
@@ -182,14 +177,11 @@ func TestSilentPeerIsDetectedAndRemoved(t *testing.T) {
 	if u := online(t, n); !slices.Contains(u, "ghost") {
 		t.Fatalf("online = %v, want ghost listed at first", u)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for slices.Contains(online(t, n), "ghost") {
-		if time.Now().After(deadline) {
-			t.Fatal("a peer that never answers pings is still online after 5s (heartbeat 300ms)")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	time.Sleep(time.Second)
+	testkit.Eventually(t, 5*time.Second, func() bool { return !slices.Contains(online(t, n), "ghost") },
+		"a peer that never answers pings is still online (heartbeat 300ms)")
+	// carol stays idle for three heartbeat periods: a wait with nothing to
+	// wait for, which is the point.
+	pause(t.Context(), time.Second)
 	if u := online(t, n); !slices.Contains(u, "carol") {
 		t.Errorf("an idle peer that answers pings was dropped: online = %v", u)
 	}
@@ -275,18 +267,16 @@ func TestGracefulShutdown(t *testing.T) {
 				}
 				_ = c.Close()
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			gctx, cancelG := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancelG()
+			now := 0
+			if testkit.Until(gctx, func() bool {
 				http.DefaultClient.CloseIdleConnections()
-				now := runtime.NumGoroutine()
-				if now <= before {
-					break
-				}
-				if time.Now().After(deadline) {
-					buf := make([]byte, 1<<20)
-					t.Fatalf("%d goroutines before the node, %d after it stopped:\n%s", before, now, buf[:runtime.Stack(buf, true)])
-				}
-				time.Sleep(100 * time.Millisecond)
+				now = runtime.NumGoroutine()
+				return now <= before
+			}) != nil {
+				buf := make([]byte, 1<<20)
+				t.Fatalf("%d goroutines before the node, %d after it stopped:\n%s", before, now, buf[:runtime.Stack(buf, true)])
 			}
 		})
 	}
@@ -327,7 +317,7 @@ func TestSidecarDownGivesRetryableError(t *testing.T) {
 		if !errors.As(err, &e) || !e.Retryable || ctx.Err() != nil {
 			t.Fatalf("send after restart: %v", err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		pause(ctx, 200*time.Millisecond) // a client's retry backoff while daprd comes back
 	}
 	if after.Seq != before.Seq+1 {
 		t.Errorf("seq after recovery = %d, want %d", after.Seq, before.Seq+1)

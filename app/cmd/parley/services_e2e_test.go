@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 func freePort(t *testing.T) int {
@@ -37,15 +39,14 @@ func startWordFilter(t *testing.T) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for range 100 {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
 			c.Close()
-			return port
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("wordfilter did not start")
-	return 0
+		return err == nil
+	}, "wordfilter did not start")
+	return port
 }
 
 // TestServicesThroughDapr: on each shared profile, a hook app refuses a
@@ -125,16 +126,15 @@ func TestServicesThroughDapr(t *testing.T) {
 			if err := set(ctx, prefix+"parley.max_body_bytes", "10"); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(15 * time.Second)
-			for i := 0; ; i++ {
-				_, err := alice.Send(ctx, "bob", "", fmt.Sprintf("cfg-%d", i), "twenty characters ok")
-				if errors.As(err, &e) && e.Code == "body_too_large" {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("max_body_bytes=10 in the store not in force after 15s: last send %v", err)
-				}
-				time.Sleep(200 * time.Millisecond)
+			cfgCtx, cancelCfg := context.WithTimeout(ctx, 15*time.Second)
+			defer cancelCfg()
+			i := 0
+			if testkit.Until(cfgCtx, func() bool {
+				i++
+				_, err = alice.Send(ctx, "bob", "", fmt.Sprintf("cfg-%d", i), "twenty characters ok")
+				return errors.As(err, &e) && e.Code == "body_too_large"
+			}) != nil {
+				t.Fatalf("max_body_bytes=10 in the store not in force after 15s: last send %v", err)
 			}
 		})
 	}

@@ -1,18 +1,19 @@
-package pagetest
+package main
+
+// The browser test of the chat page that parley serves at /. It builds the
+// parley command, runs it over a real daprd (sidecar/bin/daprd, built by
+// `make sidecar`) and drives two signed-in pages in headless Chromium.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,9 @@ import (
 	"github.com/chromedp/cdproto/input"
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // waitFor bounds each wait for the page to reach a state.
@@ -33,12 +37,10 @@ const waitFor = 15 * time.Second
 // signed in with the history; a message to a conversation that is not open
 // shows as unread until opened; sign out clears the session.
 func TestChatPage(t *testing.T) {
+	testkit.SkipShort(t)
 	chrome := findChromium(t)
-	root := repoRoot(t)
-	if _, err := os.Stat(filepath.Join(root, "sidecar", "bin", "daprd")); err != nil {
-		t.Fatalf("sidecar/bin/daprd is missing: run `make sidecar` first; this test runs parley over a real daprd (%v)", err)
-	}
-	base := startParley(t, root)
+	root := daprdtest.RequireBinary(t)
+	base := startPage(t, root)
 	t.Logf("parley is serving at %s", base)
 
 	browser := startBrowser(t, chrome)
@@ -323,10 +325,7 @@ func findChromium(t *testing.T) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed (Debian package chromium); the page test needs it")
-	}
-	t.Skip("chromium is not installed (apt-get install chromium); skipping the page test")
+	testkit.Unavailable(t, "chromium is not installed (Debian package chromium); the page test needs it")
 	return ""
 }
 
@@ -367,110 +366,42 @@ func startBrowser(t *testing.T, path string) context.Context {
 	return ctx
 }
 
-// repoRoot walks up from the working directory to go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// startParley builds the parley command and runs it over a daprd it
-// launches with the local profile, on a free port. It returns the base URL.
-// The process (and with it daprd) is stopped when the test ends.
-func startParley(t *testing.T, root string) string {
+// startPage runs the parley binary over a daprd it launches with the
+// local profile, on a free port, and returns the base URL. The process (and
+// with it daprd) is stopped when the test ends.
+func startPage(t *testing.T, root string) string {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "parley")
-	build := exec.Command("go", "build", "-o", bin, "./app/cmd/parley")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./app/cmd/parley: %v\n%s", err, out)
+	// TMPDIR puts daprd's log in the test's folder; PARLEY_ and DAPR_
+	// variables from the caller's shell must not change the setup.
+	env := []string{"TMPDIR=" + dir}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PARLEY_") && !strings.HasPrefix(kv, "DAPR_") && !strings.HasPrefix(kv, "TMPDIR=") {
+			env = append(env, kv)
+		}
 	}
-
-	ready := filepath.Join(dir, "ready")
-	logPath := filepath.Join(dir, "parley.log")
-	logFile, err := os.Create(logPath)
+	p, err := testkit.Launch(t.Context(), testkit.LaunchOptions{
+		Binary: parleyBinary(t),
+		Args: []string{"-backend", "dapr", "-sidecar", "launch", "-profile", "local",
+			"-addr", "127.0.0.1:0", "-node-id", "pagetest", "-log-format", "json", "-shutdown-timeout", "3s"},
+		Dir:          root, // parley finds components/ from its working directory
+		Env:          env,
+		LogPath:      filepath.Join(dir, "parley.log"),
+		ReadyTimeout: 45 * time.Second,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin,
-		"-backend", "dapr", "-sidecar", "launch", "-profile", "local",
-		"-addr", "127.0.0.1:0", "-ready-file", ready, "-node-id", "pagetest",
-		"-log-format", "json", "-shutdown-timeout", "3s")
-	cmd.Dir = root // parley finds components/ from its working directory
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = sysProcAttr()
-	// TMPDIR puts daprd's log in the test's folder; PARLEY_ and DAPR_
-	// variables from the caller's shell must not change the setup.
-	cmd.Env = []string{"TMPDIR=" + dir}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PARLEY_") && !strings.HasPrefix(kv, "DAPR_") && !strings.HasPrefix(kv, "TMPDIR=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start parley: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("parley did not stop within 10s of SIGTERM; killing it")
-			_ = cmd.Process.Kill()
-			<-exited
+		if !p.Stop(10 * time.Second) {
+			t.Errorf("parley did not stop within 10s of SIGTERM; killed it")
 		}
-		_ = logFile.Close()
 		if t.Failed() {
-			t.Logf("--- parley log (last lines):\n%s", tail(logPath, 40))
-			t.Logf("--- daprd log (last lines):\n%s", tail(filepath.Join(dir, "parley-daprd-pagetest.log"), 20))
+			t.Logf("--- parley log (last lines):\n%s", testkit.Tail(p.LogPath, 40))
+			t.Logf("--- daprd log (last lines):\n%s", testkit.Tail(filepath.Join(dir, "parley-daprd-pagetest.log"), 20))
 		}
 	})
-
-	deadline := time.After(45 * time.Second)
-	for {
-		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
-			return "http://" + strings.TrimSpace(string(b))
-		}
-		select {
-		case err := <-exited:
-			exited <- err // for the cleanup
-			t.Fatalf("parley exited before serving: %v\n%s", err, tail(logPath, 40))
-		case <-deadline:
-			t.Fatalf("parley wrote no ready file within 45s\n%s", tail(logPath, 40))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return "(no file " + path + ")"
-		}
-		return err.Error()
-	}
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
+	return p.Base
 }
 
 func randomHex(t *testing.T) string {
