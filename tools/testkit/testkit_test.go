@@ -6,8 +6,10 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -253,5 +255,28 @@ func isClosed(ch <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+func TestChildPIDsAndAlive(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	if !slices.Contains(ChildPIDs(os.Getpid()), pid) {
+		t.Errorf("ChildPIDs(self) = %v, want the started %d among them", ChildPIDs(os.Getpid()), pid)
+	}
+	if !Alive(pid) {
+		t.Errorf("Alive(%d) = false for a running process", pid)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if Alive(pid) {
+		t.Errorf("Alive(%d) = true after it was killed and reaped", pid)
 	}
 }
