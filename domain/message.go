@@ -4,6 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -18,7 +21,8 @@ const (
 	JSON ContentType = "json"
 )
 
-// ParseContentType accepts "", "text" and "json"; "" means text.
+// ParseContentType accepts "", "text" and "json"; "" means text. It refuses
+// ContentSystem, which only the server writes.
 func ParseContentType(s string) (ContentType, error) {
 	switch ContentType(s) {
 	case "", Text:
@@ -46,6 +50,18 @@ type Message struct {
 	Body        string         `json:"body"`
 	// ServerMs is when the server accepted it, in Unix milliseconds.
 	ServerMs int64 `json:"ts"`
+	// ReplyTo is the seq of the message this one replies to or quotes; 0
+	// for none.
+	ReplyTo uint64 `json:"reply_to,omitempty"`
+	// Mentions are the users this message mentions; MentionAll mentions
+	// every member of a group.
+	Mentions   []UserID `json:"mentions,omitempty"`
+	MentionAll bool     `json:"mention_all,omitempty"`
+	// Edited is set once an EventEdited replaced the body.
+	Edited bool `json:"edited,omitempty"`
+	// Recalled is set once an EventRecalled took the message back: the
+	// body and mentions are gone, and the message is a tombstone.
+	Recalled bool `json:"recalled,omitempty"`
 }
 
 // Draft is a message before the server gave it a seq and a time.
@@ -55,6 +71,13 @@ type Draft struct {
 	ClientMsgID string
 	ContentType ContentType
 	Body        string
+	// ReplyTo is the seq replied to, 0 for none; see ValidateReply.
+	ReplyTo uint64
+	// Mentions are at most MaxMentions distinct users (see ParseMentions).
+	Mentions []UserID
+	// MentionAll mentions everyone; in a group only the owner and admins
+	// may (GroupInfo.AuthorizeSend).
+	MentionAll bool
 }
 
 // Validate applies the body and id rules with maxBody as the body limit.
@@ -67,23 +90,55 @@ func (d Draft) Validate(maxBody int) error {
 			return invalid(ErrInvalidClientMsgID, d.ClientMsgID, "only printable ASCII without spaces")
 		}
 	}
-	if len(d.Body) == 0 {
+	if err := validateBody(d.ContentType, d.Body, maxBody); err != nil {
+		return err
+	}
+	if len(d.Mentions) > MaxMentions {
+		return invalid(ErrInvalidMention, string(d.Mentions[0]), fmt.Sprintf("%d mentions, the limit is %d", len(d.Mentions), MaxMentions))
+	}
+	for i, u := range d.Mentions {
+		if _, err := ParseUserID(string(u)); err != nil {
+			return invalid(ErrInvalidMention, string(u), "not a user id")
+		}
+		if slices.Contains(d.Mentions[:i], u) {
+			return invalid(ErrInvalidMention, string(u), "mentioned twice")
+		}
+	}
+	return nil
+}
+
+// validateBody applies the body rules of a draft or an edit. A client never
+// sends ContentSystem.
+func validateBody(ctype ContentType, body string, maxBody int) error {
+	if len(body) == 0 {
 		return ErrEmptyBody
 	}
-	if len(d.Body) > maxBody {
-		return &BodyTooLargeError{Size: len(d.Body), Limit: maxBody}
+	if len(body) > maxBody {
+		return &BodyTooLargeError{Size: len(body), Limit: maxBody}
 	}
-	if !utf8.ValidString(d.Body) {
+	if !utf8.ValidString(body) {
 		return ErrInvalidUTF8
 	}
-	switch d.ContentType {
+	switch ctype {
 	case Text:
 	case JSON:
-		if !json.Valid([]byte(d.Body)) {
+		if !json.Valid([]byte(body)) {
 			return ErrInvalidJSONBody
 		}
 	default:
-		return invalid(ErrUnknownContentType, string(d.ContentType), `use "text" or "json"`)
+		return invalid(ErrUnknownContentType, string(ctype), `use "text" or "json"`)
+	}
+	return nil
+}
+
+// ValidateReply checks ReplyTo against the conversation's newest seq before
+// the draft gets its own: a reply names a message that exists, so it is
+// below the new seq. Check it before allocating the seq, which must not be
+// wasted. In a group, GroupInfo.AuthorizeSend also checks that the sender can
+// read the message replied to.
+func (d Draft) ValidateReply(lastSeq uint64) error {
+	if d.ReplyTo > lastSeq {
+		return invalid(ErrInvalidReply, strconv.FormatUint(d.ReplyTo, 10), "no message has this seq yet")
 	}
 	return nil
 }
@@ -114,5 +169,8 @@ func (d Draft) Accept(seq uint64, nowMs int64) Message {
 		ContentType: d.ContentType,
 		Body:        d.Body,
 		ServerMs:    nowMs,
+		ReplyTo:     d.ReplyTo,
+		Mentions:    d.Mentions,
+		MentionAll:  d.MentionAll,
 	}
 }
