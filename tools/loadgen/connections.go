@@ -35,7 +35,7 @@ func (c *connectionsConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.workers, "workers", 0, "worker processes; 0 means one per 10,000 connections")
 	fs.DurationVar(&c.hold, "hold", 10*time.Second, "how long to hold the connections once open")
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the last connect before reading the server's RSS")
-	fs.BoolVar(&c.route, "route", false, "spread the workers over the nodes GET /v1/route lists (a cluster); RSS is then the target node's only")
+	fs.BoolVar(&c.route, "route", false, "spread the workers over the nodes GET /v1/route lists (a cluster); RSS is then read on every node and divided by the connections each holds")
 }
 
 // routeTargets asks base for the cluster's live nodes, keeping only
@@ -90,8 +90,47 @@ type ConnectionsResult struct {
 	ServerCPUPerConnect float64      `json:"server_cpu_ms_per_connect"`
 	LoadgenCPUPerConn   float64      `json:"loadgen_cpu_ms_per_connect"`
 
+	// Nodes are the cluster's nodes under -route, each with its own RSS
+	// and the connections it holds; RSSPerConnKB is then the growth of
+	// every node together divided by every connection.
+	Nodes []NodeMemory `json:"nodes,omitempty"`
+
 	Hist        HistSnapshot `json:"connect_histogram"`
 	connectHist *Histogram
+}
+
+// NodeMemory is one node's memory under load. PID 0 means its process was
+// not found, and its figures are left out of the totals.
+type NodeMemory struct {
+	URL          string  `json:"url"`
+	PID          int     `json:"pid"`
+	Connected    int     `json:"connected"`
+	BeforeRSSKB  int64   `json:"rss_before_kb"`
+	HeldRSSKB    int64   `json:"rss_held_kb"`
+	RSSPerConnKB float64 `json:"rss_per_conn_kb"`
+}
+
+// nodeTotals fills in each node's RSS growth per connection it holds, and
+// returns the growth of all measured nodes per connection they hold, and
+// their held RSS per connection: a node's growth is never divided by
+// connections another node holds.
+func nodeTotals(nodes []NodeMemory) (perConnKB, totalPerConnKB float64) {
+	var grew, held int64
+	conns := 0
+	for i := range nodes {
+		n := &nodes[i]
+		if n.PID == 0 || n.Connected == 0 {
+			continue
+		}
+		n.RSSPerConnKB = round2(float64(n.HeldRSSKB-n.BeforeRSSKB) / float64(n.Connected))
+		grew += n.HeldRSSKB - n.BeforeRSSKB
+		held += n.HeldRSSKB
+		conns += n.Connected
+	}
+	if conns == 0 {
+		return 0, 0
+	}
+	return round2(float64(grew) / float64(conns)), round2(float64(held) / float64(conns))
 }
 
 func (r *ConnectionsResult) text() string {
@@ -103,7 +142,20 @@ func (r *ConnectionsResult) text() string {
 	}
 	fmt.Fprintf(&b, "  connect rate: %.0f/s (%.2fs); dial p50 %.1f ms p99 %.1f ms; CPU per connect: server %.2f ms, load generator %.2f ms\n",
 		r.ConnectPerSec, r.ConnectSeconds, r.ConnectLatency.P50Ms, r.ConnectLatency.P99Ms, r.ServerCPUPerConnect, r.LoadgenCPUPerConn)
-	if r.ServerPID != 0 {
+	if len(r.Nodes) > 0 {
+		measured := 0
+		for _, n := range r.Nodes {
+			if n.PID == 0 {
+				fmt.Fprintf(&b, "  node %s: %d connections, RSS not measured (no process found)\n", n.URL, n.Connected)
+				continue
+			}
+			measured++
+			fmt.Fprintf(&b, "  node %s (pid %d): %d connections, RSS %d KB before, %d KB held, %.2f KB per connection\n",
+				n.URL, n.PID, n.Connected, n.BeforeRSSKB, n.HeldRSSKB, n.RSSPerConnKB)
+		}
+		fmt.Fprintf(&b, "  cluster RSS: %.2f KB per connection over %d of %d nodes (%.2f KB counting the baselines)\n",
+			r.RSSPerConnKB, measured, len(r.Nodes), r.RSSTotalPerConnKB)
+	} else if r.ServerPID != 0 {
 		fmt.Fprintf(&b, "  server RSS: %d KB before, %d KB held, %.2f KB per connection (%.2f KB counting the baseline)\n",
 			r.Before.RSSKB, r.Held.RSSKB, r.RSSPerConnKB, r.RSSTotalPerConnKB)
 		if r.Held.SidecarRSSKB > 0 {
@@ -176,12 +228,21 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 		readers.Wait()
 	}()
 	targets := []string{e.base}
+	var nodes []NodeMemory
 	if cfg.route {
 		if targets, err = routeTargets(ctx, e.base); err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(e.log, "connections: spreading %d workers over %d nodes\n", k, len(targets))
+		nodes = make([]NodeMemory, len(targets))
+		for i, u := range targets {
+			nodes[i] = NodeMemory{URL: u, PID: nodePID(ctx, u)}
+			if nodes[i].PID == 0 {
+				fmt.Fprintf(e.log, "connections: node %s: no process found listening; its RSS will not be measured\n", u)
+			}
+		}
 	}
+	workerNode := make([]int, k) // the index in targets (and nodes) each worker connects to
 	first := 0
 	for i := range k {
 		count := cfg.n / k
@@ -198,6 +259,7 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 			args = append(args, "-proto")
 		}
 		first += count
+		workerNode[i] = i % len(targets)
 		cmd := exec.Command(exe, args...)
 		cmd.Stderr = e.log
 		cmd.SysProcAttr = workerAttr()
@@ -280,6 +342,9 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 	}
 	res := &ConnectionsResult{Scenario: "connections", Target: e.base, Requested: cfg.n, Workers: k, Sources: e.sources, ServerPID: e.probe.pid}
 	res.Before = e.probe.sample(ctx)
+	for i := range nodes {
+		nodes[i].BeforeRSSKB = nodeRSS(nodes[i].PID)
+	}
 	start := time.Now()
 	tell("go")
 	b = e.ui.count("connecting", cfg.n, func() string {
@@ -322,6 +387,9 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 	})
 	sleepCtx(ctx, cfg.settle)
 	res.Held = e.probe.sample(ctx)
+	for i := range nodes {
+		nodes[i].HeldRSSKB = nodeRSS(nodes[i].PID)
+	}
 	res.MaxRSSKB = res.Held.RSSKB
 	t := time.NewTicker(time.Second)
 	holdEnd := time.Now().Add(cfg.hold)
@@ -356,7 +424,14 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 	for _, p := range procs {
 		res.DroppedHeld += p.last.Dropped
 	}
-	if res.Connected > 0 && res.ServerPID != 0 {
+	switch {
+	case len(nodes) > 0:
+		for i, p := range procs {
+			nodes[workerNode[i]].Connected += p.last.Connected
+		}
+		res.RSSPerConnKB, res.RSSTotalPerConnKB = nodeTotals(nodes)
+		res.Nodes = nodes
+	case res.Connected > 0 && res.ServerPID != 0:
 		res.RSSPerConnKB = round2(float64(res.Held.RSSKB-res.Before.RSSKB) / float64(res.Connected))
 		res.RSSTotalPerConnKB = round2(float64(res.Held.RSSKB) / float64(res.Connected))
 	}
@@ -365,6 +440,29 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 		res.GoroutinesPerConn = round2(float64(res.Held.Goroutines-res.Before.Goroutines) / float64(res.Connected))
 	}
 	return res, nil
+}
+
+// nodePID finds the process that serves the node at base, by its
+// listening port; 0 when none is visible.
+func nodePID(ctx context.Context, base string) int {
+	port, err := loopbackTarget(ctx, base)
+	if err != nil {
+		return 0
+	}
+	pid, err := listenerPID(port)
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+// nodeRSS reads a node's RSS in KB; 0 when pid is 0 or gone.
+func nodeRSS(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	rss, _, _ := procStatus(pid)
+	return rss
 }
 
 func phaseOr(p string) string {

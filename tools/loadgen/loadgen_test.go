@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"strings"
@@ -125,26 +124,6 @@ func TestDialRefusesNonLoopback(t *testing.T) {
 	}
 }
 
-func TestReadRESP(t *testing.T) {
-	t.Parallel()
-	in := "*2\r\n$1\r\n0\r\n*2\r\n$5\r\napp||\r\n$3\r\nkey\r\n:7\r\n-ERR no\r\n"
-	r := bufio.NewReader(strings.NewReader(in))
-	v, err := readRESP(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	arr := v.([]any)
-	if arr[0] != "0" || len(arr[1].([]any)) != 2 {
-		t.Errorf("SCAN reply %v", v)
-	}
-	if v, err := readRESP(r); err != nil || v != int64(7) {
-		t.Errorf("integer reply %v %v", v, err)
-	}
-	if _, err := readRESP(r); err == nil {
-		t.Error("error reply not returned as an error")
-	}
-}
-
 func TestLatencySVG(t *testing.T) {
 	t.Parallel()
 	h := &Histogram{}
@@ -194,5 +173,81 @@ func TestSuiteTableRatios(t *testing.T) {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
+	}
+}
+
+// TestRouteRSSIsPerNode: under -route each node's RSS growth is divided by
+// the connections that node holds, never by the whole cluster's, and the
+// total is every measured node's growth over their connections.
+func TestRouteRSSIsPerNode(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                 string
+		nodes                []NodeMemory
+		wantPerNode          []float64
+		wantPerConn, wantAll float64
+	}{
+		{
+			name: "three_even_nodes",
+			nodes: []NodeMemory{
+				{URL: "n1", PID: 1, Connected: 1000, BeforeRSSKB: 20000, HeldRSSKB: 30000},
+				{URL: "n2", PID: 2, Connected: 1000, BeforeRSSKB: 20000, HeldRSSKB: 30000},
+				{URL: "n3", PID: 3, Connected: 1000, BeforeRSSKB: 20000, HeldRSSKB: 30000},
+			},
+			// One node's 10,000 KB over all 3,000 connections would say 3.33.
+			wantPerNode: []float64{10, 10, 10}, wantPerConn: 10, wantAll: 30,
+		},
+		{
+			name: "uneven_nodes",
+			nodes: []NodeMemory{
+				{URL: "n1", PID: 1, Connected: 3000, BeforeRSSKB: 10000, HeldRSSKB: 40000},
+				{URL: "n2", PID: 2, Connected: 1000, BeforeRSSKB: 10000, HeldRSSKB: 30000},
+			},
+			wantPerNode: []float64{10, 20}, wantPerConn: 12.5, wantAll: 17.5,
+		},
+		{
+			name: "unmeasured_node_left_out",
+			nodes: []NodeMemory{
+				{URL: "n1", PID: 1, Connected: 1000, BeforeRSSKB: 10000, HeldRSSKB: 18000},
+				{URL: "n2", PID: 0, Connected: 1000},
+			},
+			wantPerNode: []float64{8, 0}, wantPerConn: 8, wantAll: 18,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			perConn, all := nodeTotals(tc.nodes)
+			if perConn != tc.wantPerConn || all != tc.wantAll {
+				t.Errorf("totals = %v KB/conn growth, %v KB/conn held; want %v and %v", perConn, all, tc.wantPerConn, tc.wantAll)
+			}
+			for i, n := range tc.nodes {
+				if n.RSSPerConnKB != tc.wantPerNode[i] {
+					t.Errorf("node %s: %v KB per connection, want %v", n.URL, n.RSSPerConnKB, tc.wantPerNode[i])
+				}
+			}
+		})
+	}
+}
+
+func TestConnectionsTextShowsEveryNode(t *testing.T) {
+	t.Parallel()
+	nodes := []NodeMemory{
+		{URL: "http://127.0.0.1:8080", PID: 11, Connected: 2000, BeforeRSSKB: 10000, HeldRSSKB: 30000},
+		{URL: "http://127.0.0.1:8081", PID: 0, Connected: 2000},
+	}
+	r := &ConnectionsResult{Requested: 4000, Connected: 4000, Nodes: nodes, ServerPID: 11}
+	r.RSSPerConnKB, r.RSSTotalPerConnKB = nodeTotals(r.Nodes)
+	text := r.text()
+	for _, want := range []string{
+		"node http://127.0.0.1:8080 (pid 11): 2000 connections, RSS 10000 KB before, 30000 KB held, 10.00 KB per connection",
+		"node http://127.0.0.1:8081: 2000 connections, RSS not measured",
+		"cluster RSS: 10.00 KB per connection over 1 of 2 nodes (15.00 KB counting the baselines)",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "server RSS:") {
+		t.Errorf("report under -route still has the one-node line:\n%s", text)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // procStatus reads VmRSS (KiB) and Threads from /proc/<pid>/status.
@@ -63,32 +65,6 @@ func procCPU(pid int) (time.Duration, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
-}
-
-// childPIDs lists the direct children of pid (the sidecar of a parley that
-// launched its own daprd).
-func childPIDs(pid int) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(data[i+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 // listenerPID finds the process that listens on the TCP port, by matching
@@ -196,7 +172,7 @@ func (p *serverProbe) sample(ctx context.Context) serverSample {
 	}
 	s.RSSKB, s.Threads, _ = procStatus(p.pid)
 	s.CPU, _ = procCPU(p.pid)
-	for _, c := range childPIDs(p.pid) {
+	for _, c := range testkit.ChildPIDs(p.pid) {
 		rss, _, _ := procStatus(c)
 		s.SidecarRSSKB += rss
 		cpu, _ := procCPU(c)

@@ -5,19 +5,18 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 type suiteConfig struct {
@@ -126,9 +125,9 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	root, err := repoRoot()
+	root, err := testkit.RepoRoot()
 	if err != nil {
-		return err
+		return fmt.Errorf("run the suite from inside the parley checkout: it builds ./app/cmd/parley and its sidecar reads components/: %w", err)
 	}
 	dir, err := outputDir(cfg.outDir)
 	if err != nil {
@@ -143,9 +142,7 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if bin == "" {
 		bin = filepath.Join(dir, "parley")
 		fmt.Fprintf(stderr, "building parley into %s\n", bin)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./app/cmd/parley")
-		cmd.Dir, cmd.Stdout, cmd.Stderr = root, stderr, stderr
-		if err := cmd.Run(); err != nil {
+		if err := testkit.Build(ctx, root, "./app/cmd/parley", bin); err != nil {
 			return fmt.Errorf("build parley: %w", err)
 		}
 	}
@@ -263,7 +260,7 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 	serve := func(id, logName string, f func(newE func(conns int) (*env, error)) error) error {
 		start := time.Now()
 		logPath := filepath.Join(dir, logName)
-		p, err := startParley(ctx, root, bin, dir, settings, id, cfg.logLevel, modeArgs, logPath)
+		p, err := startParley(ctx, root, bin, settings, id, cfg.logLevel, modeArgs, logPath)
 		if err != nil {
 			return err
 		}
@@ -272,7 +269,7 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 			mr.ServerLog, mr.StartSeconds = logPath, round2(time.Since(start).Seconds())
 		}
 		c := c
-		c.target, c.serverPID, c.debugAddr = p.base, p.cmd.Process.Pid, p.debugURL
+		c.target, c.serverPID, c.debugAddr = p.Base, p.Cmd.Process.Pid, p.debugURL
 		newE := func(conns int) (*env, error) {
 			e, err := newEnv(ctx, c, conns, stderr)
 			if e != nil {
@@ -362,75 +359,34 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 
 // parleyProc is a parley the suite started.
 type parleyProc struct {
-	cmd      *exec.Cmd
+	*testkit.Process
 	debugURL string // Go's profiler, for goroutine counts
-	base     string
-	log      *os.File
-	exited   chan struct{}
 	children []int
 }
 
-func startParley(ctx context.Context, root, bin, dir, settings, appID, logLevel string, modeArgs []string, logPath string) (*parleyProc, error) {
-	ready := filepath.Join(dir, appID+".ready")
-	_ = os.Remove(ready)
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
+func startParley(ctx context.Context, root, bin, settings, appID, logLevel string, modeArgs []string, logPath string) (*parleyProc, error) {
 	// The profiler's listener tells the probe the goroutine count.
 	debugAddr, err := freeLoopbackAddr()
 	if err != nil {
-		logf.Close()
 		return nil, err
 	}
 	args := append([]string{
-		"-addr", "127.0.0.1:0", "-ready-file", ready, "-dev-tokens", "-settings", settings,
+		"-addr", "127.0.0.1:0", "-dev-tokens", "-settings", settings,
 		"-app-id", appID, "-node-id", appID, "-log-format", "json", "-log-level", logLevel,
 		"-debug-addr", debugAddr,
 	}, modeArgs...)
-	cmd := exec.Command(bin, args...)
-	cmd.Dir, cmd.Stdout, cmd.Stderr = root, logf, logf
-	cmd.SysProcAttr = workerAttr()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start parley: %w", err)
+	p, err := testkit.Launch(ctx, testkit.LaunchOptions{Binary: bin, Args: args, Dir: root, LogPath: logPath})
+	if err != nil {
+		return nil, err
 	}
-	p := &parleyProc{cmd: cmd, log: logf, exited: make(chan struct{}), debugURL: "http://" + debugAddr}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if data, err := os.ReadFile(ready); err == nil && len(data) > 0 {
-			p.base = "http://" + strings.TrimSpace(string(data))
-			p.children = childPIDs(cmd.Process.Pid)
-			_ = os.Remove(ready)
-			return p, nil
-		}
-		select {
-		case <-p.exited:
-			logf.Close()
-			return nil, fmt.Errorf("parley exited before serving; its log %s ends:\n%s", logPath, tail(logPath, 2000))
-		case <-ctx.Done():
-			p.stop(io.Discard)
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.stop(io.Discard)
-			return nil, fmt.Errorf("parley not serving after 90s; see %s", logPath)
-		}
-	}
+	return &parleyProc{Process: p, debugURL: "http://" + debugAddr, children: testkit.ChildPIDs(p.Cmd.Process.Pid)}, nil
 }
 
 // stop asks parley to shut down (it stops its sidecar), kills it if it
 // does not within 30 s, and kills a sidecar it left behind.
 func (p *parleyProc) stop(w io.Writer) {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		fmt.Fprintln(w, "parley did not stop within 30s; killing it")
-		_ = p.cmd.Process.Kill()
-		<-p.exited
+	if !p.Stop(30 * time.Second) {
+		fmt.Fprintln(w, "parley did not stop within 30s; killed it")
 	}
 	for _, c := range p.children {
 		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c)); err == nil && bytes.Contains(data, []byte("daprd")) {
@@ -438,33 +394,6 @@ func (p *parleyProc) stop(w io.Writer) {
 				_ = proc.Kill()
 			}
 		}
-	}
-	p.log.Close()
-}
-
-func tail(path string, n int) string {
-	data, _ := os.ReadFile(path)
-	if len(data) > n {
-		data = data[len(data)-n:]
-	}
-	return string(data)
-}
-
-// repoRoot finds the parley checkout from the working directory up.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(data, []byte("module github.com/parley-im/parley\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run the suite from inside the parley checkout: it builds ./app/cmd/parley and its sidecar reads components/")
-		}
-		dir = parent
 	}
 }
 
@@ -499,26 +428,19 @@ func machine() string {
 	return b.String()
 }
 
-// redisPing checks that redis answers, with the inline protocol.
+// redisPing checks that redis answers.
 func redisPing(addr string) error {
-	if err := checkLoopbackHost(context.Background(), hostOf(addr)); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := checkLoopbackHost(ctx, hostOf(addr)); err != nil {
 		return err
 	}
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	v, err := testkit.RedisDo(ctx, addr, "PING")
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	if v != "PONG" {
+		return fmt.Errorf("PING answered %v", v)
 	}
 	return nil
 }
@@ -534,31 +456,20 @@ func hostOf(addr string) string {
 // redisCleanup deletes what the run left in redis: the state keys of its
 // app-id ("<app-id>||...") and its node topic's stream.
 func redisCleanup(addr, appID string) (int, error) {
-	if err := checkLoopbackHost(context.Background(), hostOf(addr)); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := checkLoopbackHost(ctx, hostOf(addr)); err != nil {
 		return 0, err
 	}
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	c, err := testkit.DialRedis(ctx, addr)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-	r := bufio.NewReader(c)
-	do := func(args ...string) (any, error) {
-		var b bytes.Buffer
-		fmt.Fprintf(&b, "*%d\r\n", len(args))
-		for _, a := range args {
-			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-		}
-		if _, err := c.Write(b.Bytes()); err != nil {
-			return nil, err
-		}
-		return readRESP(r)
-	}
 	deleted := 0
 	cursor := "0"
 	for {
-		v, err := do("SCAN", cursor, "MATCH", appID+"||*", "COUNT", "2000")
+		v, err := c.Do("SCAN", cursor, "MATCH", appID+"||*", "COUNT", "2000")
 		if err != nil {
 			return deleted, err
 		}
@@ -575,7 +486,7 @@ func redisCleanup(addr, appID string) (int, error) {
 					args = append(args, s)
 				}
 			}
-			if v, err := do(args...); err != nil {
+			if v, err := c.Do(args...); err != nil {
 				return deleted, err
 			} else if n, ok := v.(int64); ok {
 				deleted += int(n)
@@ -586,62 +497,12 @@ func redisCleanup(addr, appID string) (int, error) {
 		}
 	}
 	// The node topic's stream, named after the node id.
-	if v, err := do("UNLINK", "node."+appID); err == nil {
+	if v, err := c.Do("UNLINK", "node."+appID); err == nil {
 		if n, ok := v.(int64); ok {
 			deleted += int(n)
 		}
 	}
 	return deleted, nil
-}
-
-// readRESP reads one reply of the redis protocol.
-func readRESP(r *bufio.Reader) (any, error) {
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return nil, err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return nil, errors.New("empty reply")
-	}
-	switch line[0] {
-	case '+':
-		return line[1:], nil
-	case '-':
-		return nil, errors.New(line[1:])
-	case ':':
-		var n int64
-		_, err := fmt.Sscan(line[1:], &n)
-		return n, err
-	case '$':
-		var n int
-		if _, err := fmt.Sscan(line[1:], &n); err != nil {
-			return nil, err
-		}
-		if n < 0 {
-			return nil, nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, err
-		}
-		return string(buf[:n]), nil
-	case '*':
-		var n int
-		if _, err := fmt.Sscan(line[1:], &n); err != nil {
-			return nil, err
-		}
-		out := make([]any, 0, max(n, 0))
-		for range n {
-			v, err := readRESP(r)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, v)
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("unknown reply %q", line)
 }
 
 // freeLoopbackAddr returns a loopback address with a port that was free a
