@@ -17,6 +17,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 func main() {
@@ -49,10 +51,14 @@ func run(ctx context.Context, args []string) error {
 	if err := os.MkdirAll(*logDir, 0o755); err != nil {
 		return err
 	}
+	root, err := testkit.RepoRoot()
+	if err != nil {
+		return fmt.Errorf("run from inside the parley checkout: %w", err)
+	}
 	bin := filepath.Join(*logDir, "parley")
 	fmt.Fprintln(os.Stderr, "building parley…")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./app/cmd/parley").CombinedOutput(); err != nil {
-		return fmt.Errorf("build parley (run from the repository root): %v\n%s", err, out)
+	if err := testkit.Build(ctx, root, "./app/cmd/parley", bin); err != nil {
+		return err
 	}
 	var secret [32]byte
 	_, _ = rand.Read(secret[:])
@@ -77,6 +83,7 @@ func run(ctx context.Context, args []string) error {
 		cmd := exec.Command(bin, "-backend", "dapr", "-sidecar", "launch", "-profile", *profile,
 			"-addr", addr, "-node-id", node, "-app-id", *appID,
 			fmt.Sprintf("-dev-tokens=%v", *devTokens), "-settings", "deploy/local/settings.yaml", "-log-format", "json")
+		cmd.Dir = root // parley finds components/ and the settings file from there
 		cmd.Stdout, cmd.Stderr = logf, logf
 		// The shared secret goes in the environment, not the command line
 		// that every user of the machine can read.
