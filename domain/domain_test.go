@@ -154,10 +154,3 @@ func TestMessageIDIsStablePerSenderAndCmid(t *testing.T) {
 		}
 	}
 }
-
-func TestUnread(t *testing.T) {
-	t.Parallel()
-	if domain.Unread(10, 4) != 6 || domain.Unread(4, 10) != 0 || domain.Unread(0, 0) != 0 {
-		t.Fatal("unread arithmetic is wrong")
-	}
-}
