@@ -29,9 +29,12 @@ test: $(DAPRD)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 25m ./...
 
-# test-short: the unit tests only, no sidecar needed.
+# test-short: the unit tests only: no sidecar, no server, no parley process.
+# -short makes every end-to-end test in app/cmd/parley skip
+# (testkit.SkipShort); infrastructure/dapr, whose tests need daprd, is left
+# out.
 test-short:
-	$(GO) test -race -count=1 -short ./domain/... ./app/... ./infrastructure/memory/...
+	$(GO) test -race -count=1 -short ./domain/... ./app/... ./client/... ./tools/... ./infrastructure/memory/... ./deploy/...
 
 # fuzz: a short run of every fuzz target.
 fuzz:
@@ -61,8 +64,9 @@ PROFILE ?= redis
 cluster: $(DAPRD)
 	$(GO) run ./app/cmd/cluster -n $(N) -profile $(PROFILE)
 
-# bench: the load generator's suite against parley in three modes (memory,
-# daprd with components/local, daprd with components/redis), measured in the
-# same run, printed as one table. About 4 minutes; loopback only.
+# bench: the load generator's suite (tools/loadgen) against parley in three
+# modes (memory, daprd with components/local, daprd with components/redis),
+# measured in the same run, printed as one table. About 4 minutes; loopback
+# only.
 bench: $(DAPRD)
-	$(GO) run ./app/cmd/loadgen suite
+	$(GO) run ./tools/loadgen suite
