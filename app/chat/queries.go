@@ -33,15 +33,28 @@ func (h *HistoryHandler) Handle(ctx context.Context, q History) (HistoryPage, er
 	if q.Limit < 0 || q.Limit > store.MaxPage {
 		return HistoryPage{}, domain.ErrInvalidLimit
 	}
-	c, err := resolveMember(q.Reader, q.Conv)
+	c, win, err := readWindow(ctx, h.store, q.Reader, q.Conv)
 	if err != nil {
 		return HistoryPage{}, err
 	}
-	msgs, more, err := h.store.Messages(ctx, c.ID, q.After, q.Limit)
+	after := max(q.After, win.from-1)
+	if win.to != 0 && after >= win.to {
+		// A member who left has read to the end of their window.
+		return HistoryPage{Conv: c}, nil
+	}
+	msgs, more, err := h.store.Messages(ctx, c, after, q.Limit)
 	if err != nil {
 		return HistoryPage{}, err
 	}
-	return HistoryPage{Conv: c.ID, Messages: msgs, More: more}, nil
+	if win.to != 0 {
+		for i, m := range msgs {
+			if m.Seq > win.to {
+				msgs, more = msgs[:i], false
+				break
+			}
+		}
+	}
+	return HistoryPage{Conv: c, Messages: msgs, More: more}, nil
 }
 
 // ConversationView is one entry of a user's conversation list.
@@ -51,6 +64,8 @@ type ConversationView struct {
 	ReadSeq      uint64
 	Unread       uint64
 	Last         *domain.Message
+	// Group is the group's profile, for a group.
+	Group *domain.GroupInfo
 }
 
 // ListConversationsHandler lists a user's conversations with the last
@@ -81,10 +96,16 @@ func (h *ListConversationsHandler) Handle(ctx context.Context, u domain.UserID) 
 	out := make([]ConversationView, 0, len(sums))
 	for i := len(sums) - 1; i >= 0; i-- {
 		s := sums[i]
-		out = append(out, ConversationView{
+		v := ConversationView{
 			Conversation: s.Conversation, LastSeq: s.LastSeq, ReadSeq: s.ReadSeq,
-			Unread: domain.Unread(s.LastSeq, s.ReadSeq), Last: s.Last,
-		})
+			Unread: domain.Unread(s.LastSeq, s.ReadSeq), Last: s.Last, Group: s.Group,
+		}
+		if s.Member != nil {
+			m := *s.Member
+			m.ReadSeq = max(m.ReadSeq, s.ReadSeq)
+			v.Unread = m.Unread(s.LastSeq)
+		}
+		out = append(out, v)
 	}
 	return out, nil
 }
@@ -105,13 +126,44 @@ func NewMarkReadHandler(s *store.Store) *MarkReadHandler { return &MarkReadHandl
 
 // Handle returns the cursor after the change.
 func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, error) {
-	c, err := resolveMember(cmd.Reader, cmd.Conv)
+	c, win, err := readWindow(ctx, h.store, cmd.Reader, cmd.Conv)
 	if err != nil {
 		return 0, err
 	}
-	head, err := h.store.Head(ctx, c.ID)
+	head, err := h.store.Head(ctx, c)
 	if err != nil {
 		return 0, err
 	}
-	return h.store.AdvanceReadCursor(ctx, c.ID, cmd.Reader, min(cmd.Seq, head))
+	if win.to != 0 {
+		head = min(head, win.to)
+	}
+	return h.store.AdvanceReadCursor(ctx, c, cmd.Reader, min(cmd.Seq, head))
+}
+
+// window is the part of a conversation's log a reader may read: from
+// from, and up to to when to is not 0. Direct conversations are read whole.
+type window struct{ from, to uint64 }
+
+// readWindow finds the conversation convID names and the window u may read
+// of it: all of a direct conversation u is a member of; in a group, from
+// the join floor (seq 1 when the group showed history at the join) to the
+// leave ceiling of a member who left.
+func readWindow(ctx context.Context, s *store.Store, u domain.UserID, convID string) (domain.ConversationID, window, error) {
+	if domain.ConversationID(convID).Kind() != domain.Group {
+		c, err := resolveMember(u, convID)
+		return c.ID, window{from: 1}, err
+	}
+	id, err := parseGroupID(convID)
+	if err != nil {
+		return "", window{}, err
+	}
+	_, m, ok, err := s.Group(ctx, id, u)
+	if err != nil {
+		return "", window{}, err
+	}
+	if !ok || m.JoinedSeq == 0 {
+		return "", window{}, domain.ErrNotMember
+	}
+	from, _ := m.VisibleRange(0)
+	return id, window{from: from, to: m.LeftSeq}, nil
 }

@@ -19,6 +19,10 @@ type SendMessage struct {
 	ClientMsgID string
 	ContentType string
 	Body        string
+	// ReplyTo is the seq of the message this one replies to; 0 for none.
+	ReplyTo uint64
+	// Mentions are user ids, or "@all" (in a group, the owner and admins).
+	Mentions []string
 	// Origin is the connection the message comes from; it gets the ACK and
 	// no push. Empty when it comes over HTTP or from another service.
 	Origin string
@@ -73,17 +77,30 @@ func (h *SendMessageHandler) WithHook(hook Hook) *SendMessageHandler {
 func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendResult, error) {
 	cfg := h.settings.Load()
 	now := h.now()
-	conv, err := resolveForSend(cmd.Sender, cmd.Conv, cmd.To, now.UnixMilli())
+	conv, group, err := h.resolve(ctx, cmd, now.UnixMilli())
 	if err != nil {
 		return SendResult{}, err
 	}
-	ctype, err := domain.ParseContentType(cmd.ContentType)
+	draft, err := newDraft(conv.ID, cmd)
 	if err != nil {
 		return SendResult{}, err
 	}
-	draft := domain.Draft{Conv: conv.ID, Sender: cmd.Sender, ClientMsgID: cmd.ClientMsgID, ContentType: ctype, Body: cmd.Body}
 	if err := draft.Validate(cfg.MaxBodyBytes); err != nil {
 		return SendResult{}, err
+	}
+	if group != nil {
+		if err := group.info.AuthorizeSend(group.sender, draft, now.UnixMilli()); err != nil {
+			return SendResult{}, err
+		}
+	} else if draft.MentionAll {
+		return SendResult{}, &domain.InvalidError{Kind: domain.ErrInvalidMention, Value: domain.MentionAllToken, Reason: "only groups have everyone to mention"}
+	}
+	if draft.ReplyTo != 0 {
+		if _, ok, err := h.store.Message(ctx, conv.ID, draft.ReplyTo); err != nil {
+			return SendResult{}, err
+		} else if !ok {
+			return SendResult{}, draft.ValidateReply(draft.ReplyTo - 1)
+		}
 	}
 	if !h.limiter.allow(cmd.Sender, cfg.SendRate, now) {
 		return SendResult{}, ErrRateLimited
@@ -108,4 +125,45 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 		return SendResult{}, err
 	}
 	return SendResult{Message: res.Message, Duplicate: res.Duplicate}, nil
+}
+
+// groupSend is what a send to a group was authorised against.
+type groupSend struct {
+	info   domain.GroupInfo
+	sender domain.Member
+}
+
+// resolve finds the conversation a send names: a direct conversation by
+// its id or its peer, whose membership follows from the id, or a group,
+// whose records are read (group is then set).
+func (h *SendMessageHandler) resolve(ctx context.Context, cmd SendMessage, nowMs int64) (domain.Conversation, *groupSend, error) {
+	if cmd.Conv == "" || domain.ConversationID(cmd.Conv).Kind() != domain.Group {
+		c, err := resolveForSend(cmd.Sender, cmd.Conv, cmd.To, nowMs)
+		return c, nil, err
+	}
+	id, err := parseGroupID(cmd.Conv)
+	if err != nil {
+		return domain.Conversation{}, nil, err
+	}
+	g, m, users, err := h.store.GroupForSend(ctx, id, cmd.Sender)
+	if err != nil {
+		return domain.Conversation{}, nil, err
+	}
+	return domain.Conversation{ID: id, Kind: domain.Group, Members: users}, &groupSend{info: g, sender: m}, nil
+}
+
+// newDraft reads the client's fields of a send.
+func newDraft(conv domain.ConversationID, cmd SendMessage) (domain.Draft, error) {
+	ctype, err := domain.ParseContentType(cmd.ContentType)
+	if err != nil {
+		return domain.Draft{}, err
+	}
+	mentions, all, err := domain.ParseMentions(cmd.Mentions)
+	if err != nil {
+		return domain.Draft{}, err
+	}
+	return domain.Draft{
+		Conv: conv, Sender: cmd.Sender, ClientMsgID: cmd.ClientMsgID, ContentType: ctype, Body: cmd.Body,
+		ReplyTo: cmd.ReplyTo, Mentions: mentions, MentionAll: all,
+	}, nil
 }

@@ -35,7 +35,9 @@ func (p *pushes) count() int {
 }
 
 type fixture struct {
-	send    *chat.SendMessageHandler
+	st      *store.Store
+	live    *settings.Live
+	send_   *chat.SendMessageHandler
 	history *chat.HistoryHandler
 	read    *chat.MarkReadHandler
 	list    *chat.ListConversationsHandler
@@ -51,7 +53,9 @@ func newFixture(t *testing.T, live map[string]string) fixture {
 	st := store.New(memory.NewStateStore())
 	p := &pushes{}
 	return fixture{
-		send:    chat.NewSendMessageHandler(st, s, p, time.Now),
+		st:      st,
+		live:    s,
+		send_:   chat.NewSendMessageHandler(st, s, p, time.Now),
 		history: chat.NewHistoryHandler(st),
 		read:    chat.NewMarkReadHandler(st),
 		list:    chat.NewListConversationsHandler(st),
@@ -80,7 +84,7 @@ func TestSendMessageRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, nil)
-			if _, err := f.send.Handle(context.Background(), tc.cmd); !errors.Is(err, tc.want) {
+			if _, err := f.send_.Handle(context.Background(), tc.cmd); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 			if f.pushed.count() != 0 {
@@ -97,11 +101,11 @@ func TestSendMessageStoresDeliversOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, nil)
-	first, err := f.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "c1", Body: "hi"})
+	first, err := f.send_.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "c1", Body: "hi"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	retry, err := f.send.Handle(ctx, chat.SendMessage{Sender: "alice", Conv: "d:alice~bob", ClientMsgID: "c1", Body: "hi"})
+	retry, err := f.send_.Handle(ctx, chat.SendMessage{Sender: "alice", Conv: "d:alice~bob", ClientMsgID: "c1", Body: "hi"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +115,7 @@ func TestSendMessageStoresDeliversOnce(t *testing.T) {
 	if n := f.pushed.count(); n != 1 {
 		t.Fatalf("delivered %d times, want once", n)
 	}
-	if _, err := f.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "c1", Body: "other"}); !errors.Is(err, store.ErrClientMsgIDReused) {
+	if _, err := f.send_.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "c1", Body: "other"}); !errors.Is(err, store.ErrClientMsgIDReused) {
 		t.Fatalf("a cmid reused for another body: got %v, want ErrClientMsgIDReused", err)
 	}
 	views, err := f.list.Handle(ctx, "bob")
@@ -132,7 +136,7 @@ func TestSendMessageRateLimited(t *testing.T) {
 	f := newFixture(t, map[string]string{"parley.send_rate_per_sec": "5"})
 	var limited int
 	for i := range 20 {
-		_, err := f.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: fmt.Sprintf("c%d", i), Body: "x"})
+		_, err := f.send_.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: fmt.Sprintf("c%d", i), Body: "x"})
 		if errors.Is(err, chat.ErrRateLimited) {
 			limited++
 		} else if err != nil {
@@ -142,7 +146,7 @@ func TestSendMessageRateLimited(t *testing.T) {
 	if limited < 9 {
 		t.Fatalf("%d of 20 sends were limited at 5/s with bursts of 10; want at least 9", limited)
 	}
-	if _, err := f.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b1", Body: "x"}); err != nil {
+	if _, err := f.send_.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b1", Body: "x"}); err != nil {
 		t.Fatalf("another sender was limited: %v", err)
 	}
 }
@@ -172,7 +176,7 @@ func TestMarkReadNeverPastTheNewestNorBack(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, nil)
 	for _, cmid := range []string{"c1", "c2", "c3"} {
-		if _, err := f.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: cmid, Body: "x"}); err != nil {
+		if _, err := f.send_.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: cmid, Body: "x"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -194,7 +198,7 @@ func TestHistoryPagesByBytes(t *testing.T) {
 	body := strings.Repeat("x", 16<<10)
 	const n = 80 // 80 x 16 KiB is well past one page's bytes
 	for i := range n {
-		if _, err := f.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: fmt.Sprintf("c%d", i), Body: body}); err != nil {
+		if _, err := f.send_.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: fmt.Sprintf("c%d", i), Body: body}); err != nil {
 			t.Fatal(err)
 		}
 	}

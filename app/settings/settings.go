@@ -42,6 +42,16 @@ type Settings struct {
 	// HookFailOpen lets messages through when the hook fails; false refuses
 	// them as retryable. Key parley.hook_fail_open, default true.
 	HookFailOpen bool
+	// GroupMemberCap bounds a group's members. Key parley.group_member_cap,
+	// default 10,000, from 2 to 100,000.
+	GroupMemberCap int
+	// RecallWindow is how long a sender may recall a message (the owner
+	// and admins of a group may at any time). Key parley.recall_window_s,
+	// default 2 minutes.
+	RecallWindow time.Duration
+	// EditWindow is how long a sender may edit a message. Key
+	// parley.edit_window_s, default 15 minutes.
+	EditWindow time.Duration
 }
 
 // Keys are the configuration keys parley watches.
@@ -49,6 +59,7 @@ var Keys = []string{
 	"parley.max_body_bytes", "parley.ack_timeout_ms", "parley.ack_tries",
 	"parley.heartbeat_idle_ms", "parley.send_rate_per_sec", "parley.idempotency_ttl_s",
 	"parley.hook_timeout_ms", "parley.hook_fail_open",
+	"parley.group_member_cap", "parley.recall_window_s", "parley.edit_window_s",
 }
 
 // Defaults returns the settings used for keys the store does not hold.
@@ -62,6 +73,9 @@ func Defaults() Settings {
 		IdempotencyTTL: 24 * time.Hour,
 		HookTimeout:    500 * time.Millisecond,
 		HookFailOpen:   true,
+		GroupMemberCap: 10_000,
+		RecallWindow:   2 * time.Minute,
+		EditWindow:     15 * time.Minute,
 	}
 }
 
@@ -89,6 +103,9 @@ func (s Settings) Apply(kv map[string]string) (Settings, []error) {
 	intIn("parley.send_rate_per_sec", 1, 1_000_000, func(n int64) { s.SendRate = float64(n) })
 	intIn("parley.idempotency_ttl_s", 1, 30*24*3600, func(n int64) { s.IdempotencyTTL = time.Duration(n) * time.Second })
 	intIn("parley.hook_timeout_ms", 10, 60_000, func(n int64) { s.HookTimeout = time.Duration(n) * time.Millisecond })
+	intIn("parley.group_member_cap", 2, 100_000, func(n int64) { s.GroupMemberCap = int(n) })
+	intIn("parley.recall_window_s", 1, 30*24*3600, func(n int64) { s.RecallWindow = time.Duration(n) * time.Second })
+	intIn("parley.edit_window_s", 1, 30*24*3600, func(n int64) { s.EditWindow = time.Duration(n) * time.Second })
 	if v, ok := kv["parley.hook_fail_open"]; ok {
 		switch v {
 		case "true":

@@ -49,6 +49,8 @@ type Store struct {
 	// known holds conversations this node already created, to skip the
 	// create-if-absent writes on every send.
 	known sync.Map
+	// lists caches groups' member lists: see groups.go.
+	lists memberLists
 }
 
 // New returns a Store over state.
@@ -308,6 +310,10 @@ type Summary struct {
 	LastSeq      uint64
 	ReadSeq      uint64
 	Last         *domain.Message
+	// Group and Member are the group and the reader's record in it, for a
+	// group. LastSeq and Last then stop at the reader's leave ceiling.
+	Group  *domain.GroupInfo
+	Member *domain.Member
 }
 
 // Summaries reads the list entries of convs for reader u with few round
@@ -337,6 +343,19 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 		}
 		sum.LastSeq, _ = strconv.ParseUint(string(head.Value), 10, 64)
 		sum.ReadSeq, _ = strconv.ParseUint(string(read.Value), 10, 64)
+		if sum.Conversation.ID.Kind() == domain.Group {
+			g, m, ok, err := s.Group(ctx, sum.Conversation.ID, u)
+			if err != nil {
+				return nil, err
+			}
+			if !ok || m.JoinedSeq == 0 {
+				continue
+			}
+			sum.Group, sum.Member = &g, &m
+			if m.LeftSeq != 0 {
+				sum.LastSeq = min(sum.LastSeq, m.LeftSeq)
+			}
+		}
 		out = append(out, sum)
 		if sum.LastSeq > 0 {
 			lastKeys = append(lastKeys, msgKey(sum.Conversation.ID, sum.LastSeq))
