@@ -88,10 +88,12 @@ func equal(a, b []uint64) bool {
 // cluster is a Presence that says bob's devices are on node "n2".
 type cluster struct{}
 
-func (cluster) RemoteNodes(context.Context, []domain.UserID) ([]string, error) { return []string{"n2"}, nil }
-func (cluster) Alone() bool                                                   { return false }
-func (cluster) Others() []string                                              { return []string{"n2"} }
-func (cluster) Refresh(context.Context) error                                 { return nil }
+func (cluster) RemoteNodes(context.Context, []domain.UserID) ([]string, error) {
+	return []string{"n2"}, nil
+}
+func (cluster) Alone() bool                   { return false }
+func (cluster) Others() []string              { return []string{"n2"} }
+func (cluster) Refresh(context.Context) error { return nil }
 
 // TestRouterHandsOffToOtherNodesInOrder: a message for a member on
 // another node reaches that node's device through its node topic, in the
