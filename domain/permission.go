@@ -39,6 +39,8 @@ func (r Role) rank() int {
 // has one row in the permission table that Permit reads.
 type Action string
 
+// The actions of the permission table. Their strings name them in
+// ForbiddenError messages.
 const (
 	ActionSend    Action = "send"    // send a message
 	ActionRead    Action = "read"    // read or sync history
