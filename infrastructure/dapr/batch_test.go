@@ -55,6 +55,9 @@ func awaitHeld(t *testing.T, f *fakeSidecar, n int) {
 }
 
 // queueBehind gives the calls started behind the held ones time to queue.
+// A sleep, because there is no condition to wait on: the queue is inside
+// the adapter, and the fake sidecar sees nothing of it until the held
+// batches are released.
 func queueBehind() { time.Sleep(100 * time.Millisecond) }
 
 // TestBatchesInFlightFollowTheStore: a store inside daprd gets one batch in

@@ -10,6 +10,7 @@ import (
 
 	"github.com/parley-im/parley/infrastructure"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // received records payloads, counting duplicates, which at-least-once
@@ -44,16 +45,11 @@ func (r *received) missing(want []string) []string {
 	return out
 }
 
-// waitFor polls cond every 50ms until it holds or d passes.
+// waitFor checks cond until it holds or d passes.
 func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return true
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return testkit.Until(ctx, cond) == nil
 }
 
 // TestAtLeastOnceAcrossSidecarRestart kills the subscriber's daprd, publishes

@@ -38,7 +38,7 @@ func retried(fn func() error) (err error, wasUnavailable bool) {
 			return err, wasUnavailable
 		}
 		wasUnavailable = true
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // a caller's backoff before its retry, not a wait for a state
 	}
 	return err, wasUnavailable
 }

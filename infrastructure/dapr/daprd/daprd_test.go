@@ -11,6 +11,7 @@ import (
 
 	"github.com/parley-im/parley/infrastructure/dapr/daprd"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 func TestRepoRootFindsTheModule(t *testing.T) {
@@ -105,9 +106,9 @@ func TestMissingConfigTableSaysWhatToDo(t *testing.T) {
 		// fails (seen under load); it stops moments later, and its log
 		// gives the same hint.
 		defer func() { _ = s.Stop(ctx) }()
-		for deadline := time.Now().Add(30 * time.Second); healthy(s.HTTPAddr()) && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
-		}
+		stopped, cancelStopped := context.WithTimeout(ctx, 30*time.Second)
+		defer cancelStopped()
+		_ = testkit.Until(stopped, func() bool { return !healthy(s.HTTPAddr()) }) // the hint is checked either way
 		data, _ := os.ReadFile(s.LogPath())
 		msg = daprd.Hint(string(data), resources)
 	}
