@@ -45,8 +45,8 @@ type Config struct {
 	// AllowHTTP lets JWKSURL be plain http, for tests and loopback setups.
 	// Zero value: https only.
 	AllowHTTP bool
-	// HTTPClient fetches the JWKS. Nil: a client without a proxy whose
-	// requests are bounded by FetchTimeout.
+	// HTTPClient fetches the JWKS. Nil: http.DefaultTransport (which honours
+	// HTTPS_PROXY) with requests bounded by FetchTimeout.
 	HTTPClient *http.Client
 
 	// RefreshInterval is how often the key set is fetched again. Zero value
