@@ -124,15 +124,38 @@ func ParseSystemEvent(body string) (SystemEvent, error) {
 	return e, nil
 }
 
+// Encode returns e in its stable JSON form, the body of its ContentSystem
+// message. It fails only when Ext is not valid JSON, which events made by
+// this package never have.
+func (e SystemEvent) Encode() (string, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return "", invalid(ErrInvalidEvent, string(e.Type), err.Error())
+	}
+	return string(b), nil
+}
+
+// Draft returns the draft that appends e to conv through the ordinary send
+// path, with clientMsgID as its idempotency key; its sender is the actor.
+// Draft.Validate refuses it, as it refuses any ContentSystem from a client:
+// the server appends it without that check.
+func (e SystemEvent) Draft(conv ConversationID, clientMsgID string) (Draft, error) {
+	body, err := e.Encode()
+	if err != nil {
+		return Draft{}, err
+	}
+	return Draft{Conv: conv, Sender: e.Actor, ClientMsgID: clientMsgID, ContentType: ContentSystem, Body: body}, nil
+}
+
 // Message returns the message that records e at seq in conv. Its id is
 // derived from conv and seq, which no user message can share (user message
 // ids hash a non-empty sender), and its sender is the event's actor. It fails
 // only when Ext is not valid JSON, which events made by this package never
 // have.
 func (e SystemEvent) Message(conv ConversationID, seq uint64, nowMs int64) (Message, error) {
-	body, err := json.Marshal(e)
+	body, err := e.Encode()
 	if err != nil {
-		return Message{}, invalid(ErrInvalidEvent, string(e.Type), err.Error())
+		return Message{}, err
 	}
 	return Message{
 		ID:          MessageID("", string(conv)+"#"+strconv.FormatUint(seq, 10)),
@@ -140,7 +163,7 @@ func (e SystemEvent) Message(conv ConversationID, seq uint64, nowMs int64) (Mess
 		Seq:         seq,
 		Sender:      e.Actor,
 		ContentType: ContentSystem,
-		Body:        string(body),
+		Body:        body,
 		ServerMs:    nowMs,
 	}, nil
 }

@@ -103,3 +103,19 @@ func TestEventStored(t *testing.T) {
 		}
 	}
 }
+
+func TestSystemEventDraft(t *testing.T) {
+	t.Parallel()
+	ev := domain.SystemEvent{Type: domain.EventRenamed, Actor: "adam", Name: "Ops"}
+	d, err := ev.Draft("g:team", "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := domain.Draft{Conv: "g:team", Sender: "adam", ClientMsgID: "c1", ContentType: domain.ContentSystem, Body: `{"type":"group.renamed","actor":"adam","name":"Ops"}`}
+	if !reflect.DeepEqual(d, want) {
+		t.Fatalf("Draft = %+v, want %+v", d, want)
+	}
+	if err := d.Validate(1 << 10); !errors.Is(err, domain.ErrUnknownContentType) {
+		t.Fatalf("a system draft passes client validation: %v", err)
+	}
+}
