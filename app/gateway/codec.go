@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"unicode/utf8"
 
 	jsoniter "github.com/json-iterator/go"
@@ -103,3 +104,45 @@ func toPBList(ms []domain.Message) []*pb.Message {
 	}
 	return out
 }
+
+// encodeMsg encodes the msg frame of a push.
+func (c *conn) encodeMsg(m *domain.Message) ([]byte, error) {
+	f := getMsgFrame()
+	setPB(f.Msg, m)
+	f.Type = "msg"
+	data, err := c.codec.encode(f)
+	putMsgFrame(f)
+	return data, err
+}
+
+// framePool holds the frames of the hot paths: a frame is decoded, or
+// built and encoded, and dropped at once, and allocating each cost the
+// garbage collector more than the encoding.
+var framePool = sync.Pool{New: func() any { return new(pb.Frame) }}
+
+func getFrame() *pb.Frame { return framePool.Get().(*pb.Frame) }
+
+func putFrame(f *pb.Frame) {
+	f.Reset()
+	framePool.Put(f)
+}
+
+// msgFramePool holds frames that carry a message, with their message.
+var msgFramePool = sync.Pool{New: func() any { return &pb.Frame{Msg: new(pb.Message)} }}
+
+func getMsgFrame() *pb.Frame { return msgFramePool.Get().(*pb.Frame) }
+
+func putMsgFrame(f *pb.Frame) {
+	m := f.Msg
+	f.Reset()
+	m.Reset()
+	f.Msg = m
+	msgFramePool.Put(f)
+}
+
+// encodeBuffers holds the buffers frames are encoded into before they are
+// queued: the queue copies them.
+var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledEncodeBuffer keeps a large frame's buffer out of the pool.
+const maxPooledEncodeBuffer = 16 << 10

@@ -185,13 +185,11 @@ func (s *Server) postRead(w http.ResponseWriter, r *http.Request, user domain.Us
 	writeJSON(w, http.StatusOK, map[string]any{"conv": r.PathValue("id"), "read_seq": seq})
 }
 
-func (s *Server) getOnline(w http.ResponseWriter, _ *http.Request, _ domain.UserID) {
-	users := s.hub.OnlineUsers()
-	if s.cluster != nil {
-		users = s.cluster.OnlineUsers(users)
-	}
-	if users == nil {
-		users = []domain.UserID{}
+func (s *Server) getOnline(w http.ResponseWriter, r *http.Request, user domain.UserID) {
+	users, err := s.online.Handle(r.Context(), chat.ListOnlineUsers{Viewer: user})
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": users})
 }
@@ -249,8 +247,8 @@ type routeNode struct {
 // fewest connections first. Any node still accepts any client.
 func (s *Server) getRoute(w http.ResponseWriter, _ *http.Request) {
 	nodes := []routeNode{}
-	if s.cluster != nil {
-		for _, l := range s.cluster.LiveNodes() {
+	if s.presence != nil {
+		for _, l := range s.presence.LiveNodes() {
 			nodes = append(nodes, routeNode{Node: l.Node, URL: l.URL, Conns: l.Conns})
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/delivery"
+	"github.com/parley-im/parley/app/gateway/wsconn"
 	"github.com/parley-im/parley/app/presence"
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/domain"
@@ -89,17 +89,23 @@ type Server struct {
 	history  *chat.HistoryHandler
 	list     *chat.ListConversationsHandler
 	markRead *chat.MarkReadHandler
-	cluster  Cluster
-	notifier Notifier
-	upgrader websocket.Upgrader
-	mux      *http.ServeMux
+	// delivered and online are built here from the others when the
+	// wiring gives none.
+	delivered *chat.ConfirmDeliveryHandler
+	online    *chat.ListOnlineUsersHandler
+	presence  Presence
+	notifier  Notifier
+	upgrader  websocket.Upgrader
+	mux       *http.ServeMux
+	// wsCfg bounds every connection's transport.
+	wsCfg wsconn.Config
 
 	draining atomic.Bool
 	admitMu  sync.Mutex // orders conns.Add before a shutdown's conns.Wait
 	conns    sync.WaitGroup
 
 	pollerMu sync.Mutex
-	poller   *poller
+	poller   *wsconn.Poller
 }
 
 // startPoller starts the poller of idle connections on the first one.
@@ -109,7 +115,7 @@ func (s *Server) startPoller() error {
 	if s.poller != nil {
 		return nil
 	}
-	p, err := newPoller()
+	p, err := wsconn.NewPoller()
 	if err != nil {
 		return err
 	}
@@ -117,7 +123,7 @@ func (s *Server) startPoller() error {
 	return nil
 }
 
-func (s *Server) loadPoller() *poller {
+func (s *Server) loadPoller() *wsconn.Poller {
 	s.pollerMu.Lock()
 	defer s.pollerMu.Unlock()
 	return s.poller
@@ -129,10 +135,16 @@ type UseCases struct {
 	History  *chat.HistoryHandler
 	List     *chat.ListConversationsHandler
 	MarkRead *chat.MarkReadHandler
+	// Delivered handles devices' acknowledgements. Nil means one built on
+	// History that notifies through the Server's Notifier.
+	Delivered *chat.ConfirmDeliveryHandler
+	// Online lists online users. Nil means one built on the hub and the
+	// Presence registry.
+	Online *chat.ListOnlineUsersHandler
 }
 
-// Cluster is the presence registry as the gateway needs it.
-type Cluster interface {
+// Presence is the cluster-wide presence registry as the gateway needs it.
+type Presence interface {
 	Connect(ctx context.Context, u domain.UserID, e presence.Entry) error
 	Disconnect(ctx context.Context, u domain.UserID, conn string) error
 	OnlineUsers(local []domain.UserID) []domain.UserID
@@ -144,17 +156,22 @@ type Notifier interface {
 	Notify(ctx context.Context, u domain.UserID, ev delivery.Event)
 }
 
-// New builds a Server. cluster and notifier may be nil for a node that
-// runs alone.
-func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, hub *delivery.Hub, uc UseCases, cluster Cluster, notifier Notifier) *Server {
+// New builds a Server. pres and notifier may be nil for a node that runs
+// alone.
+func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, hub *delivery.Hub, uc UseCases, pres Presence, notifier Notifier) *Server {
 	cfg.defaults()
 	s := &Server{
-		cfg: cfg, log: log, auth: auth, settings: live, hub: hub, cluster: cluster, notifier: notifier,
+		cfg: cfg, log: log, auth: auth, settings: live, hub: hub, presence: pres, notifier: notifier,
 		send: uc.Send, history: uc.History, list: uc.List, markRead: uc.MarkRead,
+		delivered: uc.Delivered, online: uc.Online,
+		wsCfg: wsconn.Config{
+			MaxMessageBytes: cfg.MaxFrameBytes, MaxQueueBytes: cfg.MaxQueueBytes,
+			MaxQueueFrames: cfg.MaxQueueFrames, WriteTimeout: cfg.WriteTimeout,
+		},
 		upgrader: websocket.Upgrader{
 			// The library reads nothing after the handshake (see
-			// wsframe.go); its reader gets the smallest buffer it takes.
-			ReadBufferSize:  maxControlPayload,
+			// package wsconn); its reader gets the smallest buffer it takes.
+			ReadBufferSize:  wsconn.MaxControlPayload,
 			WriteBufferSize: 1024,
 			// A shared pool means an idle connection holds no write buffer.
 			WriteBufferPool:   &sync.Pool{},
@@ -166,8 +183,25 @@ func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, 
 			CheckOrigin: sameOriginOrNone,
 		},
 	}
+	if s.delivered == nil {
+		s.delivered = chat.NewConfirmDeliveryHandler(uc.History, deliveryNotifier{s})
+	}
+	if s.online == nil {
+		var cluster chat.ClusterUsers
+		if pres != nil {
+			cluster = pres
+		}
+		s.online = chat.NewListOnlineUsersHandler(hub, cluster)
+	}
 	s.routes()
 	return s
+}
+
+// deliveryNotifier sends "delivered" events through the Server's Notifier.
+type deliveryNotifier struct{ s *Server }
+
+func (n deliveryNotifier) NotifyDelivered(ctx context.Context, sender domain.UserID, conv domain.ConversationID, seq uint64, reader domain.UserID) {
+	n.s.notify(ctx, sender, delivery.Event{Type: "delivered", Conv: conv, Seq: seq, User: reader})
 }
 
 // Handler is the HTTP handler of every endpoint.
@@ -207,16 +241,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader already answered with an HTTP error
 	}
 	// Clone what the connection keeps, so that it does not pin the request.
-	c := &conn{srv: s, id: newConnID(), user: domain.UserID(strings.Clone(string(user))), device: strings.Clone(device), ws: ws, codec: jsonCodec{}}
+	c := &conn{srv: s, id: newConnID(), user: domain.UserID(strings.Clone(string(user))), device: strings.Clone(device), codec: jsonCodec{}}
 	if ws.Subprotocol() == SubprotocolProto {
 		c.codec, c.encoding = protoCodec{}, delivery.EncodingProtobuf
 	}
-	if sc, ok := ws.NetConn().(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
-			_ = raw.Control(func(fd uintptr) { c.fd = int(fd) })
-		}
-	}
+	c.wc.Init(ws, &s.wsCfg, c, s.loadPoller(), c.codec.binary())
 	// Serve on a goroutine of our own and let the handler return: net/http
 	// then releases its per-connection buffers and request, which would
 	// otherwise stay alive for the whole life of the WebSocket. The context
@@ -240,8 +269,8 @@ func (s *Server) serveConn(c *conn) {
 	// Register before the first frame, so that a message sent right after
 	// hello reaches this device wherever the sender is.
 	n := s.hub.Add(c)
-	if s.cluster != nil {
-		if err := s.cluster.Connect(c.ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: time.Now().UnixMilli()}); err != nil {
+	if s.presence != nil {
+		if err := s.presence.Connect(c.ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: time.Now().UnixMilli()}); err != nil {
 			c.logger().Warn("presence not recorded; devices on other nodes may need to sync", zap.Error(err))
 		}
 	}
@@ -280,10 +309,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			reading := c.reading
 			c.mu.Unlock()
 			switch {
-			case !c.polled():
+			case !c.wc.Polled():
 				// Its goroutine waits in a blocking read: interrupt it;
 				// readReady then drains.
-				_ = c.ws.NetConn().SetReadDeadline(time.Now())
+				c.wc.InterruptRead()
 			case !reading:
 				go c.drain()
 			}
@@ -293,7 +322,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		s.conns.Wait()
 		if p := s.loadPoller(); p != nil {
-			p.stop()
+			p.Stop()
 		}
 		close(done)
 	}()

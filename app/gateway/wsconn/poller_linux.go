@@ -1,6 +1,6 @@
 //go:build linux
 
-package gateway
+package wsconn
 
 import (
 	"errors"
@@ -9,24 +9,27 @@ import (
 	"syscall"
 )
 
-// poller watches idle connections with one epoll instance, so that an idle
+// Poller watches idle connections with one epoll instance, so that an idle
 // connection needs no goroutine of its own. Each socket is registered
 // one-shot: when it becomes readable the poller starts a goroutine that
-// reads and handles what arrived, then re-arms it. Level-triggered, so data
-// that arrived meanwhile fires again at once after the re-arm.
-type poller struct {
+// runs the connection's Handler.Readable, which reads what arrived and then
+// calls Rearm. Level-triggered, so data that arrived meanwhile fires again
+// at once after the re-arm. The zero value is not usable; use NewPoller.
+// Safe for concurrent use.
+type Poller struct {
 	epfd   int
 	wakeR  int // a pipe registered in epfd, to stop the loop at once
 	wakeW  int
 	mu     sync.Mutex
-	conns  map[int32]*conn
+	conns  map[int32]*Conn
 	closed bool
 	done   chan struct{}
 }
 
 const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 
-func newPoller() (*poller, error) {
+// NewPoller starts a poller; Stop ends it.
+func NewPoller() (*Poller, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -43,13 +46,15 @@ func newPoller() (*poller, error) {
 		_ = syscall.Close(pipe[1])
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	p := &poller{epfd: epfd, wakeR: pipe[0], wakeW: pipe[1], conns: make(map[int32]*conn), done: make(chan struct{})}
+	p := &Poller{epfd: epfd, wakeR: pipe[0], wakeW: pipe[1], conns: make(map[int32]*Conn), done: make(chan struct{})}
 	go p.loop()
 	return p, nil
 }
 
-// watch registers c's socket; c.readReady runs when it is readable.
-func (p *poller) watch(c *conn) error {
+// Watch registers c's socket; c's Handler.Readable runs when it is
+// readable. A connection already closed is left out, and no error is
+// returned: its close is under way.
+func (p *Poller) Watch(c *Conn) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -57,27 +62,25 @@ func (p *poller) watch(c *conn) error {
 	}
 	// A connection closed before it got here (a failed push while its
 	// presence was written) must not be registered: its fd number may
-	// belong to a new connection already. closeWith marks it closed before
+	// belong to a new connection already. Close marks it closed before
 	// forget waits for p.mu, so one seen open here keeps its fd until
 	// forget has run.
-	c.mu.Lock()
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
+	if c.Closed() {
 		return nil
 	}
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(c.fd)}
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
+	c.poller = p
 	p.conns[int32(c.fd)] = c
 	return nil
 }
 
-// rearm asks for the next readiness of c's socket. It runs under the
+// Rearm asks for the next readiness of c's socket. It runs under the
 // socket's own reference (RawConn.Control), so it fails cleanly on a socket
 // closed meanwhile rather than touching a number reused by another.
-func (p *poller) rearm(c *conn) error {
+func (p *Poller) Rearm(c *Conn) error {
 	var err error
 	cerr := c.raw.Control(func(fd uintptr) {
 		ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(fd)}
@@ -94,7 +97,7 @@ func (p *poller) rearm(c *conn) error {
 
 // forget removes c before its socket is closed: once closed, its number may
 // be given to a new connection.
-func (p *poller) forget(c *conn) {
+func (p *Poller) forget(c *Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conns[int32(c.fd)] == c {
@@ -103,7 +106,14 @@ func (p *poller) forget(c *conn) {
 	}
 }
 
-func (p *poller) loop() {
+// watching reports whether c is registered, for tests.
+func (p *Poller) watching(c *Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[int32(c.fd)] == c
+}
+
+func (p *Poller) loop() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 256)
 	for {
@@ -121,16 +131,16 @@ func (p *poller) loop() {
 		}
 		for i := range n {
 			if c := p.conns[events[i].Fd]; c != nil {
-				go c.readReady()
+				go c.h.Readable()
 			}
 		}
 		p.mu.Unlock()
 	}
 }
 
-// stop ends the loop and releases the epoll instance. Registered sockets
+// Stop ends the loop and releases the epoll instance. Registered sockets
 // are not closed.
-func (p *poller) stop() {
+func (p *Poller) Stop() {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -150,7 +160,7 @@ const pollerWorks = true
 
 // readRaw reads what the socket holds without waiting: wouldBlock means
 // nothing is there now.
-func (c *conn) readRaw(buf []byte) (n int, wouldBlock bool, err error) {
+func (c *Conn) readRaw(buf []byte) (n int, wouldBlock bool, err error) {
 	var rerr error
 	cerr := c.raw.Read(func(fd uintptr) bool {
 		for {

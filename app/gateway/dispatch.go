@@ -1,0 +1,130 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/domain"
+	pb "github.com/parley-im/parley/proto/parley/v1"
+)
+
+// handle decodes one data message from the device and answers it.
+func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
+	if binary != c.codec.binary() {
+		c.sendCode("", CodeBadFrame, "wrong frame kind: text frames carry JSON, binary frames need subprotocol "+SubprotocolProto)
+		return
+	}
+	f := getFrame()
+	defer putFrame(f)
+	if err := c.codec.decode(data, f); err != nil {
+		code := CodeBadFrame
+		if errors.Is(err, errFrameNotUTF8) {
+			code = CodeInvalidUTF8
+		}
+		c.sendCode("", code, err.Error())
+		return
+	}
+	if len(f.Id) > 64 {
+		c.sendCode("", CodeBadFrame, "id longer than 64 characters")
+		return
+	}
+	switch f.Type {
+	case "send":
+		c.handleSend(ctx, f)
+	case "recv":
+		c.acked(ctx, domain.ConversationID(f.Conv), f.Seq)
+	case "sync":
+		page, err := c.srv.history.Handle(ctx, chat.History{Reader: c.user, Conv: f.Conv, After: f.Seq, Limit: int(f.Limit)})
+		if err != nil {
+			c.sendErr(f.Id, err)
+			return
+		}
+		c.send(&pb.Frame{Type: "sync_result", Id: f.Id, Conv: string(page.Conv), Messages: toPBList(page.Messages), More: page.More})
+	case "read":
+		seq, err := c.srv.markRead.Handle(ctx, chat.MarkRead{Reader: c.user, Conv: f.Conv, Seq: f.Seq})
+		if err != nil {
+			c.sendErr(f.Id, err)
+			return
+		}
+		c.send(&pb.Frame{Type: "read", Id: f.Id, Conv: f.Conv, Seq: seq})
+	case "convs":
+		views, err := c.srv.list.Handle(ctx, c.user)
+		if err != nil {
+			c.sendErr(f.Id, err)
+			return
+		}
+		c.send(&pb.Frame{Type: "conversations", Id: f.Id, Conversations: toPBConvs(views)})
+	case "ping":
+		c.send(&pb.Frame{Type: "pong", Id: f.Id})
+	case "":
+		c.sendCode(f.Id, CodeBadFrame, `frame has no "type"`)
+	default:
+		c.sendCode(f.Id, CodeUnknownType, "unknown frame type; see the protocol section of the README")
+	}
+}
+
+// acked stops the retransmission of a pushed message the device
+// acknowledged and tells the sender's devices it was delivered.
+func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64) {
+	p := c.untrack(conv, seq)
+	cmd := chat.ConfirmDelivery{Reader: c.user, Conv: conv, Seq: seq}
+	if p != nil {
+		cmd.Sender = p.env.Msg.Sender
+	}
+	if err := c.srv.delivered.Handle(ctx, cmd); err != nil {
+		c.logger().Debug("delivery not confirmed", zap.String("conv", string(conv)), zap.Uint64("seq", seq), zap.Error(err))
+	}
+}
+
+func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
+	start := time.Now()
+	res, err := c.srv.send.Handle(ctx, chat.SendMessage{
+		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body, Origin: c.id,
+	})
+	if err != nil {
+		c.logger().Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))
+		c.sendErr(f.Id, err)
+		return
+	}
+	m := &res.Message
+	c.srv.logSend(m, c.id, res.Duplicate, time.Since(start))
+	ack := getMsgFrame()
+	pm := ack.Msg
+	pm.Id, pm.Conv, pm.Seq, pm.Cmid, pm.Ts = m.ID, string(m.Conv), m.Seq, m.ClientMsgID, m.ServerMs
+	ack.Type, ack.Id = "ack", f.Id
+	c.send(ack)
+	putMsgFrame(ack)
+}
+
+func (c *conn) sendErr(id string, err error) {
+	ae := toAPIError(err)
+	if ae.Code == CodeInternal || ae.Code == CodeUnavailable {
+		c.logger().Warn("request failed", zap.String("req", id), zap.Error(err))
+	}
+	c.send(&pb.Frame{Type: "error", Id: id, Code: ae.Code, Message: ae.Message, Retryable: ae.Retryable})
+}
+
+func (c *conn) sendCode(id, code, msg string) {
+	c.send(&pb.Frame{Type: "error", Id: id, Code: code, Message: msg})
+}
+
+func toPBConvs(views []chat.ConversationView) []*pb.Conversation {
+	out := make([]*pb.Conversation, len(views))
+	for i, v := range views {
+		members := make([]string, len(v.Conversation.Members))
+		for j, m := range v.Conversation.Members {
+			members[j] = string(m)
+		}
+		pc := &pb.Conversation{Id: string(v.Conversation.ID), Kind: string(v.Conversation.Kind), Members: members,
+			LastSeq: v.LastSeq, ReadSeq: v.ReadSeq, Unread: v.Unread}
+		if v.Last != nil {
+			pc.Last = toPB(v.Last)
+		}
+		out[i] = pc
+	}
+	return out
+}

@@ -1,0 +1,49 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// TestTextFrameNotUTF8: a JSON text frame that is not UTF-8 gets an error
+// frame with code invalid_utf8, nothing else happens, and the connection
+// goes on.
+func TestTextFrameNotUTF8(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	ws := e.dial("alice")
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("{\"type\":\"ping\",\"id\":\"\xff\"}")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, ws); !strings.Contains(got, `"code":"invalid_utf8"`) {
+		t.Fatalf("want an invalid_utf8 error frame, got %.120s", got)
+	}
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","id":"after"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, ws); !strings.Contains(got, `"type":"pong"`) || !strings.Contains(got, `"id":"after"`) {
+		t.Fatalf("want the pong after the bad frame, got %.120s", got)
+	}
+}
+
+// TestFramesAreAnsweredInOrder: many frames in one write are each
+// answered, in order, over the gateway's own reader and writer.
+func TestFramesAreAnsweredInOrder(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	ws := e.dial("alice")
+	var b []byte
+	for i := range 100 {
+		b = append(b, maskedText(`{"type":"ping","id":"n`+itoa(i)+`"}`)...)
+	}
+	if _, err := ws.NetConn().Write(b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if got := readFrame(t, ws); !strings.Contains(got, `"id":"n`+itoa(i)+`"`) {
+			t.Fatalf("reply %d is %s", i, got)
+		}
+	}
+}
