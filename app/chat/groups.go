@@ -3,21 +3,16 @@ package chat
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"slices"
 	"sync"
 
-	jsoniter "github.com/json-iterator/go"
-
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/app/store"
 	"github.com/parley-im/parley/domain"
 )
-
-var json = jsoniter.ConfigFastest
 
 // GroupOp names a change to a group, as clients send it.
 type GroupOp string
@@ -85,10 +80,29 @@ type GroupResult struct {
 // JoinRequest is a pending request to join a group.
 type JoinRequest = store.JoinRequest
 
-// Notifier tells users' devices about something that is not a message of
-// the stream (a join request to admins, a rejection to the requester).
+// Notice is something devices are told that is not a message of a
+// conversation's stream: it is not stored, and a device that is offline
+// misses it.
+type Notice struct {
+	// Type is "join_requested", "join_rejected", "typing", "read" or
+	// "read_by".
+	Type string
+	Conv domain.ConversationID
+	// Seq is the message concerned, or a read cursor.
+	Seq uint64
+	// User is who caused it: the requester, the typist, the reader.
+	User domain.UserID
+	// Count is how many members read message Seq ("read_by"); whether a
+	// typist started or stopped ("typing": 1 or 0).
+	Count uint64
+	// Note is a join request's message.
+	Note string
+}
+
+// Notifier tells users' devices, wherever they are connected, about a
+// Notice. It must not block on a slow device.
 type Notifier interface {
-	NotifyGroup(ctx context.Context, users []domain.UserID, conv domain.ConversationID, e domain.SystemEvent)
+	Notify(ctx context.Context, users []domain.UserID, n Notice)
 }
 
 // GroupsHandler creates and changes groups. Each change is checked by the
@@ -138,7 +152,7 @@ func (h *GroupsHandler) Create(ctx context.Context, cmd CreateGroup) (GroupResul
 		return GroupResult{}, err
 	}
 	conv := domain.Conversation{ID: id, Kind: domain.Group, Members: append([]domain.UserID{cmd.Actor}, ev.Users...), CreatedMs: nowMs}
-	msg, err := h.appendEvent(ctx, conv, ev, cmd.ClientMsgID, nowMs, nil)
+	msg, err := appendEvent(ctx, h.store, conv, ev, cmd.ClientMsgID, nowMs, cfg.IdempotencyTTL, nil)
 	if err != nil {
 		return GroupResult{}, err
 	}
@@ -246,7 +260,7 @@ func (h *GroupsHandler) Change(ctx context.Context, cmd GroupChange) (GroupResul
 		}
 		if cmd.Op == OpReject {
 			if h.notify != nil {
-				h.notify.NotifyGroup(ctx, []domain.UserID{t.User}, id, ev)
+				h.notify.Notify(ctx, []domain.UserID{t.User}, Notice{Type: "join_rejected", Conv: id, User: cmd.Actor})
 			}
 			return GroupResult{Group: g}, nil
 		}
@@ -320,7 +334,7 @@ func (h *GroupsHandler) Change(ctx context.Context, cmd GroupChange) (GroupResul
 		}
 	}
 	conv := domain.Conversation{ID: id, Kind: domain.Group, Members: recipients}
-	msg, err := h.appendEvent(ctx, conv, ev, cmd.ClientMsgID, nowMs, func(m *domain.Message) {
+	msg, err := appendEvent(ctx, h.store, conv, ev, cmd.ClientMsgID, nowMs, cfg.IdempotencyTTL, func(m *domain.Message) {
 		h.deliver.Deliver(ctx, &conv, m, "")
 	})
 	if err != nil {
@@ -331,27 +345,6 @@ func (h *GroupsHandler) Change(ctx context.Context, cmd GroupChange) (GroupResul
 	}
 	g.Apply(ev)
 	return GroupResult{Group: g, Event: msg}, nil
-}
-
-// appendEvent stores e in conv's stream as a system message from its
-// actor. cmid makes a retried change find its event; empty means a new one.
-func (h *GroupsHandler) appendEvent(ctx context.Context, conv domain.Conversation, e domain.SystemEvent, cmid string, nowMs int64, stored func(*domain.Message)) (*domain.Message, error) {
-	body, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s event: %w", e.Type, err)
-	}
-	if cmid == "" {
-		var b [12]byte
-		_, _ = rand.Read(b[:])
-		cmid = "sys-" + hex.EncodeToString(b[:])
-	}
-	res, err := h.store.Append(ctx, conv, domain.Draft{
-		Conv: conv.ID, Sender: e.Actor, ClientMsgID: cmid, ContentType: domain.ContentSystem, Body: string(body),
-	}, store.AppendOptions{NowMs: nowMs, IdempotencyTTL: h.settings.Load().IdempotencyTTL, Stored: stored})
-	if err != nil {
-		return nil, err
-	}
-	return &res.Message, nil
 }
 
 // notifyAdmins tells the owner and admins of g about a join request.
@@ -373,7 +366,7 @@ func (h *GroupsHandler) notifyAdmins(ctx context.Context, g domain.GroupInfo, e 
 			admins = append(admins, m.User)
 		}
 	}
-	h.notify.NotifyGroup(ctx, admins, g.ID, e)
+	h.notify.Notify(ctx, admins, Notice{Type: "join_requested", Conv: g.ID, User: e.Actor, Note: e.Note})
 }
 
 // parseGroupID accepts only group ids.

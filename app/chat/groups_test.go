@@ -15,18 +15,24 @@ import (
 // groupNotices records the notices that are not messages of a stream.
 type groupNotices struct {
 	mu  sync.Mutex
-	got map[domain.UserID][]domain.EventType
+	got map[domain.UserID][]chat.Notice
 }
 
-func (n *groupNotices) NotifyGroup(_ context.Context, users []domain.UserID, _ domain.ConversationID, e domain.SystemEvent) {
+func (n *groupNotices) Notify(_ context.Context, users []domain.UserID, notice chat.Notice) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.got == nil {
-		n.got = make(map[domain.UserID][]domain.EventType)
+		n.got = make(map[domain.UserID][]chat.Notice)
 	}
 	for _, u := range users {
-		n.got[u] = append(n.got[u], e.Type)
+		n.got[u] = append(n.got[u], notice)
 	}
+}
+
+func (n *groupNotices) of(u domain.UserID) []chat.Notice {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]chat.Notice(nil), n.got[u]...)
 }
 
 type groupFixture struct {
@@ -153,7 +159,7 @@ func TestGroupLifecycle(t *testing.T) {
 	if res := try(g.change(t, chat.GroupChange{Actor: "erin", Conv: string(conv), Op: chat.OpJoin, Note: "hi, I'm on the team"})).ok(t); res.Event != nil {
 		t.Fatal("a join request was stored in the stream")
 	}
-	if got := g.notices.got["alice"]; len(got) != 1 || got[0] != domain.EventJoinRequested {
+	if got := g.notices.of("alice"); len(got) != 1 || got[0].Type != "join_requested" || got[0].User != "erin" {
 		t.Fatalf("alice was told %v, want a join request", got)
 	}
 	reqs := try(g.change(t, chat.GroupChange{Actor: "alice", Conv: string(conv), Op: chat.OpRequests})).ok(t)

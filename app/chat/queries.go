@@ -117,12 +117,24 @@ type MarkRead struct {
 	Seq    uint64
 }
 
-// MarkReadHandler advances read cursors, never past the newest message.
-// Safe for concurrent use.
-type MarkReadHandler struct{ store *store.Store }
+// MarkReadHandler advances read cursors, never past the newest message,
+// and tells others: the peer of a direct conversation at once, the senders
+// of a group's messages through ReadReceipts. Safe for concurrent use.
+type MarkReadHandler struct {
+	store    *store.Store
+	notify   Notifier
+	receipts *ReadReceipts
+}
 
 // NewMarkReadHandler wires the handler.
 func NewMarkReadHandler(s *store.Store) *MarkReadHandler { return &MarkReadHandler{store: s} }
+
+// WithReceipts makes the handler tell others of read cursors that moved:
+// n tells a direct conversation's peer, r a group's senders (r may be nil).
+func (h *MarkReadHandler) WithReceipts(n Notifier, r *ReadReceipts) *MarkReadHandler {
+	h.notify, h.receipts = n, r
+	return h
+}
 
 // Handle returns the cursor after the change.
 func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, error) {
@@ -137,7 +149,25 @@ func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, err
 	if win.to != 0 {
 		head = min(head, win.to)
 	}
-	return h.store.AdvanceReadCursor(ctx, c, cmd.Reader, min(cmd.Seq, head))
+	want := min(cmd.Seq, head)
+	cur, err := h.store.AdvanceReadCursor(ctx, c, cmd.Reader, want)
+	if err != nil || cur != want || want == 0 {
+		// Not moved by this call: nobody needs telling again.
+		return cur, err
+	}
+	switch {
+	case c.Kind() == domain.Group && h.receipts != nil:
+		h.receipts.moved(c)
+	case c.Kind() == domain.Direct && h.notify != nil:
+		if _, members, err := domain.ParseConversationID(string(c)); err == nil {
+			for _, u := range members {
+				if u != cmd.Reader {
+					h.notify.Notify(ctx, []domain.UserID{u}, Notice{Type: "read", Conv: c, Seq: cur, User: cmd.Reader})
+				}
+			}
+		}
+	}
+	return cur, nil
 }
 
 // window is the part of a conversation's log a reader may read: from

@@ -52,6 +52,10 @@ type Settings struct {
 	// EditWindow is how long a sender may edit a message. Key
 	// parley.edit_window_s, default 15 minutes.
 	EditWindow time.Duration
+	// ReceiptsGroupMax is the largest group whose senders are told how
+	// many members read their messages. Key parley.receipts_group_max,
+	// default 500, from 0 (none) to 10,000.
+	ReceiptsGroupMax int
 }
 
 // Keys are the configuration keys parley watches.
@@ -60,22 +64,24 @@ var Keys = []string{
 	"parley.heartbeat_idle_ms", "parley.send_rate_per_sec", "parley.idempotency_ttl_s",
 	"parley.hook_timeout_ms", "parley.hook_fail_open",
 	"parley.group_member_cap", "parley.recall_window_s", "parley.edit_window_s",
+	"parley.receipts_group_max",
 }
 
 // Defaults returns the settings used for keys the store does not hold.
 func Defaults() Settings {
 	return Settings{
-		MaxBodyBytes:   16 << 10,
-		AckTimeout:     18 * time.Second,
-		AckTries:       3,
-		HeartbeatIdle:  25 * time.Second,
-		SendRate:       50,
-		IdempotencyTTL: 24 * time.Hour,
-		HookTimeout:    500 * time.Millisecond,
-		HookFailOpen:   true,
-		GroupMemberCap: 10_000,
-		RecallWindow:   2 * time.Minute,
-		EditWindow:     15 * time.Minute,
+		MaxBodyBytes:     16 << 10,
+		AckTimeout:       18 * time.Second,
+		AckTries:         3,
+		HeartbeatIdle:    25 * time.Second,
+		SendRate:         50,
+		IdempotencyTTL:   24 * time.Hour,
+		HookTimeout:      500 * time.Millisecond,
+		HookFailOpen:     true,
+		GroupMemberCap:   10_000,
+		RecallWindow:     2 * time.Minute,
+		EditWindow:       15 * time.Minute,
+		ReceiptsGroupMax: 500,
 	}
 }
 
@@ -106,6 +112,7 @@ func (s Settings) Apply(kv map[string]string) (Settings, []error) {
 	intIn("parley.group_member_cap", 2, 100_000, func(n int64) { s.GroupMemberCap = int(n) })
 	intIn("parley.recall_window_s", 1, 30*24*3600, func(n int64) { s.RecallWindow = time.Duration(n) * time.Second })
 	intIn("parley.edit_window_s", 1, 30*24*3600, func(n int64) { s.EditWindow = time.Duration(n) * time.Second })
+	intIn("parley.receipts_group_max", 0, 10_000, func(n int64) { s.ReceiptsGroupMax = int(n) })
 	if v, ok := kv["parley.hook_fail_open"]; ok {
 		switch v {
 		case "true":

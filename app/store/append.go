@@ -194,7 +194,7 @@ func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uin
 		if !errors.Is(err, infrastructure.ErrConflict) {
 			return domain.Message{}, false, err
 		}
-		held, ok, err := s.Message(ctx, d.Conv, msg.Seq)
+		held, ok, err := s.message(ctx, msgKey(d.Conv, msg.Seq)) // as first stored, not as changed since
 		if err != nil {
 			return domain.Message{}, false, err
 		}
@@ -259,7 +259,7 @@ func (s *Store) prior(ctx context.Context, d domain.Draft) (Appended, bool, erro
 	if err != nil || !ok {
 		return Appended{}, false, err
 	}
-	m, ok, err := s.Message(ctx, rec.Conv, rec.Seq)
+	m, ok, err := s.message(ctx, msgKey(rec.Conv, rec.Seq))
 	if err != nil {
 		return Appended{}, false, err
 	}

@@ -11,6 +11,7 @@
 //	head:{conv}          the newest seq, a hint: writers probe past it
 //	read:{conv}:{user}   the user's read cursor
 //	idem:{user}:{cmid}   the reply to a send, for idempotent retries (TTL)
+//	chg:{conv}:{seq}     the message as a recall or edit left it
 package store
 
 import (
@@ -64,6 +65,11 @@ func headKey(c domain.ConversationID) string      { return "head:" + string(c) }
 func idemKey(u domain.UserID, cmid string) string { return "idem:" + string(u) + ":" + cmid }
 func readKey(c domain.ConversationID, u domain.UserID) string {
 	return "read:" + string(c) + ":" + string(u)
+}
+// changeKey holds a message as a recall or edit left it; msg:{conv}:{seq}
+// itself is only ever written once, by the insert that claims the seq.
+func changeKey(c domain.ConversationID, seq uint64) string {
+	return "chg:" + string(c) + ":" + strconv.FormatUint(seq, 10)
 }
 func msgKey(c domain.ConversationID, seq uint64) string {
 	return "msg:" + string(c) + ":" + strconv.FormatUint(seq, 10)
@@ -216,15 +222,51 @@ func (s *Store) priorSend(ctx context.Context, sender domain.UserID, cmid string
 	return r, true, nil
 }
 
-// Message reads one message.
+// Message reads one message as history shows it, recalled or edited.
 func (s *Store) Message(ctx context.Context, conv domain.ConversationID, seq uint64) (domain.Message, bool, error) {
-	it, err := s.state.Get(ctx, msgKey(conv, seq))
+	m, ok, err := s.message(ctx, msgKey(conv, seq))
+	if err != nil || !ok {
+		return m, ok, err
+	}
+	if c, changed, err := s.message(ctx, changeKey(conv, seq)); err != nil || changed {
+		return c, changed, err
+	}
+	return m, true, nil
+}
+
+// ChangeMessage records m as the message at its seq now shows, after the
+// event at eventSeq recalled or edited it. Of two changes written at once
+// the one of the later event stays.
+func (s *Store) ChangeMessage(ctx context.Context, m domain.Message, eventSeq uint64) error {
+	type change struct {
+		domain.Message
+		By uint64 `json:"by"`
+	}
+	err := infrastructure.Update(ctx, s.state, changeKey(m.Conv, m.Seq), func(cur infrastructure.Item) ([]byte, infrastructure.Change, error) {
+		if cur.Found {
+			var c change
+			if err := json.Unmarshal(cur.Value, &c); err == nil && c.By > eventSeq {
+				return nil, infrastructure.Keep, nil
+			}
+		}
+		data, err := json.Marshal(change{Message: m, By: eventSeq})
+		return data, infrastructure.Put, err
+	})
+	if err != nil {
+		return fmt.Errorf("record change of %s#%d: %w", m.Conv, m.Seq, err)
+	}
+	return nil
+}
+
+// message reads and decodes the message under key.
+func (s *Store) message(ctx context.Context, key string) (domain.Message, bool, error) {
+	it, err := s.state.Get(ctx, key)
 	if err != nil || !it.Found {
 		return domain.Message{}, false, err
 	}
 	var m domain.Message
 	if err := json.Unmarshal(it.Value, &m); err != nil {
-		return domain.Message{}, false, fmt.Errorf("decode message %s#%d: %w", conv, seq, err)
+		return domain.Message{}, false, fmt.Errorf("decode %s: %w", key, err)
 	}
 	return m, true, nil
 }
@@ -250,15 +292,19 @@ func (s *Store) Messages(ctx context.Context, conv domain.ConversationID, after 
 		if read == 0 {
 			n = min(n, firstWindow)
 		}
-		keys := make([]string, n)
-		for i := range keys {
-			keys[i] = msgKey(conv, after+uint64(read+i)+1)
+		// Each message's key, then its change's key (recall or edit): one
+		// round trip for both.
+		keys := make([]string, 2*n)
+		for i := range n {
+			seq := after + uint64(read+i) + 1
+			keys[2*i], keys[2*i+1] = msgKey(conv, seq), changeKey(conv, seq)
 		}
 		items, err := s.state.BulkGet(ctx, keys)
 		if err != nil {
 			return nil, false, fmt.Errorf("read %s after %d: %w", conv, after, err)
 		}
-		for _, it := range items {
+		for i := 0; i < len(items); i += 2 {
+			it, changed := items[i], items[i+1]
 			if !it.Found {
 				return msgs, false, nil
 			}
@@ -268,8 +314,12 @@ func (s *Store) Messages(ctx context.Context, conv domain.ConversationID, after 
 				return msgs, true, nil
 			}
 			size += len(it.Value)
+			value := it.Value
+			if changed.Found {
+				value = changed.Value
+			}
 			var m domain.Message
-			if err := json.Unmarshal(it.Value, &m); err != nil {
+			if err := json.Unmarshal(value, &m); err != nil {
 				return nil, false, fmt.Errorf("decode message %s: %w", it.Key, err)
 			}
 			msgs = append(msgs, m)
@@ -302,6 +352,24 @@ func (s *Store) AdvanceReadCursor(ctx context.Context, conv domain.ConversationI
 		return 0, fmt.Errorf("advance read cursor %s/%s: %w", conv, u, err)
 	}
 	return result, nil
+}
+
+// ReadCursors reads the read cursors of users in conv, in order; 0 for
+// none.
+func (s *Store) ReadCursors(ctx context.Context, conv domain.ConversationID, users []domain.UserID) ([]uint64, error) {
+	keys := make([]string, len(users))
+	for i, u := range users {
+		keys[i] = readKey(conv, u)
+	}
+	items, err := s.state.BulkGet(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read cursors of %s: %w", conv, err)
+	}
+	out := make([]uint64, len(items))
+	for i, it := range items {
+		out[i], _ = strconv.ParseUint(string(it.Value), 10, 64)
+	}
+	return out, nil
 }
 
 // Summary is what a conversation list shows of one conversation.
