@@ -66,6 +66,7 @@ func idemKey(u domain.UserID, cmid string) string { return "idem:" + string(u) +
 func readKey(c domain.ConversationID, u domain.UserID) string {
 	return "read:" + string(c) + ":" + string(u)
 }
+
 // changeKey holds a message as a recall or edit left it; msg:{conv}:{seq}
 // itself is only ever written once, by the insert that claims the seq.
 func changeKey(c domain.ConversationID, seq uint64) string {
