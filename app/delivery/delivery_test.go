@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -131,5 +132,48 @@ func TestRouterHandsOffToOtherNodesInOrder(t *testing.T) {
 		if seq != uint64(i+1) {
 			t.Fatalf("message %d had seq %d: out of order", i, seq)
 		}
+	}
+}
+
+// noLookups is a Presence whose per-user lookup fails: only a broadcast
+// to every node gets through.
+type noLookups struct{ cluster }
+
+func (noLookups) RemoteNodes(context.Context, []domain.UserID) ([]string, error) {
+	return nil, context.DeadlineExceeded
+}
+
+// TestRouterBroadcastsLargeGroups: a message to a group above
+// broadcastAbove members goes to every other node without asking presence
+// where each member is; the receiving node pushes to its own members only.
+func TestRouterBroadcastsLargeGroups(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ps := memory.NewPubSub()
+	hub2 := NewHub()
+	n1 := NewRouter(NewHub(), noLookups{}, ps, "n1", zap.NewNop())
+	n2 := NewRouter(hub2, noLookups{}, ps, "n2", zap.NewNop())
+	if err := n2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	members := make([]domain.UserID, broadcastAbove+1)
+	for i := range members {
+		members[i] = domain.UserID(fmt.Sprintf("u%d", i))
+	}
+	big := &domain.Conversation{ID: "g:big", Kind: domain.Group, Members: members}
+	in, out := &device{id: "d1", user: "u7"}, &device{id: "d2", user: "stranger"}
+	hub2.Add(in)
+	hub2.Add(out)
+	n1.Deliver(ctx, big, &domain.Message{ID: "m", Conv: big.ID, Seq: 1}, "")
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n1.Stop(stopCtx)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(in.seqs()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling a condition: the subscriber runs apart
+	}
+	n2.Stop(stopCtx)
+	if len(in.seqs()) != 1 || len(out.seqs()) != 0 {
+		t.Fatalf("member got %v, stranger got %v", in.seqs(), out.seqs())
 	}
 }

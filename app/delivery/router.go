@@ -74,6 +74,9 @@ type outgoing struct {
 }
 
 const (
+	// broadcastAbove is the member count above which a message goes to
+	// every other node rather than to the nodes presence names.
+	broadcastAbove = 64
 	// handoffLanes is how many hand-offs to other nodes run at once.
 	handoffLanes = 8
 	// handoffQueue bounds each lane. A full lane makes Deliver wait: the
@@ -220,10 +223,19 @@ func (r *Router) Notify(ctx context.Context, u domain.UserID, ev Event) {
 }
 
 func (r *Router) forward(ctx context.Context, users []domain.UserID, env handoff, msgID string) {
-	nodes, err := r.presence.RemoteNodes(ctx, users)
-	if err != nil {
-		r.log.Warn("presence lookup failed; remote devices will sync", zap.String("msg_id", msgID), zap.Error(err))
-		return
+	var nodes []string
+	if len(users) > broadcastAbove {
+		// A large group: asking presence where each member is costs more
+		// than sending to every node, which each keeps what its own
+		// devices need of the member list.
+		nodes = r.presence.Others()
+	} else {
+		var err error
+		nodes, err = r.presence.RemoteNodes(ctx, users)
+		if err != nil {
+			r.log.Warn("presence lookup failed; remote devices will sync", zap.String("msg_id", msgID), zap.Error(err))
+			return
+		}
 	}
 	if len(nodes) == 0 {
 		return
