@@ -149,12 +149,21 @@ interface PendingRequest {
   resolve: (f: Frame) => void;
   reject: (err: ParleyError) => void;
   timer: ReturnType<typeof setTimeout>;
+  /** The link's write count when the request went out. */
+  wseq: number;
 }
 
 /** One WebSocket and what rides on it. */
 class Link {
   ready = false;
   lastRx = Date.now();
+  /** Frames written so far. */
+  writes = 0;
+  /**
+   * Every frame up to this write count was read by the server: it answered
+   * a request written after them, and it reads a connection's frames in order.
+   */
+  confirmed = 0;
   readonly requests = new Map<string, PendingRequest>();
   helloTimer: ReturnType<typeof setTimeout> | undefined;
   pingTimer: ReturnType<typeof setTimeout> | undefined;
@@ -181,6 +190,10 @@ interface ConvState {
   above: Set<number>;
   syncing: Promise<void> | undefined;
   again: boolean;
+  /** The last recv written for this conversation: where, when, and its seq. */
+  recvLink: Link | undefined;
+  recvWseq: number;
+  recvSeq: number;
 }
 
 /**
@@ -524,6 +537,7 @@ export class Client extends Emitter<ClientEvents> {
     if (!req) return;
     link.requests.delete(f.id);
     clearTimeout(req.timer);
+    if (req.wseq > link.confirmed) link.confirmed = req.wseq;
     if (f.type === 'error') req.reject(new ParleyError(f.code ?? 'internal', f.message ?? '', f.retryable ?? false));
     else req.resolve(f);
   }
@@ -562,13 +576,30 @@ export class Client extends Emitter<ClientEvents> {
     }, delay);
   }
 
-  private write(link: Link, frame: ClientFrame): void {
+  /** write sends frame on link and returns the link's write count. */
+  private write(link: Link, frame: ClientFrame): number {
     // 1 is OPEN in every WebSocket implementation.
-    if (link.ws.readyState !== 1) return;
+    if (link.ws.readyState !== 1) return link.writes;
     try {
       link.ws.send(JSON.stringify(frame));
     } catch {
       // The close event follows and fails what is waiting.
+    }
+    return ++link.writes;
+  }
+
+  /**
+   * recv acknowledges conv up to seq on link, and remembers it: a recv that
+   * the server may not have read before the link died is sent again after
+   * the reconnect, or the sender would never learn of the delivery.
+   */
+  private recv(link: Link, conv: string, seq: number): void {
+    const wseq = this.write(link, { type: 'recv', conv, seq });
+    const st = this.convs.get(conv);
+    if (st && seq >= st.recvSeq) {
+      st.recvLink = link;
+      st.recvWseq = wseq;
+      st.recvSeq = seq;
     }
   }
 
@@ -592,7 +623,7 @@ export class Client extends Emitter<ClientEvents> {
         reject(new ParleyError('timeout', `no reply to ${frame.type} within ${this.requestTimeoutMs} ms`, true));
         this.onTimeout(link, sentAt);
       }, this.requestTimeoutMs);
-      link.requests.set(id, { resolve, reject, timer });
+      link.requests.set(id, { resolve, reject, timer, wseq: link.writes + 1 });
       this.write(link, { ...frame, id } as ClientFrame);
     });
   }
@@ -636,6 +667,7 @@ export class Client extends Emitter<ClientEvents> {
         if (err.code !== 'disconnected') this.finishSend(out, err);
       },
       timer,
+      wseq: link.writes + 1,
     });
     this.write(link, { ...out.frame, id });
   }
@@ -680,8 +712,8 @@ export class Client extends Emitter<ClientEvents> {
   private onMsg(link: Link, m: Message): void {
     // Acknowledge every push, duplicates included, or the server sends it
     // again and in the end closes the connection with 4009.
-    if (m.conv && m.seq) this.write(link, { type: 'recv', conv: m.conv, seq: m.seq });
     this.accept(m);
+    if (m.conv && m.seq) this.recv(link, m.conv, m.seq);
     const st = this.convs.get(m.conv);
     // A message beyond a gap: fetch what is missing.
     if (st && st.above.size > 0) this.syncConv(link, m.conv).catch(() => {});
@@ -778,12 +810,14 @@ export class Client extends Emitter<ClientEvents> {
               if (m.from !== this.me && m.seq > newest) newest = m.seq;
             }
             // Tells the senders that what the sync brought is delivered.
-            if (newest) this.write(link, { type: 'recv', conv, seq: newest });
+            if (newest) this.recv(link, conv, newest);
             const last = list[list.length - 1];
             if (!r.more || !last) break;
             after = last.seq;
           }
         } while (st.again);
+        const prev = st.recvLink;
+        if (prev && prev !== link && st.recvWseq > prev.confirmed) this.recv(link, conv, st.recvSeq);
       } catch (err) {
         if (err instanceof ParleyError && !err.retryable && isServerCode(err.code)) {
           // not_member and the like: this conversation is not ours to sync.
@@ -802,7 +836,7 @@ export class Client extends Emitter<ClientEvents> {
 }
 
 function newConvState(held: number): ConvState {
-  return { held: Math.max(0, held), above: new Set(), syncing: undefined, again: false };
+  return { held: Math.max(0, held), above: new Set(), syncing: undefined, again: false, recvLink: undefined, recvWseq: 0, recvSeq: 0 };
 }
 
 function isServerCode(code: string): boolean {
