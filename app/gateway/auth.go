@@ -50,33 +50,59 @@ func (a *Authenticator) Issue(user domain.UserID, ttl time.Duration) (string, er
 	return t.SignedString(a.secret)
 }
 
-// Verify returns the user a token was issued to.
+// Verify returns the user a token was issued to. exp must be a number of
+// seconds: a token whose exp is a string (which some libraries read as a
+// number) is refused.
 func (a *Authenticator) Verify(token string) (domain.UserID, error) {
 	if token == "" {
-		return "", fmt.Errorf("%w: no token: send it as \"Authorization: Bearer <token>\" or ?token=", ErrUnauthorized)
+		return "", fmt.Errorf("%w: no token: send it as \"Authorization: Bearer <token>\" (or ?token= on the WebSocket)", ErrUnauthorized)
 	}
 	if len(token) > MaxTokenLen {
 		return "", fmt.Errorf("%w: token longer than %d bytes", ErrUnauthorized, MaxTokenLen)
 	}
-	var claims jwt.RegisteredClaims
-	if _, err := a.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return a.secret, nil }); err != nil {
+	// MapClaims, not RegisteredClaims: its exp must be a JSON number.
+	claims := jwt.MapClaims{}
+	if _, err := a.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return a.secret, nil }); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrUnauthorized, err)
 	}
-	u, err := domain.ParseUserID(claims.Subject)
+	sub, err := claims.GetSubject()
+	if err != nil {
+		return "", fmt.Errorf("%w: token subject: %v", ErrUnauthorized, err)
+	}
+	u, err := domain.ParseUserID(sub)
 	if err != nil {
 		return "", fmt.Errorf("%w: token subject: %v", ErrUnauthorized, err)
 	}
 	return u, nil
 }
 
-// tokenFrom takes the token from the Authorization header, else from the
-// token query parameter (browsers cannot set headers on a WebSocket).
-func tokenFrom(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return strings.TrimSpace(t)
+// errNotBearer answers an Authorization header of another scheme.
+var errNotBearer = fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", ErrUnauthorized)
+
+// bearerToken takes the token from "Authorization: Bearer <token>". With
+// query, a request with no Authorization header may give it as ?token=:
+// only the WebSocket upgrade, as browsers cannot set headers on it. The
+// HTTP API never does, so that tokens stay out of URLs and their logs.
+func bearerToken(r *http.Request, query bool) (string, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		if query {
+			return r.URL.Query().Get("token"), nil
 		}
-		return strings.TrimSpace(h)
+		return "", nil
 	}
-	return r.URL.Query().Get("token")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", errNotBearer
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+// authenticate verifies the request's token; see bearerToken for query.
+func (a *Authenticator) authenticate(r *http.Request, query bool) (domain.UserID, error) {
+	tok, err := bearerToken(r, query)
+	if err != nil {
+		return "", err
+	}
+	return a.Verify(tok)
 }

@@ -277,6 +277,7 @@ func (c *conn) teardown() {
 	c.teardownOnce.Do(func() {
 		s := c.srv
 		n := s.hub.Remove(c)
+		s.releaseSlot(c.user)
 		// While the node shuts down its entries need no cleaning: its lease
 		// goes with it, and with the lease every entry of the node stops
 		// counting. Writing them one by one made a node with many

@@ -38,6 +38,10 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 	case "recv":
 		c.acked(ctx, domain.ConversationID(f.Conv), f.Seq)
 	case "sync":
+		if f.Conv == "" {
+			c.sendCode(f.Id, CodeInvalidConv, `sync needs "conv"`)
+			return
+		}
 		page, err := c.srv.history.Handle(ctx, chat.History{Reader: c.user, Conv: f.Conv, After: f.Seq, Limit: int(f.Limit)})
 		if err != nil {
 			c.sendErr(f.Id, err)
@@ -45,6 +49,10 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 		}
 		c.send(&pb.Frame{Type: "sync_result", Id: f.Id, Conv: string(page.Conv), Messages: toPBList(page.Messages), More: page.More})
 	case "read":
+		if f.Conv == "" {
+			c.sendCode(f.Id, CodeInvalidConv, `read needs "conv"`)
+			return
+		}
 		seq, err := c.srv.markRead.Handle(ctx, chat.MarkRead{Reader: c.user, Conv: f.Conv, Seq: f.Seq})
 		if err != nil {
 			c.sendErr(f.Id, err)

@@ -47,3 +47,19 @@ func TestFramesAreAnsweredInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncAndReadNeedAConversation: sync and read without conv are
+// answered invalid_conversation.
+func TestSyncAndReadNeedAConversation(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	ws := e.dial("alice")
+	for _, typ := range []string{"sync", "read"} {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"`+typ+`","id":"q","seq":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readFrame(t, ws); !strings.Contains(got, `"code":"invalid_conversation"`) {
+			t.Fatalf("%s without conv: got %s", typ, got)
+		}
+	}
+}

@@ -34,6 +34,7 @@ const (
 	CodeRequestTooLarge    = "request_too_large"
 	CodeInternal           = "internal"
 	CodeRejected           = "rejected"
+	CodeOriginNotAllowed   = "origin_not_allowed"
 )
 
 // apiError is an error as the client sees it.

@@ -48,8 +48,15 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, user domain.User
 
 func (s *Server) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		user, err := s.auth.Verify(tokenFrom(r))
+		// Before the body is read: an unauthenticated client must not be
+		// able to hold the connection by sending it slowly.
+		user, err := s.auth.authenticate(r, false)
 		if err != nil {
+			if r.ContentLength != 0 {
+				// Close rather than let net/http read the unread body
+				// before it sends the reply.
+				w.Header().Set("Connection", "close")
+			}
 			writeError(w, toAPIError(err))
 			return
 		}

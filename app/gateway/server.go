@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log"
 	"net/http"
 	"strings"
 	"sync"
@@ -51,6 +52,20 @@ type Config struct {
 	MaxConnsPerUser int
 	// Ready reports whether the backend answers, for /readyz. Nil means always.
 	Ready func(ctx context.Context) error
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) whose
+	// pages may open a WebSocket, besides the page's own origin. Empty
+	// means only the same origin, or no Origin at all (API clients).
+	AllowedOrigins []string
+	// ReadHeaderTimeout, ReadTimeout, HTTPWriteTimeout and IdleTimeout are
+	// the http.Server limits of HTTPServer: how long a client may take to
+	// send headers, a whole request, how long a reply may take, and how
+	// long an idle keep-alive connection stays. WebSocket connections are
+	// not bound by them: their deadlines are cleared after the upgrade.
+	// Zero means 5s, 30s, 30s and 60s.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	HTTPWriteTimeout  time.Duration
+	IdleTimeout       time.Duration
 }
 
 func (c *Config) defaults() {
@@ -74,6 +89,29 @@ func (c *Config) defaults() {
 	}
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 16
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&c.ReadHeaderTimeout, 5 * time.Second}, {&c.ReadTimeout, 30 * time.Second}, {&c.HTTPWriteTimeout, 30 * time.Second}, {&c.IdleTimeout, 60 * time.Second}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+}
+
+// HTTPServer returns the http.Server to serve Handler with, its timeouts
+// set from Config, so that a client that sends nothing, or slowly, or
+// holds an idle connection, is cut. errorLog may be nil.
+func (s *Server) HTTPServer(errorLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.HTTPWriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errorLog,
 	}
 }
 
@@ -99,6 +137,11 @@ type Server struct {
 	mux       *http.ServeMux
 	// wsCfg bounds every connection's transport.
 	wsCfg wsconn.Config
+
+	// slots counts each user's connections on this node, taken before the
+	// upgrade so that concurrent upgrades cannot pass MaxConnsPerUser.
+	slotsMu sync.Mutex
+	slots   map[domain.UserID]int
 
 	draining atomic.Bool
 	admitMu  sync.Mutex // orders conns.Add before a shutdown's conns.Wait
@@ -179,8 +222,9 @@ func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, 
 			HandshakeTimeout:  10 * time.Second,
 			EnableCompression: false,
 			// The page is served from the same origin; API clients send no
-			// Origin. Cross-origin browser pages are refused.
-			CheckOrigin: sameOriginOrNone,
+			// Origin. Other browser pages are refused unless allowed.
+			CheckOrigin: func(r *http.Request) bool { return originAllowed(r, cfg.AllowedOrigins) },
+			Error:       upgradeError,
 		},
 	}
 	if s.delivered == nil {
@@ -218,15 +262,21 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server is shutting down; connect to another node or retry", true})
 		return
 	}
-	user, err := s.auth.Verify(tokenFrom(r))
+	user, err := s.auth.authenticate(r, true)
 	if err != nil {
 		writeError(w, toAPIError(err))
 		return
 	}
-	if len(s.hub.Sessions(user)) >= s.cfg.MaxConnsPerUser {
+	if !s.takeSlot(user) {
 		writeError(w, apiError{http.StatusTooManyRequests, CodeRateLimited, "too many connections for this user on this node", true})
 		return
 	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			s.releaseSlot(user)
+		}
+	}()
 	device := r.URL.Query().Get("device")
 	if len(device) > 32 {
 		device = device[:32]
@@ -240,6 +290,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader already answered with an HTTP error
 	}
+	// The http.Server's read and write timeouts bound requests, not a
+	// WebSocket's life: the deadlines they set stay on the hijacked socket.
+	_ = ws.NetConn().SetDeadline(time.Time{})
 	// Clone what the connection keeps, so that it does not pin the request.
 	c := &conn{srv: s, id: newConnID(), user: domain.UserID(strings.Clone(string(user))), device: strings.Clone(device), codec: jsonCodec{}}
 	if ws.Subprotocol() == SubprotocolProto {
@@ -262,7 +315,34 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.conns.Add(1)
 	s.admitMu.Unlock()
+	// From here the slot is the connection's: teardown gives it back.
+	admitted = true
 	go s.serveConn(c)
+}
+
+// takeSlot reserves one of user's MaxConnsPerUser connections on this node.
+func (s *Server) takeSlot(user domain.UserID) bool {
+	s.slotsMu.Lock()
+	defer s.slotsMu.Unlock()
+	if s.slots[user] >= s.cfg.MaxConnsPerUser {
+		return false
+	}
+	if s.slots == nil {
+		s.slots = make(map[domain.UserID]int)
+	}
+	s.slots[user]++
+	return true
+}
+
+// releaseSlot gives back a slot taken by takeSlot.
+func (s *Server) releaseSlot(user domain.UserID) {
+	s.slotsMu.Lock()
+	defer s.slotsMu.Unlock()
+	if s.slots[user] <= 1 {
+		delete(s.slots, user)
+		return
+	}
+	s.slots[user]--
 }
 
 func (s *Server) serveConn(c *conn) {
@@ -286,12 +366,28 @@ func (s *Server) notify(ctx context.Context, u domain.UserID, ev delivery.Event)
 	s.hub.NotifyUser(u, ev)
 }
 
-func sameOriginOrNone(r *http.Request) bool {
+// originAllowed admits no Origin (API clients), the page's own origin, and
+// the allowed ones.
+func originAllowed(r *http.Request, allowed []string) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" {
+	if origin == "" || origin == "http://"+r.Host || origin == "https://"+r.Host {
 		return true
 	}
-	return origin == "http://"+r.Host || origin == "https://"+r.Host
+	for _, a := range allowed {
+		if strings.EqualFold(origin, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// upgradeError answers a refused upgrade in the shape of every other error.
+func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+	if status == http.StatusForbidden {
+		writeError(w, apiError{status, CodeOriginNotAllowed, "this page's origin may not open a WebSocket here; see AllowedOrigins", false})
+		return
+	}
+	writeError(w, apiError{status, CodeBadFrame, "not a valid WebSocket upgrade: " + reason.Error(), false})
 }
 
 // Shutdown stops accepting connections, lets every connection finish the

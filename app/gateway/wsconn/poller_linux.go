@@ -72,7 +72,6 @@ func (p *Poller) Watch(c *Conn) error {
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
-	c.poller = p
 	p.conns[int32(c.fd)] = c
 	return nil
 }
