@@ -35,7 +35,8 @@ const (
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// type: send, ack, msg, sync, sync_result, read, ping, pong, hello, error,
-	// delivered, conversations.
+	// delivered, conversations, group_create, group, group_result, recall,
+	// edit, typing, notice.
 	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
 	// id correlates a request with its reply; the client chooses it.
 	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
@@ -70,6 +71,37 @@ type Frame struct {
 	Node string `protobuf:"bytes,18,opt,name=node,proto3" json:"node,omitempty"`
 	// conversations lists conversations, in conversations frames.
 	Conversations []*Conversation `protobuf:"bytes,19,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// reply_to is the seq a send replies to or quotes.
+	ReplyTo uint64 `protobuf:"varint,20,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// mentions are user ids a send mentions; "@all" mentions a whole group.
+	Mentions []string `protobuf:"bytes,21,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	// op names a group change in a group frame: invite, join, approve,
+	// reject, leave, kick, set_role, mute, unmute, mute_all, rename, notice,
+	// ext, policy, history, transfer, dissolve, requests.
+	Op string `protobuf:"bytes,22,opt,name=op,proto3" json:"op,omitempty"`
+	// users are the users a group change or a notice is about.
+	Users []string `protobuf:"bytes,23,rep,name=users,proto3" json:"users,omitempty"`
+	// role is a group role: owner, admin or member.
+	Role string `protobuf:"bytes,24,opt,name=role,proto3" json:"role,omitempty"`
+	// name, notice and ext are a group's profile; ext is a JSON object as text.
+	Name   string `protobuf:"bytes,25,opt,name=name,proto3" json:"name,omitempty"`
+	Notice string `protobuf:"bytes,26,opt,name=notice,proto3" json:"notice,omitempty"`
+	Ext    string `protobuf:"bytes,27,opt,name=ext,proto3" json:"ext,omitempty"`
+	// policy is a group's join policy: open, approval or invite_only.
+	Policy string `protobuf:"bytes,28,opt,name=policy,proto3" json:"policy,omitempty"`
+	// on switches a group setting (mute_all, history), or says a typist
+	// started (true) or stopped.
+	On bool `protobuf:"varint,29,opt,name=on,proto3" json:"on,omitempty"`
+	// until ends a mute, in milliseconds since the Unix epoch.
+	Until int64 `protobuf:"varint,30,opt,name=until,proto3" json:"until,omitempty"`
+	// note is a join request's message.
+	Note string `protobuf:"bytes,31,opt,name=note,proto3" json:"note,omitempty"`
+	// group is a group's profile, in group_result frames.
+	Group *Group `protobuf:"bytes,32,opt,name=group,proto3" json:"group,omitempty"`
+	// count is how many members read message seq, in read_by notices.
+	Count uint64 `protobuf:"varint,33,opt,name=count,proto3" json:"count,omitempty"`
+	// requests are a group's pending join requests.
+	Requests      []*JoinRequest `protobuf:"bytes,34,rep,name=requests,proto3" json:"requests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,6 +269,111 @@ func (x *Frame) GetConversations() []*Conversation {
 	return nil
 }
 
+func (x *Frame) GetReplyTo() uint64 {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return 0
+}
+
+func (x *Frame) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
+}
+
+func (x *Frame) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *Frame) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *Frame) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Frame) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Frame) GetNotice() string {
+	if x != nil {
+		return x.Notice
+	}
+	return ""
+}
+
+func (x *Frame) GetExt() string {
+	if x != nil {
+		return x.Ext
+	}
+	return ""
+}
+
+func (x *Frame) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *Frame) GetOn() bool {
+	if x != nil {
+		return x.On
+	}
+	return false
+}
+
+func (x *Frame) GetUntil() int64 {
+	if x != nil {
+		return x.Until
+	}
+	return 0
+}
+
+func (x *Frame) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *Frame) GetGroup() *Group {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+func (x *Frame) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Frame) GetRequests() []*JoinRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
 // Message is a stored message.
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -248,7 +385,16 @@ type Message struct {
 	Ctype string                 `protobuf:"bytes,6,opt,name=ctype,proto3" json:"ctype,omitempty"`
 	Body  string                 `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
 	// ts is the server time in milliseconds since the Unix epoch.
-	Ts            int64 `protobuf:"varint,8,opt,name=ts,proto3" json:"ts,omitempty"`
+	Ts int64 `protobuf:"varint,8,opt,name=ts,proto3" json:"ts,omitempty"`
+	// reply_to is the seq of the message this one replies to.
+	ReplyTo uint64 `protobuf:"varint,9,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// mentions are the users it mentions; mention_all mentions everyone.
+	Mentions   []string `protobuf:"bytes,10,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	MentionAll bool     `protobuf:"varint,11,opt,name=mention_all,json=mentionAll,proto3" json:"mention_all,omitempty"`
+	// edited is set once its body was replaced; recalled once it was taken
+	// back (its body is then empty).
+	Edited        bool `protobuf:"varint,12,opt,name=edited,proto3" json:"edited,omitempty"`
+	Recalled      bool `protobuf:"varint,13,opt,name=recalled,proto3" json:"recalled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -339,18 +485,55 @@ func (x *Message) GetTs() int64 {
 	return 0
 }
 
+func (x *Message) GetReplyTo() uint64 {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return 0
+}
+
+func (x *Message) GetMentions() []string {
+	if x != nil {
+		return x.Mentions
+	}
+	return nil
+}
+
+func (x *Message) GetMentionAll() bool {
+	if x != nil {
+		return x.MentionAll
+	}
+	return false
+}
+
+func (x *Message) GetEdited() bool {
+	if x != nil {
+		return x.Edited
+	}
+	return false
+}
+
+func (x *Message) GetRecalled() bool {
+	if x != nil {
+		return x.Recalled
+	}
+	return false
+}
+
 // Conversation is one entry of a user's conversation list.
 type Conversation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// kind is "direct" or "group".
+	// kind is "direct", "group" or "service".
 	Kind    string   `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	Members []string `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
 	// last_seq is the newest seq; read_seq the reader's cursor.
-	LastSeq       uint64   `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
-	ReadSeq       uint64   `protobuf:"varint,5,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
-	Unread        uint64   `protobuf:"varint,6,opt,name=unread,proto3" json:"unread,omitempty"`
-	Last          *Message `protobuf:"bytes,7,opt,name=last,proto3" json:"last,omitempty"`
+	LastSeq uint64   `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	ReadSeq uint64   `protobuf:"varint,5,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	Unread  uint64   `protobuf:"varint,6,opt,name=unread,proto3" json:"unread,omitempty"`
+	Last    *Message `protobuf:"bytes,7,opt,name=last,proto3" json:"last,omitempty"`
+	// group is the group's profile, for a group.
+	Group         *Group `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -434,11 +617,207 @@ func (x *Conversation) GetLast() *Message {
 	return nil
 }
 
+func (x *Conversation) GetGroup() *Group {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+// Group is a group's profile.
+type Group struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Notice string                 `protobuf:"bytes,3,opt,name=notice,proto3" json:"notice,omitempty"`
+	// ext is a free-form JSON object, as text.
+	Ext    string `protobuf:"bytes,4,opt,name=ext,proto3" json:"ext,omitempty"`
+	Owner  string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	Policy string `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	// history: members who join see what came before.
+	History bool `protobuf:"varint,7,opt,name=history,proto3" json:"history,omitempty"`
+	// muted_all: only the owner and admins speak.
+	MutedAll      bool   `protobuf:"varint,8,opt,name=muted_all,json=mutedAll,proto3" json:"muted_all,omitempty"`
+	Dissolved     bool   `protobuf:"varint,9,opt,name=dissolved,proto3" json:"dissolved,omitempty"`
+	Count         uint32 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
+	Created       int64  `protobuf:"varint,11,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Group) Reset() {
+	*x = Group{}
+	mi := &file_parley_v1_frame_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Group) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Group) ProtoMessage() {}
+
+func (x *Group) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_frame_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Group.ProtoReflect.Descriptor instead.
+func (*Group) Descriptor() ([]byte, []int) {
+	return file_parley_v1_frame_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Group) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Group) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Group) GetNotice() string {
+	if x != nil {
+		return x.Notice
+	}
+	return ""
+}
+
+func (x *Group) GetExt() string {
+	if x != nil {
+		return x.Ext
+	}
+	return ""
+}
+
+func (x *Group) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Group) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *Group) GetHistory() bool {
+	if x != nil {
+		return x.History
+	}
+	return false
+}
+
+func (x *Group) GetMutedAll() bool {
+	if x != nil {
+		return x.MutedAll
+	}
+	return false
+}
+
+func (x *Group) GetDissolved() bool {
+	if x != nil {
+		return x.Dissolved
+	}
+	return false
+}
+
+func (x *Group) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Group) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+// JoinRequest is a pending request to join a group.
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Note          string                 `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	At            int64                  `protobuf:"varint,3,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_parley_v1_frame_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_frame_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_frame_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *JoinRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
 var File_parley_v1_frame_proto protoreflect.FileDescriptor
 
 const file_parley_v1_frame_proto_rawDesc = "" +
 	"\n" +
-	"\x15parley/v1/frame.proto\x12\tparley.v1\"\xe6\x03\n" +
+	"\x15parley/v1/frame.proto\x12\tparley.v1\"\xd9\x06\n" +
 	"\x05Frame\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -459,7 +838,22 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\x04user\x18\x10 \x01(\tR\x04user\x12\x12\n" +
 	"\x04conn\x18\x11 \x01(\tR\x04conn\x12\x12\n" +
 	"\x04node\x18\x12 \x01(\tR\x04node\x12=\n" +
-	"\rconversations\x18\x13 \x03(\v2\x17.parley.v1.ConversationR\rconversations\"\xa1\x01\n" +
+	"\rconversations\x18\x13 \x03(\v2\x17.parley.v1.ConversationR\rconversations\x12\x19\n" +
+	"\breply_to\x18\x14 \x01(\x04R\areplyTo\x12\x1a\n" +
+	"\bmentions\x18\x15 \x03(\tR\bmentions\x12\x0e\n" +
+	"\x02op\x18\x16 \x01(\tR\x02op\x12\x14\n" +
+	"\x05users\x18\x17 \x03(\tR\x05users\x12\x12\n" +
+	"\x04role\x18\x18 \x01(\tR\x04role\x12\x12\n" +
+	"\x04name\x18\x19 \x01(\tR\x04name\x12\x16\n" +
+	"\x06notice\x18\x1a \x01(\tR\x06notice\x12\x10\n" +
+	"\x03ext\x18\x1b \x01(\tR\x03ext\x12\x16\n" +
+	"\x06policy\x18\x1c \x01(\tR\x06policy\x12\x0e\n" +
+	"\x02on\x18\x1d \x01(\bR\x02on\x12\x14\n" +
+	"\x05until\x18\x1e \x01(\x03R\x05until\x12\x12\n" +
+	"\x04note\x18\x1f \x01(\tR\x04note\x12&\n" +
+	"\x05group\x18  \x01(\v2\x10.parley.v1.GroupR\x05group\x12\x14\n" +
+	"\x05count\x18! \x01(\x04R\x05count\x122\n" +
+	"\brequests\x18\" \x03(\v2\x16.parley.v1.JoinRequestR\brequests\"\xad\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04conv\x18\x02 \x01(\tR\x04conv\x12\x10\n" +
@@ -468,7 +862,14 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\x04cmid\x18\x05 \x01(\tR\x04cmid\x12\x14\n" +
 	"\x05ctype\x18\x06 \x01(\tR\x05ctype\x12\x12\n" +
 	"\x04body\x18\a \x01(\tR\x04body\x12\x0e\n" +
-	"\x02ts\x18\b \x01(\x03R\x02ts\"\xc2\x01\n" +
+	"\x02ts\x18\b \x01(\x03R\x02ts\x12\x19\n" +
+	"\breply_to\x18\t \x01(\x04R\areplyTo\x12\x1a\n" +
+	"\bmentions\x18\n" +
+	" \x03(\tR\bmentions\x12\x1f\n" +
+	"\vmention_all\x18\v \x01(\bR\n" +
+	"mentionAll\x12\x16\n" +
+	"\x06edited\x18\f \x01(\bR\x06edited\x12\x1a\n" +
+	"\brecalled\x18\r \x01(\bR\brecalled\"\xea\x01\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -476,7 +877,25 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12\x19\n" +
 	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\x12\x16\n" +
 	"\x06unread\x18\x06 \x01(\x04R\x06unread\x12&\n" +
-	"\x04last\x18\a \x01(\v2\x12.parley.v1.MessageR\x04lastB6Z4github.com/parley-im/parley/proto/parley/v1;parleyv1b\x06proto3"
+	"\x04last\x18\a \x01(\v2\x12.parley.v1.MessageR\x04last\x12&\n" +
+	"\x05group\x18\b \x01(\v2\x10.parley.v1.GroupR\x05group\"\x88\x02\n" +
+	"\x05Group\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06notice\x18\x03 \x01(\tR\x06notice\x12\x10\n" +
+	"\x03ext\x18\x04 \x01(\tR\x03ext\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06policy\x18\x06 \x01(\tR\x06policy\x12\x18\n" +
+	"\ahistory\x18\a \x01(\bR\ahistory\x12\x1b\n" +
+	"\tmuted_all\x18\b \x01(\bR\bmutedAll\x12\x1c\n" +
+	"\tdissolved\x18\t \x01(\bR\tdissolved\x12\x14\n" +
+	"\x05count\x18\n" +
+	" \x01(\rR\x05count\x12\x18\n" +
+	"\acreated\x18\v \x01(\x03R\acreated\"E\n" +
+	"\vJoinRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\x12\x0e\n" +
+	"\x02at\x18\x03 \x01(\x03R\x02atB6Z4github.com/parley-im/parley/proto/parley/v1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_frame_proto_rawDescOnce sync.Once
@@ -490,22 +909,27 @@ func file_parley_v1_frame_proto_rawDescGZIP() []byte {
 	return file_parley_v1_frame_proto_rawDescData
 }
 
-var file_parley_v1_frame_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_parley_v1_frame_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_parley_v1_frame_proto_goTypes = []any{
 	(*Frame)(nil),        // 0: parley.v1.Frame
 	(*Message)(nil),      // 1: parley.v1.Message
 	(*Conversation)(nil), // 2: parley.v1.Conversation
+	(*Group)(nil),        // 3: parley.v1.Group
+	(*JoinRequest)(nil),  // 4: parley.v1.JoinRequest
 }
 var file_parley_v1_frame_proto_depIdxs = []int32{
 	1, // 0: parley.v1.Frame.msg:type_name -> parley.v1.Message
 	1, // 1: parley.v1.Frame.messages:type_name -> parley.v1.Message
 	2, // 2: parley.v1.Frame.conversations:type_name -> parley.v1.Conversation
-	1, // 3: parley.v1.Conversation.last:type_name -> parley.v1.Message
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 3: parley.v1.Frame.group:type_name -> parley.v1.Group
+	4, // 4: parley.v1.Frame.requests:type_name -> parley.v1.JoinRequest
+	1, // 5: parley.v1.Conversation.last:type_name -> parley.v1.Message
+	3, // 6: parley.v1.Conversation.group:type_name -> parley.v1.Group
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_frame_proto_init() }
@@ -519,7 +943,7 @@ func file_parley_v1_frame_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_frame_proto_rawDesc), len(file_parley_v1_frame_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -11,9 +11,10 @@ import (
 // because it runs for every frame a server sends and a client writes; a
 // reflection-based encoder cost several times more. A frame with
 // conversations (a listing, not on the hot path) returns ok false: the
-// caller encodes it another way.
+// caller encodes it another way; so does one with a group profile or join
+// requests.
 func (f *Frame) AppendJSON(b []byte) (out []byte, ok bool) {
-	if len(f.Conversations) > 0 {
+	if len(f.Conversations) > 0 || f.Group != nil || len(f.Requests) > 0 {
 		return b, false
 	}
 	b = append(b, '{')
@@ -53,6 +54,22 @@ func (f *Frame) AppendJSON(b []byte) (out []byte, ok bool) {
 	b = appendStr(b, n, "user", f.User)
 	b = appendStr(b, n, "conn", f.Conn)
 	b = appendStr(b, n, "node", f.Node)
+	b = appendUint(b, n, "reply_to", f.ReplyTo)
+	b = appendStrs(b, n, "mentions", f.Mentions)
+	b = appendStr(b, n, "op", f.Op)
+	b = appendStrs(b, n, "users", f.Users)
+	b = appendStr(b, n, "role", f.Role)
+	b = appendStr(b, n, "name", f.Name)
+	b = appendStr(b, n, "notice", f.Notice)
+	b = appendStr(b, n, "ext", f.Ext)
+	b = appendStr(b, n, "policy", f.Policy)
+	b = appendBool(b, n, "on", f.On)
+	if f.Until != 0 {
+		b = appendKey(b, n, "until")
+		b = strconv.AppendInt(b, f.Until, 10)
+	}
+	b = appendStr(b, n, "note", f.Note)
+	b = appendUint(b, n, "count", f.Count)
 	return append(b, '}'), true
 }
 
@@ -70,7 +87,26 @@ func (m *Message) appendJSON(b []byte) []byte {
 		b = appendKey(b, n, "ts")
 		b = strconv.AppendInt(b, m.Ts, 10)
 	}
+	b = appendUint(b, n, "reply_to", m.ReplyTo)
+	b = appendStrs(b, n, "mentions", m.Mentions)
+	b = appendBool(b, n, "mention_all", m.MentionAll)
+	b = appendBool(b, n, "edited", m.Edited)
+	b = appendBool(b, n, "recalled", m.Recalled)
 	return append(b, '}')
+}
+
+func appendStrs(b []byte, start int, key string, vs []string) []byte {
+	if len(vs) == 0 {
+		return b
+	}
+	b = append(appendKey(b, start, key), '[')
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, v)
+	}
+	return append(b, ']')
 }
 
 // appendKey appends `"key":`, after a comma unless the object that starts
