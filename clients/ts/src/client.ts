@@ -167,6 +167,7 @@ class Link {
   readonly requests = new Map<string, PendingRequest>();
   helloTimer: ReturnType<typeof setTimeout> | undefined;
   pingTimer: ReturnType<typeof setTimeout> | undefined;
+  catchUpTimer: ReturnType<typeof setTimeout> | undefined;
   constructor(readonly ws: WebSocketLike) {}
 }
 
@@ -281,6 +282,7 @@ export class Client extends Emitter<ClientEvents> {
     if (this.stopped) return Promise.reject(closedError());
     if (!this.started) {
       this.started = true;
+      this.setState({ state: 'connecting', attempt: 0 });
       void this.dial();
     }
     return this.opened.promise;
@@ -405,7 +407,6 @@ export class Client extends Emitter<ClientEvents> {
   private async dial(): Promise<void> {
     this.reconnectTimer = undefined;
     if (this.stopped) return;
-    if (this.current !== 'connecting') this.setState({ state: 'connecting', attempt: this.attempt });
     let token: string;
     try {
       token = typeof this.opts.token === 'string' ? this.opts.token : await this.opts.token();
@@ -468,6 +469,7 @@ export class Client extends Emitter<ClientEvents> {
   private retire(link: Link, err: ParleyError): void {
     clearTimeout(link.helloTimer);
     clearTimeout(link.pingTimer);
+    clearTimeout(link.catchUpTimer);
     link.ws.onmessage = null;
     link.ws.onclose = null;
     const requests = [...link.requests.values()];
@@ -480,15 +482,22 @@ export class Client extends Emitter<ClientEvents> {
 
   private scheduleReconnect(code: number | undefined, reason: string): void {
     if (this.stopped || this.reconnectTimer) return;
-    // Equal jitter: half the capped exponential delay, plus up to as much
-    // again at random, so that clients dropped together come back spread out.
-    const cap = Math.min(this.maxReconnectDelayMs, this.reconnectDelayMs * 2 ** Math.min(this.attempt, 30));
-    const delay = Math.round(cap / 2 + (Math.random() * cap) / 2);
+    const delay = this.backoff(this.attempt);
     this.attempt++;
     const change: StateChange = { state: 'connecting', attempt: this.attempt, reason, retryInMs: delay };
     if (code !== undefined) change.code = code;
     this.setState(change);
     this.reconnectTimer = setTimeout(() => void this.dial(), delay);
+  }
+
+  /**
+   * backoff is the delay before retry n (from 0): exponential, capped, with
+   * equal jitter (half the delay, plus up to as much again at random), so
+   * that clients dropped together come back spread out.
+   */
+  private backoff(n: number): number {
+    const cap = Math.min(this.maxReconnectDelayMs, this.reconnectDelayMs * 2 ** Math.min(n, 30));
+    return Math.round(cap / 2 + (Math.random() * cap) / 2);
   }
 
   private setState(change: StateChange): void {
@@ -555,7 +564,9 @@ export class Client extends Emitter<ClientEvents> {
     this.opened.resolve();
     this.armPing(link, this.pingIntervalMs);
     for (const out of this.outbox.values()) this.transmit(out);
-    void this.catchUp(link);
+    const first = !this.hadOpen;
+    this.hadOpen = true;
+    void this.catchUp(link, first, 0);
   }
 
   /**
@@ -762,9 +773,7 @@ export class Client extends Emitter<ClientEvents> {
    * this client was away, then syncs every known conversation from the last
    * seq held, page by page.
    */
-  private async catchUp(link: Link): Promise<void> {
-    const first = !this.hadOpen;
-    this.hadOpen = true;
+  private async catchUp(link: Link, first: boolean, tries: number): Promise<void> {
     try {
       const list = await this.request(link, { type: 'convs' });
       for (const c of list.conversations ?? []) {
@@ -783,8 +792,10 @@ export class Client extends Emitter<ClientEvents> {
       if (this.link !== link) return; // the next connection catches up
       const e = err instanceof ParleyError ? err : new ParleyError('internal', errorText(err), true);
       this.emit('error', e);
-      // Try again on a fresh connection rather than stay behind.
-      this.drop(link, 'catch-up failed');
+      // The server answers but cannot serve history right now (its sidecar
+      // is down, say): try again on this connection, backing off, rather
+      // than reconnect in a loop.
+      link.catchUpTimer = setTimeout(() => void this.catchUp(link, first, tries + 1), this.backoff(tries));
     }
   }
 

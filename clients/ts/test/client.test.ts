@@ -72,6 +72,10 @@ test('send resolves with the stored message; the peer gets it once; the sender s
   const bob = await Device.open(t, shared.url, await shared.token('bob1'));
   const conv = directConv('alice1', 'bob1');
 
+  assert.deepEqual(alice.states.map((s) => s.state), ['connecting', 'open']);
+  assert.equal(alice.states[1]?.user, 'alice1');
+  assert.equal(alice.client.user, 'alice1');
+
   const m1 = await alice.client.send({ to: 'bob1', body: 'hello bob' });
   assert.equal(m1.conv, conv);
   assert.equal(m1.seq, 1);
@@ -171,6 +175,30 @@ test('a lost connection: the device reconnects and syncs what it missed, page by
   // What the sync brought counts as delivered for the sender.
   await waitFor(() => alice.deliveredUpTo(conv) === 6, 'alice to see m6 delivered');
   assertNoDuplicates(bob);
+});
+
+test('while no server answers: sends wait; abort and close reject them', { timeout: 30_000 }, async () => {
+  // Port 1 on loopback refuses every connection.
+  const client = new Client({ url: 'http://127.0.0.1:1', token: 'unused', WebSocket, reconnectDelayMs: 10, maxReconnectDelayMs: 50 });
+  const states: StateChange[] = [];
+  client.on('state', (s) => states.push(s));
+  const connected = client.connect();
+  await waitFor(() => states.filter((s) => s.state === 'connecting').length >= 3, 'a few reconnect attempts');
+  const retries = states.filter((s) => s.retryInMs !== undefined);
+  assert.ok(retries.every((s) => s.retryInMs! >= 5 && s.retryInMs! <= 50), `delays within the cap: ${JSON.stringify(retries.map((s) => s.retryInMs))}`);
+
+  const ctl = new AbortController();
+  const aborted = client.send({ to: 'bob', body: 'never' }, { signal: ctl.signal });
+  const waiting = client.send({ to: 'bob', body: 'never either' });
+  ctl.abort();
+  await assert.rejects(aborted, { code: 'aborted' });
+  await assert.rejects(client.conversations(), { code: 'disconnected', retryable: true });
+
+  await client.close();
+  await assert.rejects(waiting, { code: 'closed', retryable: false });
+  await assert.rejects(connected, { code: 'closed' });
+  assert.equal(client.state, 'closed');
+  await assert.rejects(client.send({ to: 'bob', body: 'late' }), { code: 'closed' });
 });
 
 /**
