@@ -177,3 +177,42 @@ func TestRouterBroadcastsLargeGroups(t *testing.T) {
 		t.Fatalf("member got %v, stranger got %v", in.seqs(), out.seqs())
 	}
 }
+
+// lateDevice connected at a given time.
+type lateDevice struct {
+	*device
+	since int64
+}
+
+func (d lateDevice) ConnectedMs() int64 { return d.since }
+
+// TestRouterSkipsBacklogOlderThanTheConnection: a message another node
+// handed over long before a device connected (a restarted node's topic
+// backlog) is not pushed to it: its sync returns it. A fresh one is.
+func TestRouterSkipsBacklogOlderThanTheConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ps := memory.NewPubSub()
+	hub2 := NewHub()
+	n1 := NewRouter(NewHub(), cluster{}, ps, "n1", zap.NewNop())
+	n2 := NewRouter(hub2, cluster{}, ps, "n2", zap.NewNop())
+	if err := n2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	bob := lateDevice{&device{id: "b1", user: "bob"}, now}
+	hub2.Add(bob)
+	n1.Deliver(ctx, pair, &domain.Message{ID: "old", Conv: pair.ID, Seq: 1, ServerMs: now - 60_000}, "")
+	n1.Deliver(ctx, pair, &domain.Message{ID: "new", Conv: pair.ID, Seq: 2, ServerMs: now}, "")
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n1.Stop(stopCtx)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(bob.seqs()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling a condition: the subscriber runs apart
+	}
+	n2.Stop(stopCtx)
+	if got := bob.seqs(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("bob's device was pushed %v, want only the fresh message [2]", got)
+	}
+}

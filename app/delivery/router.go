@@ -174,6 +174,9 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 		e := &Envelope{Msg: env.Msg}
 		for _, u := range env.Users {
 			for _, s := range r.hub.Sessions(u) {
+				if stale(s, env.Msg) {
+					continue
+				}
 				s.Push(e)
 			}
 		}
@@ -183,6 +186,28 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 		}
 	}
 	return infrastructure.Success
+}
+
+// staleMargin is how much older than a connection a message handed over by
+// another node must be for the connection not to be pushed it. It covers
+// clock skew between nodes and the time a device takes to sync after
+// connecting.
+const staleMargin = 2 * time.Second
+
+// Connected is a Session that knows when its device connected.
+type Connected interface {
+	// ConnectedMs is when the device connected, in Unix milliseconds.
+	ConnectedMs() int64
+}
+
+// stale reports whether s need not be pushed m: m was stored well before s
+// connected, so the sync that every device runs after connecting returns
+// it. That is the backlog a node finds on its topic when it restarts
+// under the same id: pushing it to devices that reconnected at once would
+// repeat what their sync gave them, out of seq order.
+func stale(s Session, m *domain.Message) bool {
+	c, ok := s.(Connected)
+	return ok && m.ServerMs < c.ConnectedMs()-staleMargin.Milliseconds()
 }
 
 // Deliver pushes m to local devices at once, then queues it for every
