@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/infrastructure"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // Factory describes one adapter under test.
@@ -180,20 +181,13 @@ func runState(t *testing.T, f Factory) {
 		if it, err := s.Get(ctx, k); err != nil || !it.Found {
 			t.Fatalf("item with ttl read right away = %+v, %v; want found", it, err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		testkit.Eventually(t, 30*time.Second, func() bool {
 			it, err := s.Get(ctx, k)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !it.Found {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("item with a 2s ttl still there after 30s")
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
+			return !it.Found
+		}, "item with a 2s ttl still there")
 		if it, _ := s.Get(ctx, keep); !it.Found {
 			t.Fatalf("item without ttl expired too")
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/infrastructure"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // collector gathers the payloads a subscription received.
@@ -41,21 +42,19 @@ func (c *collector) count(s string) int {
 // waitAll waits until every payload in want arrived at least once.
 func (c *collector) waitAll(t *testing.T, want []string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		var missing []string
+	var missing []string
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	if testkit.Until(ctx, func() bool {
+		missing = missing[:0]
 		for _, w := range want {
 			if c.count(w) == 0 {
 				missing = append(missing, w)
 			}
 		}
-		if len(missing) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v, %d of %d messages never arrived, e.g. %q", d, len(missing), len(want), missing[0])
-		}
-		time.Sleep(50 * time.Millisecond)
+		return len(missing) == 0
+	}) != nil {
+		t.Fatalf("after %v, %d of %d messages never arrived, e.g. %q", d, len(missing), len(want), missing[0])
 	}
 }
 
@@ -70,11 +69,13 @@ func WaitSubscribed(t *testing.T, ps infrastructure.PubSub, topic string, arrive
 		if err := ps.Publish(ctx, topic, []byte(probe)); err != nil {
 			t.Fatalf("publish probe: %v", err)
 		}
-		for range 10 {
-			if arrived(probe) {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+		// Half a second per probe, then a new one: the first may have been
+		// published before the subscription was attached.
+		wait, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := testkit.Until(wait, func() bool { return arrived(probe) })
+		cancel()
+		if err == nil {
+			return
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("subscription on %s never received a probe", topic)
@@ -170,6 +171,8 @@ func runPubSub(t *testing.T, f Factory) {
 			t.Fatal(err)
 		}
 		c.waitAll(t, []string{after}, 30*time.Second)
+		// A sleep on purpose: what is checked is that nothing more arrives,
+		// and there is no event to wait on for an absence.
 		time.Sleep(2 * time.Second)
 		mu.Lock()
 		defer mu.Unlock()
