@@ -146,7 +146,7 @@ func newFanOut(b *testing.B, n int, binary bool) *fanOut {
 	hub := delivery.NewHub()
 	f := &fanOut{
 		hub: hub, ln: newPipeListener(), reached: make(chan struct{}, 1),
-		srv:  New(Config{NodeID: "bench"}, zap.NewNop(), auth, settings.NewLive(settings.Defaults()), hub, UseCases{}, nil, nil),
+		srv:  New(Config{NodeID: "bench", MaxFrameRate: 1 << 30, MaxFrameBurst: 1 << 30}, zap.NewNop(), auth, settings.NewLive(settings.Defaults()), hub, UseCases{}, nil, nil),
 		conv: &domain.Conversation{ID: "g:bench", Kind: domain.Group},
 	}
 	f.httpSrv = &http.Server{Handler: f.srv.Handler(), ReadHeaderTimeout: 10 * time.Second}

@@ -28,6 +28,9 @@ const (
 	CloseAckTimeout = 4009
 	// CloseDeadPeer: the connection stayed silent after a ping; reconnect.
 	CloseDeadPeer = 4010
+	// CloseFlooding: the client sent frames faster than MaxFrameRate for
+	// longer than the burst allows, even once slowed down; fix the client.
+	CloseFlooding = 4011
 )
 
 // conn is one device's WebSocket: the protocol on top of a wsconn.Conn. It
@@ -58,6 +61,10 @@ type conn struct {
 	timer    *time.Timer
 	nextFire time.Time
 	pingedAt int64 // unix nanos of the last ping, 0 when none is outstanding
+
+	// Touched only by the one readReady running at a time.
+	frames  frameBudget
+	ackedTo map[domain.ConversationID]uint64 // highest seq this device acknowledged, per conversation
 }
 
 // logger is built on demand: a logger with fields per connection costs
@@ -193,10 +200,55 @@ func (c *conn) start() {
 // Readable is the poller telling that bytes arrived.
 func (c *conn) Readable() { c.readReady() }
 
-// Message is one whole data message from the device.
+// Message is one whole data message from the device. A device that sends
+// faster than MaxFrameRate is slowed (its own reader waits), then cut.
 func (c *conn) Message(binary bool, payload []byte) bool {
+	wait, ok := c.frames.take(time.Now(), float64(c.srv.cfg.MaxFrameRate), float64(c.srv.cfg.MaxFrameBurst))
+	if !ok {
+		c.logger().Info("frame flood, closing")
+		c.closeWith(CloseFlooding, "too many frames; slow down")
+		return false
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		<-t.C
+	}
 	c.handle(c.ctx, binary, payload)
 	return true
+}
+
+// frameBudget is a token bucket of frames. The zero value is full.
+type frameBudget struct {
+	last        time.Time
+	tokens      float64   // may go negative: the debt the reader waits off
+	slowedSince time.Time // zero while the client keeps to the rate
+}
+
+// maxSlowed is how long a client may be held to the rate, without a
+// pause, before it is cut.
+const maxSlowed = time.Second
+
+// take spends one frame. It returns how long the reader must wait before
+// handling it, or false when the client has been slowed for maxSlowed.
+func (b *frameBudget) take(now time.Time, rate, burst float64) (time.Duration, bool) {
+	if b.last.IsZero() {
+		b.tokens = burst
+	} else {
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	b.tokens--
+	if b.tokens >= 0 {
+		b.slowedSince = time.Time{}
+		return 0, true
+	}
+	if b.slowedSince.IsZero() {
+		b.slowedSince = now
+	}
+	if now.Sub(b.slowedSince) > maxSlowed {
+		return 0, false
+	}
+	return time.Duration(-b.tokens / rate * float64(time.Second)), true
 }
 
 // readReady reads and handles everything the socket holds, in order, then
@@ -294,4 +346,11 @@ func (c *conn) teardown() {
 		c.logger().Info("disconnected", zap.Int("user_conns", n))
 		s.conns.Done()
 	})
+}
+
+// isReading reports whether a read is in hand, for tests.
+func (c *conn) isReading() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reading
 }

@@ -111,3 +111,79 @@ func TestConnectionLimitHoldsUnderConcurrentUpgrades(t *testing.T) {
 		return true
 	})
 }
+
+// TestRecvFloodDoesNotKnockTheSenderOff: 3,000 acknowledgements of one
+// message in one write cost the sender at most a couple of "delivered"
+// events; the sender stays connected.
+func TestRecvFloodDoesNotKnockTheSenderOff(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	alice, bob := e.dial("alice"), e.dial("bob")
+	if err := alice.WriteJSON(map[string]any{"type": "send", "id": "1", "to": "bob", "cmid": "c1", "body": "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, alice); !strings.Contains(got, `"ack"`) {
+		t.Fatalf("got %s, want the ack", got)
+	}
+	if got := readFrame(t, bob); !strings.Contains(got, `"msg"`) {
+		t.Fatalf("bob got %s, want the message", got)
+	}
+	flood := make([]byte, 0, 3000*64)
+	for range 3000 {
+		flood = append(flood, maskedText(`{"type":"recv","conv":"d:alice~bob","seq":1}`)...)
+	}
+	if _, err := bob.NetConn().Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	// Alice is still there once the flood is handled (or bob is cut for
+	// it): her ping is answered, after at most two delivered events.
+	waitFor(t, "the flood to be handled", func() bool {
+		return len(e.hub.Sessions("bob")) == 0 || !e.hub.Sessions("bob")[0].(*conn).isReading()
+	})
+	if err := alice.WriteJSON(map[string]any{"type": "ping", "id": "still-there"}); err != nil {
+		t.Fatal(err)
+	}
+	delivered := 0
+	for {
+		got := readFrame(t, alice)
+		if strings.Contains(got, `"pong"`) {
+			break
+		}
+		if strings.Contains(got, `"delivered"`) {
+			delivered++
+		}
+	}
+	if delivered > 2 {
+		t.Fatalf("alice got %d delivered events for one message", delivered)
+	}
+}
+
+// TestFrameFloodIsCut: a client that sends frames far past the rate is
+// slowed, then closed with 4011; another client on the node is untouched.
+func TestFrameFloodIsCut(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, withConfig(Config{NodeID: "t", MaxFrameRate: 50, MaxFrameBurst: 50}))
+	flooder, other := e.dial("mallory"), e.dial("alice")
+	var flood []byte
+	for range 2000 {
+		flood = append(flood, maskedText(`{"type":"ping"}`)...)
+	}
+	if _, err := flooder.NetConn().Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	_ = flooder.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var err error
+	for err == nil {
+		_, _, err = flooder.ReadMessage()
+	}
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != CloseFlooding {
+		t.Fatalf("flooder's read ended with %v, want close code %d", err, CloseFlooding)
+	}
+	if err := other.WriteJSON(map[string]any{"type": "ping", "id": "fine"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, other); !strings.Contains(got, `"id":"fine"`) {
+		t.Fatalf("the other client got %s", got)
+	}
+}

@@ -76,9 +76,23 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 }
 
 // acked stops the retransmission of a pushed message the device
-// acknowledged and tells the sender's devices it was delivered.
+// acknowledged and tells the sender's devices it was delivered. An
+// acknowledgement that is not of a pending push and at or below what this
+// device acknowledged before (a repeat) costs nothing further.
 func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64) {
 	p := c.untrack(conv, seq)
+	prev, seen := c.ackedTo[conv]
+	if p == nil && seen && seq <= prev {
+		return
+	}
+	if !seen && len(c.ackedTo) >= maxAckedConvs {
+		// Bounded: forgetting only lets a repeat through to the use case.
+		clear(c.ackedTo)
+	}
+	if c.ackedTo == nil {
+		c.ackedTo = make(map[domain.ConversationID]uint64)
+	}
+	c.ackedTo[conv] = max(prev, seq)
 	cmd := chat.ConfirmDelivery{Reader: c.user, Conv: conv, Seq: seq}
 	if p != nil {
 		cmd.Sender = p.env.Msg.Sender
@@ -87,6 +101,9 @@ func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64
 		c.logger().Debug("delivery not confirmed", zap.String("conv", string(conv)), zap.Uint64("seq", seq), zap.Error(err))
 	}
 }
+
+// maxAckedConvs bounds the conversations a connection remembers acks of.
+const maxAckedConvs = 1024
 
 func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	start := time.Now()

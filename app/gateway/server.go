@@ -52,6 +52,16 @@ type Config struct {
 	MaxConnsPerUser int
 	// Ready reports whether the backend answers, for /readyz. Nil means always.
 	Ready func(ctx context.Context) error
+	// MaxFrameRate and MaxFrameBurst bound the frames one connection may
+	// send, of every type: past the burst the connection's reader is
+	// slowed to the rate, and a client still a second behind is closed
+	// with 4011. Zero means 1000 per second and a burst of 2000.
+	MaxFrameRate  int
+	MaxFrameBurst int
+	// DeliveredWindow is the shortest gap between two "delivered" events
+	// for one (conversation, sender, reader): acknowledgements in between
+	// are merged, the newest seq winning. Zero means 100ms.
+	DeliveredWindow time.Duration
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) whose
 	// pages may open a WebSocket, besides the page's own origin. Empty
 	// means only the same origin, or no Origin at all (API clients).
@@ -89,6 +99,15 @@ func (c *Config) defaults() {
 	}
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 16
+	}
+	if c.MaxFrameRate == 0 {
+		c.MaxFrameRate = 1000
+	}
+	if c.MaxFrameBurst == 0 {
+		c.MaxFrameBurst = 2000
+	}
+	if c.DeliveredWindow == 0 {
+		c.DeliveredWindow = 100 * time.Millisecond
 	}
 	for _, d := range []struct {
 		v   *time.Duration
@@ -228,7 +247,7 @@ func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, 
 		},
 	}
 	if s.delivered == nil {
-		s.delivered = chat.NewConfirmDeliveryHandler(uc.History, deliveryNotifier{s})
+		s.delivered = chat.NewConfirmDeliveryHandler(uc.History, chat.NewCoalescingNotifier(deliveryNotifier{s}, cfg.DeliveredWindow))
 	}
 	if s.online == nil {
 		var cluster chat.ClusterUsers
