@@ -155,9 +155,19 @@ func TestSendIsIdempotent(t *testing.T) {
 			if err != nil || len(hist) != 1 {
 				t.Fatalf("history after retries = %v, %v; want one message", hist, err)
 			}
-			// After the key's TTL the client message id is free again.
+			// While the key lives, the same cmid for another body is
+			// refused with cmid_reused and stores nothing; after the key's
+			// TTL the client message id is free again.
+			_, err = alice.Send(ctx, "bob", "", "same-cmid", "again")
+			var ce *client.Error
+			if !errors.As(err, &ce) || ce.Code != "cmid_reused" {
+				t.Fatalf("same cmid, other body: %v, want error cmid_reused", err)
+			}
 			testkit.Eventually(t, 20*time.Second, func() bool {
 				later, err := alice.Send(ctx, "bob", "", "same-cmid", "again")
+				if errors.As(err, &ce) && ce.Code == "cmid_reused" {
+					return false
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
