@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test, type TestContext } from 'node:test';
 import WebSocket from 'ws';
 
-import { Client, ParleyError, type ClientOptions, type Delivered, type Message, type StateChange } from '../src/index.js';
+import { Client, ParleyError, type ClientOptions, type Delivered, type Message, type ReadCursor, type StateChange } from '../src/index.js';
 import { Proxy, Server, buildParley, waitFor } from './parley.js';
 
 /** Device is a Client with everything it emitted recorded. */
@@ -14,6 +14,7 @@ class Device {
   readonly delivered: Delivered[] = [];
   readonly states: StateChange[] = [];
   readonly errors: ParleyError[] = [];
+  readonly reads: ReadCursor[] = [];
   synced = 0;
 
   constructor(readonly client: Client) {
@@ -22,6 +23,7 @@ class Device {
     client.on('state', (s) => this.states.push(s));
     client.on('error', (e) => this.errors.push(e));
     client.on('synced', () => this.synced++);
+    client.on('read', (r) => this.reads.push(r));
   }
 
   /** open connects user to url and closes the client when the test ends. */
@@ -63,7 +65,7 @@ let shared: Server;
 before(async () => {
   await buildParley();
   shared = await Server.start();
-}, { timeout: 300_000 });
+}, { timeout: 600_000 });
 
 after(() => shared?.stop('SIGKILL'));
 
@@ -102,6 +104,7 @@ test('send resolves with the stored message; the peer gets it once; the sender s
 
   const read = await bob.client.markRead(conv, 3);
   assert.deepEqual(read, { conv, seq: 3 });
+  assert.deepEqual(bob.reads, [read]);
   const [listed] = await bob.client.conversations();
   assert.equal(listed?.id, conv);
   assert.equal(listed?.last_seq, 3);

@@ -24,8 +24,13 @@ process.on('exit', () => {
 
 let built: Promise<string> | undefined;
 
-/** buildParley compiles the server once per test process and returns the binary's path. */
+/**
+ * buildParley compiles the server once per test process and returns the
+ * binary's path. PARLEY_BIN names an already built binary instead.
+ */
 export function buildParley(): Promise<string> {
+  const given = process.env['PARLEY_BIN'];
+  if (given) return Promise.resolve(given);
   built ??= (async () => {
     const bin = join(workDir, 'parley');
     await promisify(execFile)('go', ['build', '-o', bin, '../../app/cmd/parley'], { cwd: packageDir });
