@@ -49,12 +49,21 @@ func (e *Envelope) Encoded(enc Encoding, encode func(*domain.Message) ([]byte, e
 	return slot.data, slot.err
 }
 
-// Event tells a device about something that happened to a message it sent.
+// Event tells a device about something that is not a message of a stream:
+// a message it sent was delivered or read, someone is typing, a join
+// request. Events are not stored and not retransmitted.
 type Event struct {
-	Type string // "delivered"
+	// Type is "delivered", "read", "read_by", "typing", "join_requested",
+	// "join_rejected" or "unassigned".
+	Type string
 	Conv domain.ConversationID
 	Seq  uint64
 	User domain.UserID // who caused it, e.g. the receiver
+	// Count is how many read message Seq ("read_by"), or 1 when a typist
+	// started and 0 when they stopped ("typing").
+	Count uint64 `json:",omitempty"`
+	// Note is a join request's message.
+	Note string `json:",omitempty"`
 }
 
 // Hub is the registry of this node's sessions by user. The zero value is
