@@ -87,6 +87,9 @@ type batcher[Req, Res any] struct {
 	alone func(ctx context.Context, req Req) (Res, error)
 	// bulk runs two or more calls as a batch and answers each, in order.
 	bulk func(ctx context.Context, reqs []Req) []result[Res]
+	// sized, when set, is told how many calls each daprd call carried:
+	// 1 for a call that went alone.
+	sized func(n int)
 	// slots is how many batches may be in flight; below 1 means 1. It may
 	// change at any time (see batchSlots).
 	slots atomic.Int32
@@ -118,6 +121,7 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		b.running++
 		b.hold(key)
 		b.mu.Unlock()
+		b.observe(1)
 		res, err := b.alone(ctx, req)
 		b.mu.Lock()
 		b.running--
@@ -142,6 +146,12 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		}
 		var zero Res
 		return zero, opError(ctx, b.op, key, ctx.Err(), false)
+	}
+}
+
+func (b *batcher[Req, Res]) observe(n int) {
+	if b.sized != nil {
+		b.sized(n)
 	}
 }
 
@@ -210,6 +220,7 @@ func (b *batcher[Req, Res]) takeLocked() []*call[Req, Res] {
 // alone, on its caller's ctx.
 func (b *batcher[Req, Res]) run(batch []*call[Req, Res]) {
 	defer b.wg.Done()
+	b.observe(len(batch))
 	if len(batch) == 1 {
 		c := batch[0]
 		res, err := b.alone(c.ctx, c.req)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -48,6 +49,15 @@ type Config struct {
 	// Logger receives the adapter's own events (re-subscriptions and the
 	// like), never message bodies. Zero value means zap.NewNop().
 	Logger *zap.Logger
+	// Observer is told of every call to daprd and of the size of every
+	// coalesced state call, for metrics. Zero value means none.
+	Observer Observer
+	// TracerProvider makes the client span of every call to daprd, whose
+	// trace context (traceparent) daprd continues. Zero value means the
+	// process-wide provider (otel.GetTracerProvider), which records
+	// nothing until tracing is set up; the caller's trace context travels
+	// to daprd either way.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -120,7 +130,8 @@ func newClient(ctx context.Context, cfg Config, dialOpts ...grpc.DialOption) (*C
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithUserAgent("parley"),
-	}, dialOpts...)
+	}, observeDialOptions(cfg.Observer, cfg.TracerProvider)...)
+	opts = append(opts, dialOpts...)
 	conn, err := grpc.NewClient(cfg.GRPCAddress, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dapr: connect to daprd at %s: %w", cfg.GRPCAddress, err)

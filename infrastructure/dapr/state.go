@@ -50,6 +50,11 @@ func newStateStore(c *Client, store string) *stateStore {
 		alone: func(ctx context.Context, t txCall) (struct{}, error) { return struct{}{}, s.transactOne(ctx, t) },
 		bulk:  s.transactBatch,
 	}
+	if obs := c.cfg.Observer; obs != nil {
+		s.gets.sized = func(n int) { obs.SidecarBatch("get", n) }
+		s.sets.sized = func(n int) { obs.SidecarBatch("set", n) }
+		s.txs.sized = func(n int) { obs.SidecarBatch("transact", n) }
+	}
 	return s
 }
 
