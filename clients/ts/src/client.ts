@@ -294,6 +294,7 @@ export class Client extends Emitter<ClientEvents> {
    * retried with the same `cmid`, after a timeout or on the next connection,
    * so it is stored exactly once. It may be called before connect resolves.
    * An error frame rejects it with a ParleyError (code, message, retryable).
+   * A send with the `cmid` of one still waiting returns that one's promise.
    */
   send(draft: Draft, options: SendOptions = {}): Promise<Message> {
     if (this.stopped) return Promise.reject(closedError());
