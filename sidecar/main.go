@@ -6,8 +6,10 @@ package main
 
 import (
 	"github.com/dapr/components-contrib/nameresolution/sqlite"
+	"github.com/dapr/components-contrib/pubsub/jetstream"
 	"github.com/dapr/dapr/cmd/daprd/app"
 	nrLoader "github.com/dapr/dapr/pkg/components/nameresolution"
+	pubsubLoader "github.com/dapr/dapr/pkg/components/pubsub"
 )
 
 // The SQLite name resolver ships with daprd but is registered only by the
@@ -17,6 +19,10 @@ import (
 // file instead of mDNS multicast, so service invocation stays on loopback.
 func init() {
 	nrLoader.DefaultRegistry.RegisterComponent(sqlite.NewResolver, "sqlite")
+	// pubsub.jetstream is not in the stablecomponents build either; the
+	// jetstream profile (components/jetstream) needs it. Registered as
+	// upstream's cmd/daprd/components/pubsub_jetstream.go does.
+	pubsubLoader.DefaultRegistry.RegisterComponent(jetstream.NewJetStream, "jetstream")
 }
 
 func main() { app.Run() }
