@@ -6,7 +6,7 @@ GO    ?= go
 DAPR_VERSION := 1.18.2
 DAPRD        := sidecar/bin/daprd
 
-.PHONY: run run-memory test test-short fuzz bench sidecar cluster proto vet
+.PHONY: run run-memory test test-ts test-short fuzz bench sidecar cluster proto vet
 
 # run: daprd with components/local, then parley with the chat page on
 # http://localhost:8080. Ctrl-C stops both.
@@ -23,11 +23,18 @@ run-memory: parley
 parley:
 	$(GO) build -o bin/parley ./app/cmd/parley
 
-# test: every test, race detector on, against a real daprd per profile.
+# test: every test, race detector on, against a real daprd per profile, then
+# the TypeScript client's tests against a parley built from this tree.
 # Profiles whose servers are not running skip with a reason (fail in CI).
 test: $(DAPRD)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 25m ./...
+	$(MAKE) test-ts
+
+# test-ts: the TypeScript client (clients/ts): npm ci, build, and its tests
+# against a parley built from this tree. Needs Node 20+ and npm.
+test-ts:
+	clients/ts/test.sh
 
 # test-short: the unit tests only: no sidecar, no server, no parley process.
 # -short makes every end-to-end test in app/cmd/parley skip
@@ -64,9 +71,22 @@ PROFILE ?= redis
 cluster: $(DAPRD)
 	$(GO) run ./app/cmd/cluster -n $(N) -profile $(PROFILE)
 
+# centrifugo: Centrifugo v$(CENTRIFUGO_VERSION), the reference server of
+# `make bench`, installed once from the Go module proxy into .build/
+# (git-ignored). A few minutes the first time.
+CENTRIFUGO_VERSION := 6.9.1
+CENTRIFUGO         := .build/centrifugo-v$(CENTRIFUGO_VERSION)/centrifugo
+
+.PHONY: centrifugo
+centrifugo: $(CENTRIFUGO)
+
+$(CENTRIFUGO):
+	GOBIN=$(CURDIR)/$(dir $(CENTRIFUGO)) $(GO) install github.com/centrifugal/centrifugo/v6@v$(CENTRIFUGO_VERSION)
+
 # bench: the load generator's suite (tools/loadgen) against parley in three
 # modes (memory, daprd with components/local, daprd with components/redis),
-# measured in the same run, printed as one table. About 4 minutes; loopback
-# only.
-bench: $(DAPRD)
-	$(GO) run ./tools/loadgen suite
+# measured in the same run, printed as one table, with Centrifugo (memory and
+# redis engines) as a reference column beside parley memory and daprd+redis:
+# its direct runs alternate with parley's. About 5 minutes; loopback only.
+bench: $(DAPRD) $(CENTRIFUGO)
+	$(GO) run ./tools/loadgen suite -centrifugo $(CENTRIFUGO)
