@@ -46,8 +46,13 @@ func (n *CoalescingNotifier) NotifyDelivered(ctx context.Context, sender domain.
 	n.mu.Lock()
 	if e := n.keys[k]; e != nil {
 		if seq > max(e.sent, e.waiting) {
-			// The window's end runs after the request is answered.
-			e.waiting, e.ctx = seq, context.WithoutCancel(ctx)
+			// The window's end runs after the request is answered. A
+			// context that is never cancelled (a connection's) is kept as
+			// it is: no allocation on this path, the one a burst takes.
+			if ctx.Done() != nil {
+				ctx = context.WithoutCancel(ctx)
+			}
+			e.waiting, e.ctx = seq, ctx
 		}
 		n.mu.Unlock()
 		return
