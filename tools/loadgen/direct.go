@@ -269,86 +269,32 @@ func runDirect(ctx context.Context, e *env, cfg directConfig) (*DirectResult, er
 	lgBefore := selfCPU()
 	start := time.Now()
 	stop := make(chan struct{})
-	var tickets chan struct{}
-	var pacer sync.WaitGroup
-	if cfg.rate > 0 {
-		// One pacer for all senders: every millisecond it hands out the
-		// sends that are due. A send that finds every sender busy is
-		// counted as behind schedule, not queued: the load stays open-loop.
-		tickets = make(chan struct{}, len(senders)*cfg.inflight)
-		pacer.Add(1)
-		go func() {
-			defer pacer.Done()
-			t := time.NewTicker(time.Millisecond)
-			defer t.Stop()
-			var issued int64
-			for {
-				select {
-				case <-stop:
-					return
-				case now := <-t.C:
-					due := int64(now.Sub(start).Seconds()*cfg.rate) - issued
-					for ; due > 0; due-- {
-						issued++
-						select {
-						case tickets <- struct{}{}:
-						default:
-							behind.Add(1)
-						}
-					}
-				}
-			}
-		}()
-	}
-	var wg sync.WaitGroup
-	for _, p := range senders {
-		for range cfg.inflight {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					if tickets != nil {
-						select {
-						case <-stop:
-							return
-						case <-tickets:
-						}
-					} else {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-					}
-					cmid := p.user + "-" + strconv.FormatUint(p.next.Add(1), 10)
-					t0 := time.Now()
-					sent.Add(1)
-					sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-					m, err := p.c.Send(sctx, p.other.user, "", cmid, makeBody(t0, cfg.body))
-					cancel()
-					if err != nil {
-						errs.add(err)
-						if errors.Is(err, client.ErrClosed) {
-							return
-						}
-						continue
-					}
-					now := time.Now()
-					res.ackHist.Record(now.Sub(t0))
-					acked.Add(1)
-					lastAck.Store(now.UnixNano())
-					p.ackMu.Lock()
-					p.acked = append(p.acked, m.Seq)
-					p.ackMu.Unlock()
-					for _, q := range []*directPeer{p, p.other} {
-						q.convMu.Lock()
-						q.conv = m.Conv
-						q.convMu.Unlock()
-					}
-				}
-			}()
+	wait := runSenders(len(senders), cfg.inflight, cfg.rate, start, stop, &behind, func(i int) bool {
+		p := senders[i]
+		cmid := p.user + "-" + strconv.FormatUint(p.next.Add(1), 10)
+		t0 := time.Now()
+		sent.Add(1)
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		m, err := p.c.Send(sctx, p.other.user, "", cmid, makeBody(t0, cfg.body))
+		cancel()
+		if err != nil {
+			errs.add(err)
+			return !errors.Is(err, client.ErrClosed)
 		}
-	}
+		now := time.Now()
+		res.ackHist.Record(now.Sub(t0))
+		acked.Add(1)
+		lastAck.Store(now.UnixNano())
+		p.ackMu.Lock()
+		p.acked = append(p.acked, m.Seq)
+		p.ackMu.Unlock()
+		for _, q := range []*directPeer{p, p.other} {
+			q.convMu.Lock()
+			q.conv = m.Conv
+			q.convMu.Unlock()
+		}
+		return true
+	})
 	b = e.ui.timed("sending", cfg.duration, func() string {
 		el := time.Since(start).Seconds()
 		return fmt.Sprintf("ACKed %.0f/s delivered %.0f/s", float64(acked.Load())/el, float64(delivered.Load())/el)
@@ -357,8 +303,7 @@ func runDirect(ctx context.Context, e *env, cfg directConfig) (*DirectResult, er
 	close(stop)
 	window := time.Since(start)
 	b.Done()
-	wg.Wait()
-	pacer.Wait()
+	wait()
 	after := e.probe.sample(ctx)
 	lgAfter := selfCPU()
 	res.WindowSeconds = round2(window.Seconds())
@@ -458,4 +403,74 @@ func finalSync(ctx context.Context, e *env, p *directPeer, miss []uint64) (int, 
 		}
 	}
 	return found, nil
+}
+
+// runSenders starts inflight workers per sender, each calling send(sender)
+// in a loop until stop closes or send returns false, and returns a function
+// that waits for them all. With rate > 0, one pacer hands out the sends
+// that are due every millisecond, over all senders; a send that finds
+// every worker busy is counted in behind, not queued, so that the load
+// stays open-loop. With rate 0 every worker sends again as soon as its
+// last send returned (a closed loop with a window of inflight per sender).
+// parley and the reference server are driven by this same function.
+func runSenders(senders, inflight int, rate float64, start time.Time, stop <-chan struct{}, behind *atomic.Int64, send func(sender int) bool) (wait func()) {
+	var tickets chan struct{}
+	var pacer sync.WaitGroup
+	if rate > 0 {
+		tickets = make(chan struct{}, senders*inflight)
+		pacer.Add(1)
+		go func() {
+			defer pacer.Done()
+			t := time.NewTicker(time.Millisecond)
+			defer t.Stop()
+			var issued int64
+			for {
+				select {
+				case <-stop:
+					return
+				case now := <-t.C:
+					due := int64(now.Sub(start).Seconds()*rate) - issued
+					for ; due > 0; due-- {
+						issued++
+						select {
+						case tickets <- struct{}{}:
+						default:
+							behind.Add(1)
+						}
+					}
+				}
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	for i := range senders {
+		for range inflight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					if tickets != nil {
+						select {
+						case <-stop:
+							return
+						case <-tickets:
+						}
+					} else {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+					}
+					if !send(i) {
+						return
+					}
+				}
+			}()
+		}
+	}
+	return func() {
+		wg.Wait()
+		pacer.Wait()
+	}
 }

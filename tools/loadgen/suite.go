@@ -35,6 +35,8 @@ type suiteConfig struct {
 	rates       string
 	reconnect   reconnectConfig
 	concurrency int
+	centrifugo  string
+	reference   string
 }
 
 // suiteModes are the backends the suite compares; parley runs fresh for each.
@@ -71,6 +73,8 @@ func (c *suiteConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.reconnect.clients, "clients", 1000, "reconnect scenario: clients")
 	fs.IntVar(&c.reconnect.missed, "missed", 20, "reconnect scenario: messages each client misses")
 	fs.IntVar(&c.concurrency, "dial-concurrency", 128, "connections dialled at once")
+	fs.StringVar(&c.centrifugo, "centrifugo", "", "the Centrifugo v"+centrifugoVersion+" binary of the reference columns; empty means "+centrifugoBinary+" in the checkout (`make centrifugo` builds it)")
+	fs.StringVar(&c.reference, "reference", "memory,redis", "Centrifugo engines to measure beside parley in the direct scenario, run for run alternating with a parley mode: memory beside memory, redis beside dapr-redis; empty for none")
 	c.conns.settle = 2 * time.Second
 	c.direct.drain = 10 * time.Second
 	c.direct.body = 64
@@ -93,6 +97,9 @@ type ModeResult struct {
 	Rate       *DirectResult    `json:"rate,omitempty"`
 	Reconnect  *ReconnectResult `json:"reconnect,omitempty"`
 	ServerLog  string           `json:"server_log"`
+	// Beside is, for a reference server, the parley mode whose direct
+	// runs it alternated with.
+	Beside     string `json:"beside,omitempty"`
 	targetRate float64
 	targetP99  float64
 }
@@ -105,7 +112,15 @@ type SuiteResult struct {
 	Modes    []*ModeResult `json:"modes"`
 	Table    string        `json:"table"`
 	Settings string        `json:"server_settings"`
+	// Reference holds Centrifugo's figures, one entry per engine, measured
+	// in the same run; ReferenceVersion is what its binary says it is.
+	Reference        []*ModeResult `json:"reference,omitempty"`
+	ReferenceVersion string        `json:"reference_version,omitempty"`
 }
+
+// referenceEngines maps a parley mode to the Centrifugo engine measured
+// beside it: each keeps its state in the same place (the process, or Redis).
+var referenceEngines = map[string]string{"memory": "memory", "dapr-redis": "redis"}
 
 // suiteSettings raises the per-user send rate far above the load, and
 // keeps every other setting at its default.
@@ -156,6 +171,29 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	res := &SuiteResult{Started: time.Now(), Machine: machine(), Settings: suiteSettings}
 	runID := runPrefix()
+	refWanted := map[string]bool{}
+	for _, s := range strings.Split(cfg.reference, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if s != "memory" && s != "redis" {
+			return fmt.Errorf("-reference: unknown engine %q: want memory, redis or both", s)
+		}
+		refWanted[s] = true
+	}
+	if cfg.centrifugo == "" {
+		cfg.centrifugo = filepath.Join(root, centrifugoBinary)
+	}
+	refMissing := ""
+	if len(refWanted) > 0 && want["direct"] {
+		if refMissing = centrifugoMissing(cfg.centrifugo); refMissing == "" {
+			v, err := centrifugoVersionOf(ctx, cfg.centrifugo)
+			if err != nil {
+				refMissing = err.Error()
+			}
+			res.ReferenceVersion = v
+		}
+	}
 	for mi, name := range strings.Split(cfg.modes, ",") {
 		name = strings.TrimSpace(name)
 		idx := -1
@@ -173,17 +211,32 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			mr.targetRate = r
 		}
 		res.Modes = append(res.Modes, mr)
+		var ref *ModeResult
+		if eng, ok := referenceEngines[m.name]; ok && refWanted[eng] && want["direct"] {
+			ref = &ModeResult{Mode: "centrifugo-" + eng, Beside: m.name, Skipped: refMissing}
+			res.Reference = append(res.Reference, ref)
+		}
 		if reason := modeMissing(root, m.name, cfg.redisAddr); reason != "" {
 			mr.Skipped = reason
+			if ref != nil && ref.Skipped == "" {
+				ref.Skipped = "runs beside parley " + m.name + ", which was skipped"
+			}
 			fmt.Fprintf(stderr, "%s: skipped: %s\n", m.name, reason)
 			continue
 		}
+		if ref != nil && ref.Skipped != "" {
+			fmt.Fprintf(stderr, "%s: skipped: %s\n", ref.Mode, ref.Skipped)
+			ref = nil
+		}
 		fmt.Fprintf(stderr, "== %s\n", m.name)
 		appID := runID + "-" + m.name
-		err := runMode(ctx, root, bin, dir, settingsPath, appID, m.args, mi, mr, cfg, want, u, stderr)
+		err := runMode(ctx, root, bin, dir, settingsPath, appID, m.args, mi, mr, ref, cfg, want, u, stderr)
 		if err != nil {
 			mr.Failed = err.Error()
 			fmt.Fprintf(stderr, "%s: %v\n", m.name, err)
+		}
+		if ref != nil && ref.Direct == nil && ref.Failed == "" {
+			ref.Failed = "no run: parley " + m.name + " failed before its direct runs"
 		}
 		if m.name == "dapr-redis" && !cfg.keepRedis {
 			deleted := 0
@@ -192,6 +245,13 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				deleted += n
 				if err != nil {
 					fmt.Fprintf(stderr, "%s: redis cleanup: %v\n", m.name, err)
+				}
+			}
+			if ref != nil {
+				n, err := redisDeleteMatching(cfg.redisAddr, centrifugoRedisPrefix(appID)+"*")
+				deleted += n
+				if err != nil {
+					fmt.Fprintf(stderr, "%s: redis cleanup: %v\n", ref.Mode, err)
 				}
 			}
 			fmt.Fprintf(stderr, "%s: deleted the run's %d redis keys\n", m.name, deleted)
@@ -206,7 +266,7 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var deliver, ack, recon []latencySeries
-	for _, mr := range res.Modes {
+	for _, mr := range slices.Concat(res.Modes, res.Reference) {
 		if mr.Direct != nil {
 			deliver = append(deliver, latencySeries{mr.Mode + " send→deliver, flat out", histFrom(mr.Direct.DeliverHist)})
 			ack = append(ack, latencySeries{mr.Mode + " send→ACK, flat out", histFrom(mr.Direct.AckHist)})
@@ -226,7 +286,7 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	fmt.Fprint(stdout, res.Table)
-	fmt.Fprintf(stdout, "\nresults: %s (suite.json, deliver.svg, ack.svg, reconnect.svg, parley-*.log)\n", dir)
+	fmt.Fprintf(stdout, "\nresults: %s (suite.json, deliver.svg, ack.svg, reconnect.svg, parley-*.log, centrifugo-*.log)\n", dir)
 	return ctx.Err()
 }
 
@@ -251,7 +311,12 @@ func parseRates(s string) (map[string]float64, error) {
 // presence clean-up after 19,000 connections close (a burst of sidecar
 // calls that lasts seconds) cannot slow the message scenarios down. Those
 // share a second parley.
-func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeArgs []string, mi int, mr *ModeResult,
+//
+// ref, when not nil, is the Centrifugo measured beside this mode: it runs
+// next to the second parley, idle while parley is measured and the other
+// way round, and each of parley's direct runs is followed by one of its
+// own, so that both sides see the same moments of a shared machine.
+func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeArgs []string, mi int, mr, ref *ModeResult,
 	cfg suiteConfig, want map[string]bool, u ui, stderr io.Writer) error {
 	// A separate range of source addresses per mode keeps one mode's
 	// TIME_WAIT sockets out of the next one's way.
@@ -308,6 +373,11 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 	}
 	return serve(appID, "parley-"+mr.Mode+".log", func(newE func(int) (*env, error)) error {
 		if want["direct"] {
+			refRun, refDone := func(int) {}, func() {}
+			if ref != nil {
+				refRun, refDone = startReference(ctx, cfg, dir, appID, mi, ref, u, stderr)
+				defer refDone()
+			}
 			var runs []*DirectResult
 			for i := range max(cfg.runs, 1) {
 				fmt.Fprintf(stderr, "-- %s direct, flat out, run %d of %d: %d pairs for %s\n", mr.Mode, i+1, max(cfg.runs, 1), cfg.direct.pairs, cfg.direct.duration)
@@ -323,7 +393,9 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 				runs = append(runs, r)
 				mr.DirectRuns = append(mr.DirectRuns, r.AckedPerSec)
 				mr.DirectLost += r.Lost
+				refRun(i)
 			}
+			refDone()
 			mr.Direct = medianRun(runs)
 		}
 		if want["rate"] {
@@ -456,6 +528,22 @@ func hostOf(addr string) string {
 // redisCleanup deletes what the run left in redis: the state keys of its
 // app-id ("<app-id>||...") and its node topic's stream.
 func redisCleanup(addr, appID string) (int, error) {
+	deleted, err := redisDeleteMatching(addr, appID+"||*")
+	if err != nil {
+		return deleted, err
+	}
+	// The node topic's stream, named after the node id.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := testkit.RedisDo(ctx, addr, "UNLINK", "node."+appID)
+	if n, ok := v.(int64); ok {
+		deleted += int(n)
+	}
+	return deleted, err
+}
+
+// redisDeleteMatching deletes the keys that match a SCAN pattern.
+func redisDeleteMatching(addr, pattern string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := checkLoopbackHost(ctx, hostOf(addr)); err != nil {
@@ -469,7 +557,7 @@ func redisCleanup(addr, appID string) (int, error) {
 	deleted := 0
 	cursor := "0"
 	for {
-		v, err := c.Do("SCAN", cursor, "MATCH", appID+"||*", "COUNT", "2000")
+		v, err := c.Do("SCAN", cursor, "MATCH", pattern, "COUNT", "2000")
 		if err != nil {
 			return deleted, err
 		}
@@ -493,16 +581,9 @@ func redisCleanup(addr, appID string) (int, error) {
 			}
 		}
 		if cursor == "0" {
-			break
+			return deleted, nil
 		}
 	}
-	// The node topic's stream, named after the node id.
-	if v, err := c.Do("UNLINK", "node."+appID); err == nil {
-		if n, ok := v.(int64); ok {
-			deleted += int(n)
-		}
-	}
-	return deleted, nil
 }
 
 // freeLoopbackAddr returns a loopback address with a port that was free a

@@ -129,6 +129,7 @@ func suiteTable(res *SuiteResult) string {
 			fmt.Fprintf(&b, "\n%s failed: %s", m.Mode, m.Failed)
 		}
 	}
+	b.WriteString(referenceTable(res))
 	b.WriteString("\n\nTargets (from the issue):\n\n")
 	b.WriteString("| target | measured | met |\n|---|---|---|\n")
 	if mem != nil && mem.Connections != nil {
