@@ -420,11 +420,19 @@ func (h *ServiceHandler) assign(ctx context.Context, cmd AssignAgent, onlyFirst 
 	// The agent handed over sees the event that ends their part.
 	conv := serviceConv(sc, ev.Users)
 	msg, err := appendEvent(ctx, h.store, conv, ev, cmd.ClientMsgID, nowMs, cfg.IdempotencyTTL, func(m *domain.Message) {
+		// The record moves before anyone hears of the event, so that the
+		// new agent may answer as soon as told. An assignment is rare
+		// enough for this write to hold up the conversation's next sends.
+		if _, err := h.store.ApplyServiceEvent(ctx, id, ev, m.Seq); err != nil {
+			h.log.Warn("assignment stored but not yet recorded", zap.String("conv", string(id)), zap.Uint64("seq", m.Seq), zap.Error(err))
+		}
 		h.deliver.Deliver(ctx, &conv, m, "")
 	})
 	if err != nil {
 		return AssignResult{}, err
 	}
+	// Recorded already, unless that failed or a retry found the event
+	// stored before: applying it again changes nothing.
 	if sc, err = h.store.ApplyServiceEvent(ctx, id, ev, msg.Seq); err != nil {
 		// The event is stored and delivered; a retry with the same cmid
 		// records it.
