@@ -86,8 +86,8 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		}
 		exp, err = otlptracehttp.New(ctx, opts...)
 	case ExporterZipkin:
-		if _, perr := url.ParseRequestURI(cfg.Endpoint); perr != nil {
-			return nil, fmt.Errorf("tracing: zipkin endpoint %q is not a URL: %w", cfg.Endpoint, perr)
+		if u, perr := url.Parse(cfg.Endpoint); perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("tracing: zipkin endpoint %q is not a URL such as http://host:9411/api/v2/spans", cfg.Endpoint)
 		}
 		exp, err = zipkin.New(cfg.Endpoint)
 	default:
