@@ -179,6 +179,9 @@ type window struct{ from, to uint64 }
 // the join floor (seq 1 when the group showed history at the join) to the
 // leave ceiling of a member who left.
 func readWindow(ctx context.Context, s *store.Store, u domain.UserID, convID string) (domain.ConversationID, window, error) {
+	if domain.ConversationID(convID).Kind() == domain.Service {
+		return readServiceWindow(ctx, s, u, convID)
+	}
 	if domain.ConversationID(convID).Kind() != domain.Group {
 		c, err := resolveMember(u, convID)
 		return c.ID, window{from: 1}, err

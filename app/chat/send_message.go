@@ -50,6 +50,7 @@ type SendMessageHandler struct {
 	now      Clock
 	limiter  *limiter
 	hook     Hook
+	service  *ServiceHandler
 }
 
 // NewSendMessageHandler wires the handler.
@@ -60,6 +61,14 @@ func NewSendMessageHandler(s *store.Store, live *settings.Live, d Deliverer, now
 // WithHook makes the handler ask hook before storing a message.
 func (h *SendMessageHandler) WithHook(hook Hook) *SendMessageHandler {
 	h.hook = hook
+	return h
+}
+
+// WithService makes the handler resolve sends to a shop's account and to
+// customer-service conversations through svc, and tell svc of each message
+// stored in one.
+func (h *SendMessageHandler) WithService(svc *ServiceHandler) *SendMessageHandler {
+	h.service = svc
 	return h
 }
 
@@ -124,6 +133,9 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 	if err != nil {
 		return SendResult{}, err
 	}
+	if h.service != nil && conv.Kind == domain.Service {
+		h.service.Sent(ctx, conv, &res.Message)
+	}
 	return SendResult{Message: res.Message, Duplicate: res.Duplicate}, nil
 }
 
@@ -137,6 +149,11 @@ type groupSend struct {
 // its id or its peer, whose membership follows from the id, or a group,
 // whose records are read (group is then set).
 func (h *SendMessageHandler) resolve(ctx context.Context, cmd SendMessage, nowMs int64) (domain.Conversation, *groupSend, error) {
+	if h.service != nil {
+		if c, ok, err := h.service.ForSend(ctx, cmd.Sender, cmd.Conv, cmd.To, nowMs); ok {
+			return c, nil, err
+		}
+	}
 	if cmd.Conv == "" || domain.ConversationID(cmd.Conv).Kind() != domain.Group {
 		c, err := resolveForSend(cmd.Sender, cmd.Conv, cmd.To, nowMs)
 		return c, nil, err

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/parley-im/parley/app/chat"
@@ -39,7 +41,91 @@ type invokeReply struct {
 
 // ServeInvocations registers the methods other services call on parley.
 func (s *Server) ServeInvocations(inv infrastructure.Invoker) error {
+	if err := inv.Serve(InvokeOnlineMethod, s.invokeOnline); err != nil {
+		return err
+	}
+	if s.service != nil {
+		if err := inv.Serve(InvokeAssignMethod, s.invokeAssign); err != nil {
+			return err
+		}
+	}
 	return inv.Serve(InvokeSendMethod, s.invokeSend)
+}
+
+// InvokeAssignMethod is the method an assignment service invokes to hand a
+// customer-service conversation to an agent: the first assignment or a
+// transfer.
+const InvokeAssignMethod = "v1/assign"
+
+// InvokeOnlineMethod is the method a service invokes to learn which of
+// some users have a device connected to any node.
+const InvokeOnlineMethod = "v1/online"
+
+// invokeAssign is the body of an InvokeAssignMethod call. Actor empty means
+// the shop: the service acts for it.
+type invokeAssign struct {
+	Conv  string `json:"conv"`
+	Agent string `json:"agent"`
+	Actor string `json:"actor"`
+	Cmid  string `json:"cmid"`
+}
+
+// invokeAssignReply carries the conversation after the assignment and its
+// event (none when the agent was already assigned), or the error.
+type invokeAssignReply struct {
+	Conv  *domain.ServiceConversation `json:"conv,omitempty"`
+	Event *pb.Message                 `json:"event,omitempty"`
+	Error *struct {
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		Retryable bool   `json:"retryable,omitempty"`
+	} `json:"error,omitempty"`
+}
+
+func (s *Server) invokeAssign(ctx context.Context, data []byte) ([]byte, error) {
+	var req invokeAssign
+	if err := json.Unmarshal(data, &req); err != nil {
+		return nil, fmt.Errorf("%w: body is not JSON of the documented shape: %s", infrastructure.ErrInvalidArgument, trimErr(err))
+	}
+	var reply invokeAssignReply
+	res, err := s.service.Assign(ctx, chat.AssignAgent{Actor: domain.UserID(req.Actor), Conv: req.Conv, Agent: domain.UserID(req.Agent), ClientMsgID: req.Cmid})
+	if errors.Is(err, domain.ErrNoChange) {
+		err = nil
+	}
+	if err == nil {
+		reply.Conv = &res.Conversation
+		if res.Event != nil {
+			reply.Event = toPB(res.Event)
+		}
+	} else {
+		ae := toAPIError(err)
+		reply.Error = &struct {
+			Code      string `json:"code"`
+			Message   string `json:"message"`
+			Retryable bool   `json:"retryable,omitempty"`
+		}{ae.Code, ae.Message, ae.Retryable}
+	}
+	return json.Marshal(reply)
+}
+
+func (s *Server) invokeOnline(ctx context.Context, data []byte) ([]byte, error) {
+	var req struct {
+		Users []domain.UserID `json:"users"`
+	}
+	if err := json.Unmarshal(data, &req); err != nil {
+		return nil, fmt.Errorf("%w: body is not JSON of the documented shape: %s", infrastructure.ErrInvalidArgument, trimErr(err))
+	}
+	all, err := s.online.Handle(ctx, chat.ListOnlineUsers{})
+	if err != nil {
+		return nil, err
+	}
+	online := []domain.UserID{}
+	for _, u := range req.Users {
+		if slices.Contains(all, u) {
+			online = append(online, u)
+		}
+	}
+	return json.Marshal(map[string][]domain.UserID{"online": online})
 }
 
 func (s *Server) invokeSend(ctx context.Context, data []byte) ([]byte, error) {

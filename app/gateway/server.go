@@ -150,6 +150,7 @@ type Server struct {
 	// wiring gives none.
 	delivered *chat.ConfirmDeliveryHandler
 	online    *chat.ListOnlineUsersHandler
+	service   *chat.ServiceHandler
 	presence  Presence
 	notifier  Notifier
 	upgrader  websocket.Upgrader
@@ -203,6 +204,9 @@ type UseCases struct {
 	// Online lists online users. Nil means one built on the hub and the
 	// Presence registry.
 	Online *chat.ListOnlineUsersHandler
+	// Service hands customer-service conversations to agents (v1/assign).
+	// Nil means no customer service.
+	Service *chat.ServiceHandler
 }
 
 // Presence is the cluster-wide presence registry as the gateway needs it.
@@ -225,7 +229,7 @@ func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, 
 	s := &Server{
 		cfg: cfg, log: log, auth: auth, settings: live, hub: hub, presence: pres, notifier: notifier,
 		send: uc.Send, history: uc.History, list: uc.List, markRead: uc.MarkRead,
-		delivered: uc.Delivered, online: uc.Online,
+		delivered: uc.Delivered, online: uc.Online, service: uc.Service,
 		wsCfg: wsconn.Config{
 			MaxMessageBytes: cfg.MaxFrameBytes, MaxQueueBytes: cfg.MaxQueueBytes,
 			MaxQueueFrames: cfg.MaxQueueFrames, WriteTimeout: cfg.WriteTimeout,

@@ -49,6 +49,8 @@ type options struct {
 	publicURL      string
 	leaseTTL       time.Duration
 	hookAppID      string
+	assignAppID    string
+	serviceShops   string
 	settingsPrefix string
 	appPort        int
 	debugAddr      string
@@ -76,6 +78,8 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.publicURL, "public-url", envOr("PARLEY_PUBLIC_URL", ""), "where clients reach this node, for GET /v1/route; empty means http://<-addr> (env PARLEY_PUBLIC_URL)")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 15*time.Second, "how long a node's presence lease lives without renewal; a dead node's connections stop counting after it")
 	fs.StringVar(&o.settingsPrefix, "settings-prefix", envOr("PARLEY_SETTINGS_PREFIX", ""), "prefix of the live-setting keys in the configuration store, for deployments that share one (env PARLEY_SETTINGS_PREFIX)")
+	fs.StringVar(&o.assignAppID, "assign-app-id", envOr("PARLEY_ASSIGN_APP_ID", ""), "Dapr app-id of the app that assigns a shop's agents to customers; empty means none (env PARLEY_ASSIGN_APP_ID)")
+	fs.StringVar(&o.serviceShops, "service-shops", envOr("PARLEY_SERVICE_SHOPS", ""), "comma-separated user ids of shops' business accounts: a message to one opens a customer-service conversation (env PARLEY_SERVICE_SHOPS)")
 	fs.StringVar(&o.hookAppID, "hook-app-id", envOr("PARLEY_HOOK_APP_ID", ""), "Dapr app-id of a before-send hook app; empty means none (env PARLEY_HOOK_APP_ID)")
 	fs.StringVar(&o.debugAddr, "debug-addr", envOr("PARLEY_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); empty means off. Keep it on loopback (env PARLEY_DEBUG_ADDR)")
 	appPort, _ := strconv.Atoi(envOr("PARLEY_APP_PORT", "0"))

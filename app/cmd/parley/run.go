@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -87,12 +88,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	srv := app.gateway
-	httpSrv := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
+	// Read, write and idle timeouts bound every HTTP request; WebSocket
+	// connections clear them once upgraded.
+	httpSrv := srv.HTTPServer(zap.NewStdLog(log.Named("http")))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	if o.debugAddr != "" {
@@ -140,6 +138,7 @@ type application struct {
 	gateway  *gateway.Server
 	router   *delivery.Router
 	presence *presence.Registry
+	service  *chat.ServiceHandler
 }
 
 // newApplication builds the whole application from a backend: the one place
@@ -163,7 +162,23 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		send.WithHook(hook.New(o.hookAppID, b.Invoker, live, log.Named("hook")))
 		log.Info("before-send hook enabled", zap.String("hook_app_id", o.hookAppID))
 	}
+	var svc *chat.ServiceHandler
+	if o.serviceShops != "" {
+		shops := map[domain.UserID]bool{}
+		for _, sh := range strings.Split(o.serviceShops, ",") {
+			if sh = strings.TrimSpace(sh); sh != "" {
+				shops[domain.UserID(sh)] = true
+			}
+		}
+		svc = chat.NewServiceHandler(st, live, router, noticeNotifier{router}, b.Invoker, chat.ServiceConfig{
+			AssignAppID: o.assignAppID,
+			IsShop:      func(u domain.UserID) bool { return shops[u] },
+		}, log.Named("service"), time.Now)
+		send.WithService(svc)
+		log.Info("customer service enabled", zap.Int("shops", len(shops)), zap.String("assign_app_id", o.assignAppID))
+	}
 	uc := gateway.UseCases{
+		Service:  svc,
 		Send:     send,
 		History:  chat.NewHistoryHandler(st),
 		List:     chat.NewListConversationsHandler(st),
@@ -176,12 +191,24 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		router.Stop(ctx)
 		return nil, fmt.Errorf("serve invocations: %w", err)
 	}
-	return &application{gateway: gw, router: router, presence: reg}, nil
+	return &application{gateway: gw, router: router, presence: reg, service: svc}, nil
+}
+
+// noticeNotifier tells users' devices of chat notices through the router.
+type noticeNotifier struct{ r *delivery.Router }
+
+func (n noticeNotifier) Notify(ctx context.Context, users []domain.UserID, nt chat.Notice) {
+	for _, u := range users {
+		n.r.Notify(ctx, u, delivery.Event{Type: nt.Type, Conv: nt.Conv, Seq: nt.Seq, User: nt.User, Count: nt.Count, Note: nt.Note})
+	}
 }
 
 // stop leaves the cluster: no more deliveries from other nodes, and the
 // lease is deleted so that this node's connections stop counting at once.
 func (a *application) stop(ctx context.Context) {
+	if a.service != nil {
+		_ = a.service.Stop(ctx)
+	}
 	a.presence.Stop(ctx)
 	a.router.Stop(ctx)
 }
