@@ -84,7 +84,7 @@ type JoinRequest = store.JoinRequest
 // conversation's stream: it is not stored, and a device that is offline
 // misses it.
 type Notice struct {
-	// Type is "join_requested", "join_rejected", "typing", "read" or
+	// Type is "join_requested", "join_rejected", "typing", "seen" (a peer's read cursor) or
 	// "read_by".
 	Type string
 	Conv domain.ConversationID

@@ -83,7 +83,7 @@ func TestReadReceipts(t *testing.T) {
 
 	seq := try(g.send(t, "alice", "d:alice~bob", "hi")).ok(t)
 	try(read.Handle(ctx, chat.MarkRead{Reader: "bob", Conv: "d:alice~bob", Seq: seq})).ok(t)
-	if got := g.notices.of("alice"); len(got) != 1 || got[0].Type != "read" || got[0].Seq != seq || got[0].User != "bob" {
+	if got := g.notices.of("alice"); len(got) != 1 || got[0].Type != "seen" || got[0].Seq != seq || got[0].User != "bob" {
 		t.Fatalf("alice was told %+v", got)
 	}
 

@@ -162,7 +162,7 @@ func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, err
 		if _, members, err := domain.ParseConversationID(string(c)); err == nil {
 			for _, u := range members {
 				if u != cmd.Reader {
-					h.notify.Notify(ctx, []domain.UserID{u}, Notice{Type: "read", Conv: c, Seq: cur, User: cmd.Reader})
+					h.notify.Notify(ctx, []domain.UserID{u}, Notice{Type: "seen", Conv: c, Seq: cur, User: cmd.Reader})
 				}
 			}
 		}

@@ -53,7 +53,7 @@ func (e *Envelope) Encoded(enc Encoding, encode func(*domain.Message) ([]byte, e
 // a message it sent was delivered or read, someone is typing, a join
 // request. Events are not stored and not retransmitted.
 type Event struct {
-	// Type is "delivered", "read", "read_by", "typing", "join_requested",
+	// Type is "delivered", "seen", "read_by", "typing", "join_requested",
 	// "join_rejected" or "unassigned".
 	Type string
 	Conv domain.ConversationID
