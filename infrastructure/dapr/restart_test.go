@@ -123,7 +123,7 @@ func TestAtLeastOnceAcrossSidecarRestart(t *testing.T) {
 // report that change after the restart, then later ones through the new
 // stream.
 func TestConfigWatchSurvivesSidecarRestart(t *testing.T) {
-	for _, name := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ} {
+	for _, name := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ, daprdtest.JetStream} {
 		t.Run(name, func(t *testing.T) {
 			n := startNode(t, name)
 			set := daprdtest.ConfigSetter(t, name)

@@ -18,7 +18,8 @@ import (
 const (
 	// RedisAddr is the Redis server of components/redis.
 	RedisAddr = "127.0.0.1:6379"
-	// PostgresURL reaches the PostgreSQL database of components/postgres-rabbitmq.
+	// PostgresURL reaches the PostgreSQL database of components/postgres-rabbitmq
+	// and components/jetstream.
 	PostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	// PostgresConfigTable and PostgresNotifyChannel match
 	// components/postgres-rabbitmq/configstore.yaml.
@@ -40,7 +41,7 @@ func ConfigSetter(t testing.TB, profile string) func(ctx context.Context, key, v
 	switch profile {
 	case Redis:
 		set, remove = redisSetConfig, redisDeleteKeys
-	case PostgresRabbitMQ:
+	case PostgresRabbitMQ, JetStream:
 		set, remove = postgresSetConfig, postgresDeleteConfig
 	default:
 		return nil

@@ -27,6 +27,7 @@ const (
 	PostgresRabbitMQ = "postgres-rabbitmq"
 	MySQLMQTT        = "mysql-mqtt"
 	SQLite           = "sqlite"
+	JetStream        = "jetstream"
 )
 
 // Profile describes what a profile needs and offers.
@@ -51,11 +52,15 @@ var profiles = map[string]Profile{
 	// components/mysql-mqtt/pubsub.yaml).
 	MySQLMQTT: {Name: MySQLMQTT, Servers: []string{"127.0.0.1:3306", MQTTAddr}},
 	SQLite:    {Name: SQLite},
+	// Durable: the stream keeps what is published while a subscriber's
+	// daprd is down, and its new consumer starts at the stream's first
+	// message (components/jetstream/pubsub.yaml).
+	JetStream: {Name: JetStream, Servers: []string{"127.0.0.1:5432", NATSAddr}, ConfigStore: true, Durable: true},
 }
 
 // Profiles lists every tested profile, in a stable order.
 func Profiles() []Profile {
-	return []Profile{profiles[Local], profiles[Redis], profiles[PostgresRabbitMQ], profiles[MySQLMQTT], profiles[SQLite]}
+	return []Profile{profiles[Local], profiles[Redis], profiles[PostgresRabbitMQ], profiles[MySQLMQTT], profiles[SQLite], profiles[JetStream]}
 }
 
 // Lookup returns the named profile; it fails the test for an unknown name.
@@ -179,10 +184,17 @@ func prepare(t testing.TB, ctx context.Context, profile string) {
 		if err := enableKeyspaceEvents(ctx, RedisAddr); err != nil {
 			t.Fatalf("daprdtest: enable redis keyspace notifications: %v", err)
 		}
-	case PostgresRabbitMQ:
+	case PostgresRabbitMQ, JetStream:
 		// daprd refuses to start without the configuration table.
 		if err := EnsurePostgresConfigTable(ctx, PostgresURL); err != nil {
 			t.Fatalf("daprdtest: create the postgres configuration table: %v", err)
+		}
+	}
+	if profile == JetStream {
+		// pubsub.jetstream publishes into, and consumes from, a stream it
+		// does not create.
+		if err := EnsureJetStream(ctx, NATSAddr); err != nil {
+			t.Fatalf("daprdtest: create the JetStream stream: %v", err)
 		}
 	}
 }
