@@ -24,7 +24,7 @@ import (
 // history after reconnect equals what was sent; unread falls after
 // mark-read.
 func TestChatEndToEnd(t *testing.T) {
-	for _, m := range modes("local") {
+	for _, m := range modes("local", "jetstream") {
 		t.Run(m.name, func(t *testing.T) {
 			n := startNode(t, m)
 			aliceWeb := dial(t, n, "alice", "web")

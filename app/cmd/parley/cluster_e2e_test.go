@@ -68,7 +68,7 @@ func checkComplete(t *testing.T, d *device, conv string, acked map[uint64]string
 // message once, and a node killed with SIGKILL loses nothing: its users
 // reconnect elsewhere and sync, and its presence disappears with its lease.
 func TestClusterDelivery(t *testing.T) {
-	for _, profile := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ, daprdtest.MySQLMQTT} {
+	for _, profile := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ, daprdtest.MySQLMQTT, daprdtest.JetStream} {
 		t.Run(profile, func(t *testing.T) {
 			m := mode{name: "dapr-" + profile, args: []string{"-backend", "dapr", "-sidecar", "launch", "-profile", profile}}
 			requireMode(t, m)

@@ -373,7 +373,7 @@ func TestFaults(t *testing.T) {
 	}
 	// Killing daprd loses the local profile's in-memory state by design, so
 	// that scenario runs on the durable profiles.
-	for _, profile := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ} {
+	for _, profile := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ, daprdtest.JetStream} {
 		t.Run(profile+"/kill_daprd", func(t *testing.T) {
 			runFaultScenario(t, startFaultEnv(t, profile, ""), scenario{name: "kill_daprd", body: 64, inject: killDaprd})
 		})

@@ -55,7 +55,7 @@ func startWordFilter(t *testing.T) int {
 // and, where the profile has a configuration store, a setting changed in
 // the store takes effect within seconds.
 func TestServicesThroughDapr(t *testing.T) {
-	for _, profile := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ, daprdtest.MySQLMQTT} {
+	for _, profile := range []string{daprdtest.Redis, daprdtest.PostgresRabbitMQ, daprdtest.MySQLMQTT, daprdtest.JetStream} {
 		t.Run(profile, func(t *testing.T) {
 			requireMode(t, mode{name: "dapr-" + profile})
 			hookID := daprdtest.UniqueName("wordfilter")
