@@ -51,11 +51,16 @@ func (in *Inbox) Duplicates() int {
 
 // Contiguous is the highest seq n of conv such that 1..n are all held: the
 // point to sync from.
-func (in *Inbox) Contiguous(conv string) uint64 {
+func (in *Inbox) Contiguous(conv string) uint64 { return in.ContiguousFrom(conv, 0) }
+
+// ContiguousFrom is like Contiguous for a device that does not want what
+// came before floor: the highest seq n >= floor such that floor+1..n are
+// all held.
+func (in *Inbox) ContiguousFrom(conv string, floor uint64) uint64 {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	c := in.convs[conv]
-	var n uint64
+	n := floor
 	for c[n+1] != nil {
 		n++
 	}
