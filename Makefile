@@ -80,8 +80,12 @@ CENTRIFUGO         := .build/centrifugo-v$(CENTRIFUGO_VERSION)/centrifugo
 .PHONY: centrifugo
 centrifugo: $(CENTRIFUGO)
 
+# The version is set as Centrifugo's release builds set it, so that
+# `centrifugo version` (which the suite prints) names it.
 $(CENTRIFUGO):
-	GOBIN=$(CURDIR)/$(dir $(CENTRIFUGO)) $(GO) install github.com/centrifugal/centrifugo/v6@v$(CENTRIFUGO_VERSION)
+	GOBIN=$(CURDIR)/$(dir $(CENTRIFUGO)) $(GO) install \
+		-ldflags "-X github.com/centrifugal/centrifugo/v6/internal/build.Version=$(CENTRIFUGO_VERSION)" \
+		github.com/centrifugal/centrifugo/v6@v$(CENTRIFUGO_VERSION)
 
 # bench: the load generator's suite (tools/loadgen) against parley in three
 # modes (memory, daprd with components/local, daprd with components/redis),

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -243,4 +245,78 @@ func centrifugoVersionOf(ctx context.Context, bin string) (string, error) {
 		return "", fmt.Errorf("%s version: %w", bin, err)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// runCentrifugoScenario starts a Centrifugo with the given engine, runs the
+// direct scenario against it once, and stops it: the reference column of
+// the suite, alone.
+func runCentrifugoScenario(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("centrifugo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var dc directConfig
+	dc.register(fs)
+	bin := fs.String("centrifugo", "", "the Centrifugo binary; empty means "+centrifugoBinary+" in the checkout (`make centrifugo` builds it)")
+	engine := fs.String("engine", "memory", "Centrifugo engine: memory, or redis on -redis")
+	redisAddr := fs.String("redis", "127.0.0.1:6379", "the redis of the redis engine; loopback only")
+	outDir := fs.String("out-dir", "", "folder for the config, Centrifugo's log, the JSON result and the SVG chart; empty means a new folder under $TMPDIR")
+	progress := fs.String("progress", "auto", "progress bar on stderr: auto (when a terminal), on or off")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *bin == "" {
+		root, err := testkit.RepoRoot()
+		if err != nil {
+			return fmt.Errorf("give -centrifugo, or run inside the parley checkout: %w", err)
+		}
+		*bin = filepath.Join(root, centrifugoBinary)
+	}
+	if reason := centrifugoMissing(*bin); reason != "" {
+		return errors.New(reason)
+	}
+	ctx, cancel := context.WithTimeout(ctx, dc.duration+dc.drain+3*time.Minute)
+	defer cancel()
+	cfg := centrifugoConfig{Engine: *engine}
+	if *engine == "redis" {
+		if err := redisPing(*redisAddr); err != nil {
+			return fmt.Errorf("redis at %s: %w", *redisAddr, err)
+		}
+		cfg.RedisAddr, cfg.RedisPrefix = *redisAddr, runPrefix()+"-centrifugo"
+		defer func() {
+			if _, err := redisDeleteMatching(cfg.RedisAddr, cfg.RedisPrefix+"*"); err != nil {
+				fmt.Fprintf(stderr, "loadgen: delete the run's redis keys: %v\n", err)
+			}
+		}()
+	}
+	dir, err := outputDir(*outDir)
+	if err != nil {
+		return err
+	}
+	p, err := startCentrifugo(ctx, *bin, dir, cfg)
+	if err != nil {
+		return err
+	}
+	defer p.stop(10 * time.Second)
+	e, err := newEnv(ctx, common{target: p.Base, serverPID: p.Cmd.Process.Pid, sourceBase: "127.0.0.2", progress: *progress, concurrency: 128}, 2*dc.pairs, stderr)
+	if err != nil {
+		return err
+	}
+	r, err := runDirectCentrifugo(ctx, e, dc, p)
+	if err != nil {
+		return err
+	}
+	jsonPath := filepath.Join(dir, "centrifugo-"+*engine+".result.json")
+	svgPath := filepath.Join(dir, "centrifugo-"+*engine+".svg")
+	if err := writeJSON(jsonPath, r); err != nil {
+		return err
+	}
+	series := []latencySeries{{"send→ACK", r.ackHist}, {"send→deliver", r.deliverHist}}
+	if err := os.WriteFile(svgPath, latencySVG("Centrifugo "+*engine+" latency distribution", series), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, r.text())
+	fmt.Fprintf(stdout, "  echoes to the publisher %d\n\nresult: %s\nchart:  %s\nlog:    %s\n", r.Echoes, jsonPath, svgPath, p.LogPath)
+	return nil
 }

@@ -16,7 +16,8 @@
 //	loadgen connections -target http://127.0.0.1:8080 -n 19000 -hold 10s
 //	loadgen direct      -target http://127.0.0.1:8080 -pairs 50 -duration 10s [-rate 20000]
 //	loadgen reconnect   -target http://127.0.0.1:8080 -clients 1000 -missed 20
-//	loadgen suite       [-duration 10s] [-modes memory,dapr-local,dapr-redis]
+//	loadgen suite       [-duration 10s] [-modes memory,dapr-local,dapr-redis] [-reference memory,redis]
+//	loadgen centrifugo  -engine memory -pairs 50 -duration 10s
 //
 // The server must run with -dev-tokens (tokens come from POST
 // /v1/dev/token) and, for the message scenarios, with a send rate limit
@@ -63,7 +64,9 @@ const usage = `loadgen puts load on a parley server on this machine.
   loadgen direct       P pairs exchange messages; report throughput, send→ACK and send→deliver latency, losses
   loadgen reconnect    N clients drop, miss M messages each, reconnect at once; report time to fully synced
   loadgen suite        build parley, run the three scenarios against -backend memory, dapr local and
-                       dapr redis, and print one markdown table
+                       dapr redis, with Centrifugo's memory and redis engines beside them in the
+                       direct scenario, and print markdown tables
+  loadgen centrifugo   start Centrifugo (make centrifugo builds it) and run the direct scenario against it
 
 Run "loadgen <scenario> -h" for its flags.
 `
@@ -78,6 +81,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runScenario(ctx, args[0], args[1:], stdout, stderr)
 	case "suite":
 		return runSuite(ctx, args[1:], stdout, stderr)
+	case "centrifugo":
+		return runCentrifugoScenario(ctx, args[1:], stdout, stderr)
 	case "worker":
 		return runWorker(ctx, args[1:], stdin, stdout)
 	case "-h", "-help", "--help", "help":
