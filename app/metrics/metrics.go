@@ -113,16 +113,22 @@ var closeCodes = []int{0, 1000, 1001, 1005, 1006, 1008, 1009, 1011, 1013, 4008, 
 // is counted as "other".
 var (
 	frameInTypes  = []string{"send", "recv", "sync", "read", "convs", "ping", "other"}
-	frameOutTypes = []string{"hello", "ack", "msg", "error", "sync_result", "read", "conversations", "pong", "delivered", "typing", "other"}
+	frameOutTypes = []string{"hello", "ack", "msg", "error", "sync_result", "read", "conversations", "pong",
+		"delivered", "typing", "read_by", "seen", "join_requested", "join_rejected", "other"}
 )
 
-// errorCodes are the protocol error codes of the gateway; any other is
-// counted as "other".
+// errorCodes are the protocol error codes of the gateway (its Code*
+// constants); any other is counted as "other".
 var errorCodes = []string{
 	"bad_frame", "unknown_type", "unauthorized", "invalid_user", "invalid_conversation", "invalid_cmid",
 	"empty_body", "body_too_large", "unknown_content_type", "invalid_json_body", "invalid_utf8",
 	"send_to_self", "not_member", "invalid_limit", "rate_limited", "unavailable", "not_found",
-	"method_not_allowed", "request_too_large", "internal", "rejected", "other",
+	"method_not_allowed", "request_too_large", "internal", "rejected", "origin_not_allowed", "forbidden",
+	"muted", "group_dissolved", "cmid_reused", "recall_window", "edit_window", "recalled", "not_editable",
+	"not_recallable", "invalid_name", "invalid_notice", "invalid_ext", "too_many_members", "unknown_role",
+	"unknown_join_policy", "invite_only", "already_member", "owner_cannot_leave", "invalid_mute_time",
+	"invalid_reply", "invalid_mention", "invalid_typing", "no_change", "unknown_group_op", "invalid_note",
+	"banned", "other",
 }
 
 // SidecarOps are the sidecar operations, the values of
@@ -186,8 +192,10 @@ type Metrics struct {
 	leaseRenewals  [2]prometheus.Counter
 	rateLimited    [numLimits]prometheus.Counter
 	banHits        [numBanSubjects]prometheus.Counter
-	errors         []prometheus.Counter // by errorCodes index
-	reloads        [2]prometheus.Counter
+	// errors is read-only once built: errors are not the hot path, and
+	// the codes are many.
+	errors  map[string]prometheus.Counter
+	reloads [2]prometheus.Counter
 }
 
 // NewRegistry returns a registry with the Go runtime and process
@@ -301,7 +309,11 @@ func New(reg *prometheus.Registry) (*Metrics, error) {
 	for s := range numBanSubjects {
 		m.banHits[s] = bans.WithLabelValues(banSubjectNames[s])
 	}
-	m.errors = resolve(counterVec("errors_total", "Errors answered to clients, by protocol code.", "code"), errorCodes)
+	errs := counterVec("errors_total", "Errors answered to clients, by protocol code.", "code")
+	m.errors = make(map[string]prometheus.Counter, len(errorCodes))
+	for _, code := range errorCodes {
+		m.errors[code] = errs.WithLabelValues(code)
+	}
 	m.reloads = outcomes(counterVec("settings_reloads_total",
 		"Live-setting updates applied (ok) or with values refused (error).", "outcome"))
 
@@ -405,8 +417,16 @@ func frameOutIndex(typ string) int {
 		return 8
 	case "typing":
 		return 9
+	case "read_by":
+		return 10
+	case "seen":
+		return 11
+	case "join_requested":
+		return 12
+	case "join_rejected":
+		return 13
 	}
-	return 10
+	return 14
 }
 
 // FrameIn counts a frame read from a device, by its type.
@@ -613,61 +633,17 @@ func (m *Metrics) BanHit(s BanSubject) {
 	m.banHits[s].Inc()
 }
 
-func errorCodeIndex(code string) int {
-	switch code {
-	case "bad_frame":
-		return 0
-	case "unknown_type":
-		return 1
-	case "unauthorized":
-		return 2
-	case "invalid_user":
-		return 3
-	case "invalid_conversation":
-		return 4
-	case "invalid_cmid":
-		return 5
-	case "empty_body":
-		return 6
-	case "body_too_large":
-		return 7
-	case "unknown_content_type":
-		return 8
-	case "invalid_json_body":
-		return 9
-	case "invalid_utf8":
-		return 10
-	case "send_to_self":
-		return 11
-	case "not_member":
-		return 12
-	case "invalid_limit":
-		return 13
-	case "rate_limited":
-		return 14
-	case "unavailable":
-		return 15
-	case "not_found":
-		return 16
-	case "method_not_allowed":
-		return 17
-	case "request_too_large":
-		return 18
-	case "internal":
-		return 19
-	case "rejected":
-		return 20
-	}
-	return 21
-}
-
 // Error counts an error answered to a client, by its protocol code (the
 // gateway's Code* constants), over WebSocket or HTTP.
 func (m *Metrics) Error(code string) {
 	if m == nil {
 		return
 	}
-	m.errors[errorCodeIndex(code)].Inc()
+	c, ok := m.errors[code]
+	if !ok {
+		c = m.errors["other"]
+	}
+	c.Inc()
 }
 
 // SettingsReloaded counts a live-setting update; refused is how many of
