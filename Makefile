@@ -6,7 +6,7 @@ GO    ?= go
 DAPR_VERSION := 1.18.2
 DAPRD        := sidecar/bin/daprd
 
-.PHONY: run run-memory test test-ts test-short fuzz bench sidecar cluster proto vet
+.PHONY: run run-memory test test-ts test-short fuzz fuzz-long bench sidecar cluster proto vet
 
 # run: daprd with components/local, then parley with the chat page on
 # http://localhost:8080. Ctrl-C stops both.
@@ -43,13 +43,23 @@ test-ts:
 test-short:
 	$(GO) test -race -count=1 -short ./domain/... ./app/... ./client/... ./tools/... ./infrastructure/memory/... ./deploy/...
 
-# fuzz: a short run of every fuzz target.
+# fuzz: a short run of every fuzz target; fuzz-long: two minutes each (what
+# they find is kept in each package's testdata/fuzz as seeds of the corpus).
+FUZZ_TARGETS := \
+	./domain/:FuzzParseConversationID ./domain/:FuzzDraftValidate \
+	./domain/:FuzzParseExt ./domain/:FuzzParseMentions ./domain/:FuzzParseGroupProfile \
+	./domain/:FuzzParseSystemEvent ./domain/:FuzzMemberWindow \
+	./app/gateway/:FuzzDecodeFrame ./app/gateway/wsconn/:FuzzParseFrame \
+	./proto/parley/v1/:FuzzAppendJSON ./app/auth/:FuzzVerify ./app/abuse/:FuzzParseSubject
+FUZZTIME ?= 15s
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzParseConversationID -fuzztime 20s ./domain/
-	$(GO) test -run XXX -fuzz FuzzDraftValidate -fuzztime 20s ./domain/
-	$(GO) test -run XXX -fuzz FuzzDecodeFrame -fuzztime 20s ./app/gateway/
-	$(GO) test -run XXX -fuzz FuzzParseFrame -fuzztime 20s ./app/gateway/
-	$(GO) test -run XXX -fuzz FuzzAppendJSON -fuzztime 20s ./proto/parley/v1/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+		$(GO) test -run XXX -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
+
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=2m
 
 # sidecar: the real daprd, built from github.com/dapr/dapr v$(DAPR_VERSION)
 # by the module in sidecar/. Rebuilt only when that module changes.
