@@ -19,9 +19,13 @@ run: $(DAPRD) parley
 run-memory: parley
 	./bin/parley -backend memory -settings deploy/local/settings.yaml
 
-.PHONY: parley
+.PHONY: parley cli
 parley:
 	$(GO) build -o bin/parley ./app/cmd/parley
+
+# cli: the terminal client, bin/parley-cli.
+cli:
+	$(GO) build -o bin/parley-cli ./app/cmd/parley-cli
 
 # test: every test, race detector on, against a real daprd per profile, then
 # the TypeScript client's tests against a parley built from this tree.
