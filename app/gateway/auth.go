@@ -1,83 +1,35 @@
 package gateway
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
+	"github.com/parley-im/parley/app/auth"
 	"github.com/parley-im/parley/domain"
 )
 
-// ErrUnauthorized means the token is missing, malformed, forged or expired.
-var ErrUnauthorized = errors.New("unauthorized")
+// ErrUnauthorized means the token is missing, malformed, forged or
+// expired. It is auth.ErrUnauthorized, which every refusal of a Verifier
+// matches.
+var ErrUnauthorized = auth.ErrUnauthorized
 
-// MaxTokenLen bounds a token before it is parsed.
-const MaxTokenLen = 4096
-
-// Authenticator checks HS256 JWTs whose subject is the user id. The zero
-// value is not usable; use NewAuthenticator. Safe for concurrent use.
-type Authenticator struct {
-	secret []byte
-	parser *jwt.Parser
-	now    func() time.Time
+// Verifier checks a bearer token and says whose it is. *auth.Verifier is
+// the one parley runs; its errors match auth.ErrUnauthorized and say why.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (auth.Claims, error)
 }
 
-// NewAuthenticator returns an authenticator for secret, which must be at
-// least 32 bytes: shorter HS256 secrets can be brute-forced.
-func NewAuthenticator(secret []byte) (*Authenticator, error) {
-	if len(secret) < 32 {
-		return nil, fmt.Errorf("jwt secret is %d bytes; use at least 32 random bytes", len(secret))
-	}
-	return &Authenticator{
-		secret: secret,
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(30*time.Second)),
-		now:    time.Now,
-	}, nil
-}
-
-// Issue signs a token for user valid for ttl.
-func (a *Authenticator) Issue(user domain.UserID, ttl time.Duration) (string, error) {
-	now := a.now()
-	t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
-		Subject:   string(user),
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-	})
-	return t.SignedString(a.secret)
-}
-
-// Verify returns the user a token was issued to. exp must be a number of
-// seconds: a token whose exp is a string (which some libraries read as a
-// number) is refused.
-func (a *Authenticator) Verify(token string) (domain.UserID, error) {
-	if token == "" {
-		return "", fmt.Errorf("%w: no token: send it as \"Authorization: Bearer <token>\" (or ?token= on the WebSocket)", ErrUnauthorized)
-	}
-	if len(token) > MaxTokenLen {
-		return "", fmt.Errorf("%w: token longer than %d bytes", ErrUnauthorized, MaxTokenLen)
-	}
-	// MapClaims, not RegisteredClaims: its exp must be a JSON number.
-	claims := jwt.MapClaims{}
-	if _, err := a.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return a.secret, nil }); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrUnauthorized, err)
-	}
-	sub, err := claims.GetSubject()
-	if err != nil {
-		return "", fmt.Errorf("%w: token subject: %v", ErrUnauthorized, err)
-	}
-	u, err := domain.ParseUserID(sub)
-	if err != nil {
-		return "", fmt.Errorf("%w: token subject: %v", ErrUnauthorized, err)
-	}
-	return u, nil
+// Issuer signs development tokens (POST /v1/dev/token). A Verifier that is
+// also an Issuer serves them when Config.DevTokens is set.
+type Issuer interface {
+	Issue(user domain.UserID, ttl time.Duration) (string, error)
 }
 
 // errNotBearer answers an Authorization header of another scheme.
-var errNotBearer = fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", ErrUnauthorized)
+var errNotBearer = &auth.TokenError{Kind: auth.ErrMalformed, Detail: `the Authorization header must be "Bearer <token>"`}
 
 // bearerToken takes the token from "Authorization: Bearer <token>". With
 // query, a request with no Authorization header may give it as ?token=:
@@ -99,10 +51,19 @@ func bearerToken(r *http.Request, query bool) (string, error) {
 }
 
 // authenticate verifies the request's token; see bearerToken for query.
-func (a *Authenticator) authenticate(r *http.Request, query bool) (domain.UserID, error) {
+func (s *Server) authenticate(r *http.Request, query bool) (domain.UserID, error) {
 	tok, err := bearerToken(r, query)
 	if err != nil {
 		return "", err
 	}
-	return a.Verify(tok)
+	claims, err := s.verifier.Verify(r.Context(), tok)
+	if err != nil {
+		return "", err
+	}
+	if claims.User == "" {
+		// A Verifier must name the user; one that does not is refused
+		// rather than let in as nobody.
+		return "", fmt.Errorf("%w: the token names no user", auth.ErrUnauthorized)
+	}
+	return claims.User, nil
 }

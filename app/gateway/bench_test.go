@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/app/auth"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/domain"
@@ -139,14 +140,14 @@ type fanOut struct {
 
 func newFanOut(b *testing.B, n int, binary bool) *fanOut {
 	b.Helper()
-	auth, err := NewAuthenticator([]byte("benchmark-secret-benchmark-secret!"))
+	verifier, err := auth.New(context.Background(), auth.Config{HS256Secret: []byte("benchmark-secret-benchmark-secret!")})
 	if err != nil {
 		b.Fatal(err)
 	}
 	hub := delivery.NewHub()
 	f := &fanOut{
 		hub: hub, ln: newPipeListener(), reached: make(chan struct{}, 1),
-		srv:  New(Config{NodeID: "bench", MaxFrameRate: 1 << 30, MaxFrameBurst: 1 << 30}, zap.NewNop(), auth, settings.NewLive(settings.Defaults()), hub, UseCases{}, nil, nil),
+		srv:  New(Config{NodeID: "bench", MaxFrameRate: 1 << 30, MaxFrameBurst: 1 << 30}, zap.NewNop(), verifier, settings.NewLive(settings.Defaults()), hub, UseCases{}, nil, nil),
 		conv: &domain.Conversation{ID: "g:bench", Kind: domain.Group},
 	}
 	f.httpSrv = &http.Server{Handler: f.srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -169,7 +170,7 @@ func newFanOut(b *testing.B, n int, binary bool) *fanOut {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			tok, err := auth.Issue(user, time.Hour)
+			tok, err := verifier.Issue(user, time.Hour)
 			if err != nil {
 				errs <- err
 				return

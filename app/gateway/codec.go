@@ -95,6 +95,13 @@ func toPB(m *domain.Message) *pb.Message {
 func setPB(pm *pb.Message, m *domain.Message) {
 	pm.Id, pm.Conv, pm.Seq, pm.From = m.ID, string(m.Conv), m.Seq, string(m.Sender)
 	pm.Cmid, pm.Ctype, pm.Body, pm.Ts = m.ClientMsgID, string(m.ContentType), m.Body, m.ServerMs
+	pm.ReplyTo, pm.MentionAll, pm.Edited, pm.Recalled = m.ReplyTo, m.MentionAll, m.Edited, m.Recalled
+	if len(m.Mentions) > 0 {
+		pm.Mentions = make([]string, len(m.Mentions))
+		for i, u := range m.Mentions {
+			pm.Mentions[i] = string(u)
+		}
+	}
 }
 
 func toPBList(ms []domain.Message) []*pb.Message {

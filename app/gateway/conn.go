@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/parley-im/parley/app/abuse"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway/wsconn"
 	"github.com/parley-im/parley/domain"
@@ -31,6 +32,10 @@ const (
 	// CloseFlooding: the client sent frames faster than MaxFrameRate for
 	// longer than the burst allows, even once slowed down; fix the client.
 	CloseFlooding = 4011
+	// CloseBanned: the user or the address was suspended while connected
+	// (by an operator, or for abuse); the close reason says until when.
+	// Do not reconnect before then: connecting is refused with banned.
+	CloseBanned = 4012
 )
 
 // conn is one device's WebSocket: the protocol on top of a wsconn.Conn. It
@@ -48,6 +53,10 @@ type conn struct {
 	codec  codec
 	// encoding is the wire format of the frames this device reads.
 	encoding delivery.Encoding
+	// ip is the device's source address as the abuse guard counts it.
+	ip abuse.Subject
+	// sinceMs is when the device connected, in Unix milliseconds.
+	sinceMs int64
 
 	// ctx carries the upgrade request's values to the use cases.
 	ctx          context.Context
@@ -75,6 +84,12 @@ func (c *conn) logger() *zap.Logger {
 
 func (c *conn) ID() string          { return c.id }
 func (c *conn) User() domain.UserID { return c.user }
+
+// ConnectedMs is when the device connected: a message stored well before
+// it reaches the device by sync, not by a push from another node's backlog.
+func (c *conn) ConnectedMs() int64 { return c.sinceMs }
+
+var _ delivery.Connected = (*conn)(nil)
 
 // Push queues a message for the device and tracks it until the device
 // acknowledges it. It never waits on the device: one that cannot keep up
@@ -107,8 +122,17 @@ func (c *conn) Push(env *delivery.Envelope) {
 // device (a sender's next ACK, typically), or leaves within
 // wsconn.EventDelay. That saves a write(2) per message on a busy connection.
 func (c *conn) Notify(ev delivery.Event) {
+	if ev.Type == eventBanned {
+		c.closeBanned(int64(ev.Count))
+		return
+	}
 	f := getFrame()
-	f.Type, f.Conv, f.Seq, f.User = ev.Type, string(ev.Conv), ev.Seq, string(ev.User)
+	f.Type, f.Conv, f.Seq, f.User, f.Note = ev.Type, string(ev.Conv), ev.Seq, string(ev.User), ev.Note
+	if ev.Type == "typing" {
+		f.On = ev.Count != 0
+	} else {
+		f.Count = ev.Count
+	}
 	c.queueFrame(f, false)
 	putFrame(f)
 }
@@ -207,6 +231,7 @@ func (c *conn) Message(binary bool, payload []byte) bool {
 	if !ok {
 		c.logger().Info("frame flood, closing")
 		c.closeWith(CloseFlooding, "too many frames; slow down")
+		c.srv.rateLimited(c.ctx, c.user)
 		return false
 	}
 	if wait > 0 {

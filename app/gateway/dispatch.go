@@ -71,7 +71,9 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 	case "":
 		c.sendCode(f.Id, CodeBadFrame, `frame has no "type"`)
 	default:
-		c.sendCode(f.Id, CodeUnknownType, "unknown frame type; see the protocol section of the README")
+		if !c.handleGroupFrame(ctx, f) {
+			c.sendCode(f.Id, CodeUnknownType, "unknown frame type; see the protocol section of the README")
+		}
 	}
 }
 
@@ -106,13 +108,21 @@ func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64
 const maxAckedConvs = 1024
 
 func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
+	if err := checkMentions(f.Mentions); err != nil {
+		c.sendErr(f.Id, err)
+		return
+	}
 	start := time.Now()
 	res, err := c.srv.send.Handle(ctx, chat.SendMessage{
 		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body, Origin: c.id,
+		ReplyTo: f.ReplyTo, Mentions: f.Mentions,
 	})
 	if err != nil {
 		c.logger().Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))
 		c.sendErr(f.Id, err)
+		if errors.Is(err, chat.ErrRateLimited) {
+			c.srv.rateLimited(ctx, c.user)
+		}
 		return
 	}
 	m := &res.Message
@@ -130,7 +140,7 @@ func (c *conn) sendErr(id string, err error) {
 	if ae.Code == CodeInternal || ae.Code == CodeUnavailable {
 		c.logger().Warn("request failed", zap.String("req", id), zap.Error(err))
 	}
-	c.send(&pb.Frame{Type: "error", Id: id, Code: ae.Code, Message: ae.Message, Retryable: ae.Retryable})
+	c.send(&pb.Frame{Type: "error", Id: id, Code: ae.Code, Message: ae.Message, Retryable: ae.Retryable, Until: ae.Until})
 }
 
 func (c *conn) sendCode(id, code, msg string) {
@@ -149,6 +159,7 @@ func toPBConvs(views []chat.ConversationView) []*pb.Conversation {
 		if v.Last != nil {
 			pc.Last = toPB(v.Last)
 		}
+		pc.Group = toPBGroup(v.Group)
 		out[i] = pc
 	}
 	return out

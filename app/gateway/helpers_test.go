@@ -11,6 +11,8 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/parley-im/parley/app/abuse"
+	"github.com/parley-im/parley/app/auth"
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/settings"
@@ -28,9 +30,21 @@ type testEnv struct {
 	t    *testing.T
 	srv  *Server
 	hub  *delivery.Hub
-	auth *Authenticator
+	auth *auth.Verifier
 	hs   *httptest.Server
 	live *settings.Live
+	// receipts counts group readers; nil when the test gave its use cases.
+	receipts *chat.ReadReceipts
+}
+
+// hubNotices tells chat notices to this node's devices, as the router
+// does in a cluster.
+type hubNotices struct{ hub *delivery.Hub }
+
+func (n hubNotices) Notify(_ context.Context, users []domain.UserID, nt chat.Notice) {
+	for _, u := range users {
+		n.hub.NotifyUser(u, delivery.Event{Type: nt.Type, Conv: nt.Conv, Seq: nt.Seq, User: nt.User, Count: nt.Count, Note: nt.Note})
+	}
 }
 
 type envOption func(*envSetup)
@@ -42,6 +56,7 @@ type envSetup struct {
 	pres  Presence
 	tls   bool
 	start bool
+	guard *abuse.Guard
 }
 
 func withConfig(cfg Config) envOption                  { return func(s *envSetup) { s.cfg = cfg } }
@@ -49,6 +64,7 @@ func withState(st infrastructure.StateStore) envOption { return func(s *envSetup
 func withUseCases(uc UseCases) envOption               { return func(s *envSetup) { s.uc = &uc } }
 func withPresence(p Presence) envOption                { return func(s *envSetup) { s.pres = p } }
 func withTLS() envOption                               { return func(s *envSetup) { s.tls = true } }
+func withGuard(g *abuse.Guard) envOption               { return func(s *envSetup) { s.guard = g } }
 func unstarted() envOption                             { return func(s *envSetup) { s.start = false } }
 
 func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
@@ -57,13 +73,14 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	for _, o := range opts {
 		o(&setup)
 	}
-	auth, err := NewAuthenticator([]byte(testSecret))
+	verifier, err := auth.New(context.Background(), auth.Config{HS256Secret: []byte(testSecret)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hub := delivery.NewHub()
 	live := settings.NewLive(settings.Defaults())
 	uc := UseCases{}
+	var receipts *chat.ReadReceipts
 	if setup.uc != nil {
 		uc = *setup.uc
 	} else {
@@ -72,15 +89,25 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 			st = memory.NewStateStore()
 		}
 		s := store.New(st)
+		notices := hubNotices{hub}
+		receipts = chat.NewReadReceipts(s, live, notices, zap.NewNop(), 20*time.Millisecond)
+		receipts.Start()
+		t.Cleanup(receipts.Stop)
 		uc = UseCases{
-			Send:     chat.NewSendMessageHandler(s, live, hub, time.Now),
-			History:  chat.NewHistoryHandler(s),
-			List:     chat.NewListConversationsHandler(s),
-			MarkRead: chat.NewMarkReadHandler(s),
+			Send:          chat.NewSendMessageHandler(s, live, hub, time.Now),
+			History:       chat.NewHistoryHandler(s),
+			List:          chat.NewListConversationsHandler(s),
+			MarkRead:      chat.NewMarkReadHandler(s).WithReceipts(notices, receipts),
+			Groups:        chat.NewGroupsHandler(s, live, hub, notices, time.Now),
+			ChangeMessage: chat.NewChangeMessageHandler(s, live, hub, time.Now),
+			Typing:        chat.NewTypingHandler(s, notices, time.Now),
 		}
 	}
-	e := &testEnv{t: t, hub: hub, auth: auth, live: live}
-	e.srv = New(setup.cfg, zap.NewNop(), auth, live, hub, uc, setup.pres, nil)
+	e := &testEnv{t: t, hub: hub, auth: verifier, live: live, receipts: receipts}
+	e.srv = New(setup.cfg, zap.NewNop(), verifier, live, hub, uc, setup.pres, nil)
+	if setup.guard != nil {
+		e.srv.WithGuard(setup.guard)
+	}
 	e.hs = httptest.NewUnstartedServer(e.srv.Handler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

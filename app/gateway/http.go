@@ -28,6 +28,15 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/conversations/{id}/messages", s.authed(s.getMessages))
 	m.HandleFunc("POST /v1/conversations/{id}/read", s.authed(s.postRead))
 	m.HandleFunc("GET /v1/users/online", s.authed(s.getOnline))
+	m.HandleFunc("POST /v1/messages/recall", s.authed(s.postRecall))
+	m.HandleFunc("POST /v1/messages/edit", s.authed(s.postEdit))
+	m.HandleFunc("POST /v1/typing", s.authed(s.postTyping))
+	m.HandleFunc("POST /v1/groups", s.authed(s.postGroup))
+	m.HandleFunc("POST /v1/groups/{conv}", s.authed(s.postGroupChange))
+	m.HandleFunc("GET /v1/groups/{conv}/requests", s.authed(s.getJoinRequests))
+	m.HandleFunc("POST /v1/admin/bans", s.adminAuthed(s.postBan))
+	m.HandleFunc("GET /v1/admin/bans", s.adminAuthed(s.getBans))
+	m.HandleFunc("DELETE /v1/admin/bans/{subject}", s.adminAuthed(s.deleteBan))
 	m.HandleFunc("POST /v1/dev/token", s.postDevToken)
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.cfg.NodeID})
@@ -39,7 +48,7 @@ func (s *Server) routes() {
 		http.ServeFileFS(w, r, webFS, "web/index.html")
 	})
 	m.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "no such endpoint or method; see the HTTP API section of the README", false})
+		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "no such endpoint or method; see the HTTP API section of the README", false, 0})
 	})
 	s.mux = m
 }
@@ -50,14 +59,8 @@ func (s *Server) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		// Before the body is read: an unauthenticated client must not be
 		// able to hold the connection by sending it slowly.
-		user, err := s.auth.authenticate(r, false)
-		if err != nil {
-			if r.ContentLength != 0 {
-				// Close rather than let net/http read the unread body
-				// before it sends the reply.
-				w.Header().Set("Connection", "close")
-			}
-			writeError(w, toAPIError(err))
+		user, _, ok := s.admit(w, r, false)
+		if !ok {
 			return
 		}
 		h(w, r, user)
@@ -75,21 +78,32 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(data, '\n'))
 }
 
+// errorReply is an error as HTTP and invocation replies carry it.
+type errorReply struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Retryable bool   `json:"retryable"`
+	// Until is when a mute or a suspension ends, in Unix milliseconds.
+	Until int64 `json:"until,omitempty"`
+}
+
 type errorBody struct {
-	Error struct {
-		Code      string `json:"code"`
-		Message   string `json:"message"`
-		Retryable bool   `json:"retryable,omitempty"`
-	} `json:"error"`
+	Error errorReply `json:"error"`
+}
+
+func toErrorReply(e apiError) *errorReply {
+	return &errorReply{Code: e.Code, Message: e.Message, Retryable: e.Retryable, Until: e.Until}
 }
 
 func writeError(w http.ResponseWriter, e apiError) {
-	var b errorBody
-	b.Error.Code, b.Error.Message, b.Error.Retryable = e.Code, e.Message, e.Retryable
 	if e.Status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+		// RFC 6750: the client presented no usable token.
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
 	}
-	writeJSON(w, e.Status, b)
+	if e.Code == CodeBanned && e.Until > 0 {
+		w.Header().Set("Retry-After", retryAfter(e.Until))
+	}
+	writeJSON(w, e.Status, errorBody{Error: *toErrorReply(e)})
 }
 
 // readJSON decodes a bounded JSON body into v.
@@ -98,25 +112,27 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, apiError{http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body over 1 MiB", false})
+			writeError(w, apiError{http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body over 1 MiB", false, 0})
 		} else {
-			writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "could not read the request body", false})
+			writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "could not read the request body", false, 0})
 		}
 		return false
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "request body is not JSON of the documented shape: " + trimErr(err), false})
+		writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "request body is not JSON of the documented shape: " + trimErr(err), false, 0})
 		return false
 	}
 	return true
 }
 
 type sendRequest struct {
-	Conv  string `json:"conv"`
-	To    string `json:"to"`
-	Cmid  string `json:"cmid"`
-	Ctype string `json:"ctype"`
-	Body  string `json:"body"`
+	Conv     string   `json:"conv"`
+	To       string   `json:"to"`
+	Cmid     string   `json:"cmid"`
+	Ctype    string   `json:"ctype"`
+	Body     string   `json:"body"`
+	ReplyTo  uint64   `json:"reply_to"`
+	Mentions []string `json:"mentions"`
 }
 
 type sendResponse struct {
@@ -129,11 +145,19 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, user domain
 	if !readJSON(w, r, &req) {
 		return
 	}
+	if err := checkMentions(req.Mentions); err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
 	start := time.Now()
 	res, err := s.send.Handle(r.Context(), chat.SendMessage{
 		Sender: user, Conv: req.Conv, To: req.To, ClientMsgID: req.Cmid, ContentType: req.Ctype, Body: req.Body,
+		ReplyTo: req.ReplyTo, Mentions: req.Mentions,
 	})
 	if err != nil {
+		if errors.Is(err, chat.ErrRateLimited) {
+			s.rateLimited(r.Context(), user)
+		}
 		writeError(w, toAPIError(err))
 		return
 	}
@@ -154,7 +178,7 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request, user domain
 	q := r.URL.Query()
 	after, err := parseUint(q.Get("after"))
 	if err != nil {
-		writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "after must be a whole number (a seq)", false})
+		writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "after must be a whole number (a seq)", false, 0})
 		return
 	}
 	limit, err := parseUint(q.Get("limit"))
@@ -206,7 +230,7 @@ const devTokenTTL = 24 * time.Hour
 
 func (s *Server) postDevToken(w http.ResponseWriter, r *http.Request) {
 	if !s.cfg.DevTokens {
-		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "development tokens are only enabled in the local profile (flag -dev-tokens)", false})
+		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "development tokens are only enabled in the local profile (flag -dev-tokens)", false, 0})
 		return
 	}
 	var req struct {
@@ -220,7 +244,12 @@ func (s *Server) postDevToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, toAPIError(err))
 		return
 	}
-	tok, err := s.auth.Issue(u, devTokenTTL)
+	iss, ok := s.verifier.(Issuer)
+	if !ok {
+		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "development tokens need an HS256 secret (-jwt-secret)", false, 0})
+		return
+	}
+	tok, err := iss.Issue(u, devTokenTTL)
 	if err != nil {
 		writeError(w, toAPIError(err))
 		return

@@ -20,23 +20,21 @@ const InvokeSendMethod = "v1/send"
 // invokeSend is the body of an InvokeSendMethod call. From is any valid user
 // id: the service is trusted, as Dapr access control decides who may call.
 type invokeSend struct {
-	From  string `json:"from"`
-	To    string `json:"to"`
-	Conv  string `json:"conv"`
-	Cmid  string `json:"cmid"`
-	Ctype string `json:"ctype"`
-	Body  string `json:"body"`
+	From     string   `json:"from"`
+	To       string   `json:"to"`
+	Conv     string   `json:"conv"`
+	Cmid     string   `json:"cmid"`
+	Ctype    string   `json:"ctype"`
+	Body     string   `json:"body"`
+	ReplyTo  uint64   `json:"reply_to"`
+	Mentions []string `json:"mentions"`
 }
 
 // invokeReply carries the stored message, or the same error a client gets.
 type invokeReply struct {
 	Message   *pb.Message `json:"message,omitempty"`
 	Duplicate bool        `json:"duplicate,omitempty"`
-	Error     *struct {
-		Code      string `json:"code"`
-		Message   string `json:"message"`
-		Retryable bool   `json:"retryable,omitempty"`
-	} `json:"error,omitempty"`
+	Error     *errorReply `json:"error,omitempty"`
 }
 
 // ServeInvocations registers the methods other services call on parley.
@@ -47,6 +45,24 @@ func (s *Server) ServeInvocations(inv infrastructure.Invoker) error {
 	if s.service != nil {
 		if err := inv.Serve(InvokeAssignMethod, s.invokeAssign); err != nil {
 			return err
+		}
+	}
+	if s.groups != nil {
+		if err := inv.Serve(InvokeGroupsMethod, s.invokeGroupCreate); err != nil {
+			return err
+		}
+		if err := inv.Serve(InvokeGroupChangeMethod, s.invokeGroupChange); err != nil {
+			return err
+		}
+	}
+	if s.guard != nil {
+		for _, m := range []struct {
+			name string
+			fn   func(context.Context, []byte) ([]byte, error)
+		}{{InvokeBanMethod, s.invokeBan}, {InvokeUnbanMethod, s.invokeUnban}, {InvokeBansMethod, s.invokeBans}} {
+			if err := inv.Serve(m.name, m.fn); err != nil {
+				return err
+			}
 		}
 	}
 	return inv.Serve(InvokeSendMethod, s.invokeSend)
@@ -75,11 +91,7 @@ type invokeAssign struct {
 type invokeAssignReply struct {
 	Conv  *domain.ServiceConversation `json:"conv,omitempty"`
 	Event *pb.Message                 `json:"event,omitempty"`
-	Error *struct {
-		Code      string `json:"code"`
-		Message   string `json:"message"`
-		Retryable bool   `json:"retryable,omitempty"`
-	} `json:"error,omitempty"`
+	Error *errorReply                 `json:"error,omitempty"`
 }
 
 func (s *Server) invokeAssign(ctx context.Context, data []byte) ([]byte, error) {
@@ -98,12 +110,7 @@ func (s *Server) invokeAssign(ctx context.Context, data []byte) ([]byte, error) 
 			reply.Event = toPB(res.Event)
 		}
 	} else {
-		ae := toAPIError(err)
-		reply.Error = &struct {
-			Code      string `json:"code"`
-			Message   string `json:"message"`
-			Retryable bool   `json:"retryable,omitempty"`
-		}{ae.Code, ae.Message, ae.Retryable}
+		reply.Error = toErrorReply(toAPIError(err))
 	}
 	return json.Marshal(reply)
 }
@@ -136,21 +143,25 @@ func (s *Server) invokeSend(ctx context.Context, data []byte) ([]byte, error) {
 	var reply invokeReply
 	from, err := domain.ParseUserID(req.From)
 	if err == nil {
+		err = checkMentions(req.Mentions)
+	}
+	if err == nil {
 		start := time.Now()
 		var res chat.SendResult
-		res, err = s.send.Handle(ctx, chat.SendMessage{Sender: from, Conv: req.Conv, To: req.To, ClientMsgID: req.Cmid, ContentType: req.Ctype, Body: req.Body})
+		res, err = s.send.Handle(ctx, chat.SendMessage{Sender: from, Conv: req.Conv, To: req.To, ClientMsgID: req.Cmid, ContentType: req.Ctype, Body: req.Body,
+			ReplyTo: req.ReplyTo, Mentions: req.Mentions})
 		if err == nil {
 			s.logSend(&res.Message, "invoke", res.Duplicate, time.Since(start))
 			reply.Message, reply.Duplicate = toPB(&res.Message), res.Duplicate
 		}
 	}
 	if err != nil {
-		ae := toAPIError(err)
-		reply.Error = &struct {
-			Code      string `json:"code"`
-			Message   string `json:"message"`
-			Retryable bool   `json:"retryable,omitempty"`
-		}{ae.Code, ae.Message, ae.Retryable}
+		reply.Error = toErrorReply(toAPIError(err))
 	}
 	return json.Marshal(reply)
+}
+
+// replyError is an invocation's reply carrying only an error.
+func replyError(e apiError) ([]byte, error) {
+	return json.Marshal(map[string]*errorReply{"error": toErrorReply(e)})
 }

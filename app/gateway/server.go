@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/parley-im/parley/app/abuse"
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway/wsconn"
@@ -76,6 +77,14 @@ type Config struct {
 	ReadTimeout       time.Duration
 	HTTPWriteTimeout  time.Duration
 	IdleTimeout       time.Duration
+	// AdminToken authenticates the operator API (/v1/admin/...). Empty
+	// means the operator API is off: its routes answer 404.
+	AdminToken string
+	// TrustForwardedFor takes a client's address from the last entry of
+	// X-Forwarded-For, which the one reverse proxy in front of parley
+	// appends, instead of the socket's peer. Zero value: the peer, which
+	// behind a proxy is the proxy, so IP limits then count the proxy.
+	TrustForwardedFor bool
 }
 
 func (c *Config) defaults() {
@@ -139,7 +148,8 @@ func (s *Server) HTTPServer(errorLog *log.Logger) *http.Server {
 type Server struct {
 	cfg      Config
 	log      *zap.Logger
-	auth     *Authenticator
+	verifier Verifier
+	guard    *abuse.Guard
 	settings *settings.Live
 	hub      *delivery.Hub
 	send     *chat.SendMessageHandler
@@ -151,6 +161,9 @@ type Server struct {
 	delivered *chat.ConfirmDeliveryHandler
 	online    *chat.ListOnlineUsersHandler
 	service   *chat.ServiceHandler
+	groups    *chat.GroupsHandler
+	change    *chat.ChangeMessageHandler
+	typing    *chat.TypingHandler
 	presence  Presence
 	notifier  Notifier
 	upgrader  websocket.Upgrader
@@ -207,6 +220,14 @@ type UseCases struct {
 	// Service hands customer-service conversations to agents (v1/assign).
 	// Nil means no customer service.
 	Service *chat.ServiceHandler
+	// Groups creates and changes groups. Nil: group frames and routes
+	// answer unknown_type / not_found.
+	Groups *chat.GroupsHandler
+	// ChangeMessage recalls and edits messages. Nil: recall and edit are
+	// unknown.
+	ChangeMessage *chat.ChangeMessageHandler
+	// Typing passes typing notices. Nil: typing is unknown.
+	Typing *chat.TypingHandler
 }
 
 // Presence is the cluster-wide presence registry as the gateway needs it.
@@ -224,12 +245,13 @@ type Notifier interface {
 
 // New builds a Server. pres and notifier may be nil for a node that runs
 // alone.
-func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, hub *delivery.Hub, uc UseCases, pres Presence, notifier Notifier) *Server {
+func New(cfg Config, log *zap.Logger, verifier Verifier, live *settings.Live, hub *delivery.Hub, uc UseCases, pres Presence, notifier Notifier) *Server {
 	cfg.defaults()
 	s := &Server{
-		cfg: cfg, log: log, auth: auth, settings: live, hub: hub, presence: pres, notifier: notifier,
+		cfg: cfg, log: log, verifier: verifier, settings: live, hub: hub, presence: pres, notifier: notifier,
 		send: uc.Send, history: uc.History, list: uc.List, markRead: uc.MarkRead,
 		delivered: uc.Delivered, online: uc.Online, service: uc.Service,
+		groups: uc.Groups, change: uc.ChangeMessage, typing: uc.Typing,
 		wsCfg: wsconn.Config{
 			MaxMessageBytes: cfg.MaxFrameBytes, MaxQueueBytes: cfg.MaxQueueBytes,
 			MaxQueueFrames: cfg.MaxQueueFrames, WriteTimeout: cfg.WriteTimeout,
@@ -264,6 +286,14 @@ func New(cfg Config, log *zap.Logger, auth *Authenticator, live *settings.Live, 
 	return s
 }
 
+// WithGuard makes s enforce g's suspensions and feed it connections,
+// refused tokens and rate-limited sends. Call it before serving. Without a
+// guard nothing is counted or suspended.
+func (s *Server) WithGuard(g *abuse.Guard) *Server {
+	s.guard = g
+	return s
+}
+
 // deliveryNotifier sends "delivered" events through the Server's Notifier.
 type deliveryNotifier struct{ s *Server }
 
@@ -282,16 +312,21 @@ func newConnID() string {
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
-		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server is shutting down; connect to another node or retry", true})
+		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server is shutting down; connect to another node or retry", true, 0})
 		return
 	}
-	user, err := s.auth.authenticate(r, true)
-	if err != nil {
-		writeError(w, toAPIError(err))
+	user, ip, ok := s.admit(w, r, true)
+	if !ok {
 		return
+	}
+	if s.guard != nil {
+		if err := s.guard.Record(r.Context(), abuse.Connect, abuse.User(user), ip); err != nil {
+			writeError(w, toAPIError(err))
+			return
+		}
 	}
 	if !s.takeSlot(user) {
-		writeError(w, apiError{http.StatusTooManyRequests, CodeRateLimited, "too many connections for this user on this node", true})
+		writeError(w, apiError{http.StatusTooManyRequests, CodeRateLimited, "too many connections for this user on this node", true, 0})
 		return
 	}
 	admitted := false
@@ -306,7 +341,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.startPoller(); err != nil {
 		s.log.Error("cannot watch connections", zap.Error(err))
-		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server cannot take connections now; retry", true})
+		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server cannot take connections now; retry", true, 0})
 		return
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
@@ -317,7 +352,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// WebSocket's life: the deadlines they set stay on the hijacked socket.
 	_ = ws.NetConn().SetDeadline(time.Time{})
 	// Clone what the connection keeps, so that it does not pin the request.
-	c := &conn{srv: s, id: newConnID(), user: domain.UserID(strings.Clone(string(user))), device: strings.Clone(device), codec: jsonCodec{}}
+	c := &conn{srv: s, id: newConnID(), user: domain.UserID(strings.Clone(string(user))), device: strings.Clone(device), codec: jsonCodec{},
+		ip: ip, sinceMs: time.Now().UnixMilli()}
 	if ws.Subprotocol() == SubprotocolProto {
 		c.codec, c.encoding = protoCodec{}, delivery.EncodingProtobuf
 	}
@@ -373,7 +409,7 @@ func (s *Server) serveConn(c *conn) {
 	// hello reaches this device wherever the sender is.
 	n := s.hub.Add(c)
 	if s.presence != nil {
-		if err := s.presence.Connect(c.ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: time.Now().UnixMilli()}); err != nil {
+		if err := s.presence.Connect(c.ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: c.sinceMs}); err != nil {
 			c.logger().Warn("presence not recorded; devices on other nodes may need to sync", zap.Error(err))
 		}
 	}
@@ -407,10 +443,10 @@ func originAllowed(r *http.Request, allowed []string) bool {
 // upgradeError answers a refused upgrade in the shape of every other error.
 func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 	if status == http.StatusForbidden {
-		writeError(w, apiError{status, CodeOriginNotAllowed, "this page's origin may not open a WebSocket here; see AllowedOrigins", false})
+		writeError(w, apiError{status, CodeOriginNotAllowed, "this page's origin may not open a WebSocket here; see AllowedOrigins", false, 0})
 		return
 	}
-	writeError(w, apiError{status, CodeBadFrame, "not a valid WebSocket upgrade: " + reason.Error(), false})
+	writeError(w, apiError{status, CodeBadFrame, "not a valid WebSocket upgrade: " + reason.Error(), false, 0})
 }
 
 // Shutdown stops accepting connections, lets every connection finish the

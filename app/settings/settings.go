@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,43 @@ type Settings struct {
 	// many members read their messages. Key parley.receipts_group_max,
 	// default 500, from 0 (none) to 10,000.
 	ReceiptsGroupMax int
+	// Abuse are the rules that suspend abusive users and addresses (see
+	// package abuse). Keys parley.abuse.*; a zero field means the abuse
+	// package's default.
+	Abuse AbuseRules
+}
+
+// AbuseRules mirror abuse.Rules as live settings; zero means the default.
+type AbuseRules struct {
+	// Window over which events are counted. Key parley.abuse.window_s
+	// (1 to 3600; default 60).
+	Window time.Duration
+	// MaxConnectsPerUser: key parley.abuse.max_connects_per_user (1 to
+	// 100000; default 30).
+	MaxConnectsPerUser int
+	// MaxConnectsPerIP: key parley.abuse.max_connects_per_ip (1 to
+	// 1000000; default 300).
+	MaxConnectsPerIP int
+	// MaxAuthFailures: key parley.abuse.max_auth_failures (1 to 100000;
+	// default 10).
+	MaxAuthFailures int
+	// MaxRateLimited: key parley.abuse.max_rate_limited (1 to 100000;
+	// default 30).
+	MaxRateLimited int
+	// MaxBannedAttempts: key parley.abuse.max_banned_attempts (1 to
+	// 100000; default 5).
+	MaxBannedAttempts int
+	// FirstBan: key parley.abuse.first_ban_s (1 to 86400; default 60).
+	FirstBan time.Duration
+	// MaxBan: key parley.abuse.max_ban_s (1 to 2592000, at least
+	// first_ban_s; default 86400).
+	MaxBan time.Duration
+	// Forget: key parley.abuse.forget_s (60 to 2592000; default 86400).
+	Forget time.Duration
+	// Disabled stops counting and automatic suspensions; suspensions in
+	// force are still enforced. Key parley.abuse.disabled (true or false;
+	// default false).
+	Disabled bool
 }
 
 // Keys are the configuration keys parley watches.
@@ -65,6 +103,9 @@ var Keys = []string{
 	"parley.hook_timeout_ms", "parley.hook_fail_open",
 	"parley.group_member_cap", "parley.recall_window_s", "parley.edit_window_s",
 	"parley.receipts_group_max",
+	"parley.abuse.window_s", "parley.abuse.max_connects_per_user", "parley.abuse.max_connects_per_ip",
+	"parley.abuse.max_auth_failures", "parley.abuse.max_rate_limited", "parley.abuse.max_banned_attempts",
+	"parley.abuse.first_ban_s", "parley.abuse.max_ban_s", "parley.abuse.forget_s", "parley.abuse.disabled",
 }
 
 // Defaults returns the settings used for keys the store does not hold.
@@ -113,16 +154,34 @@ func (s Settings) Apply(kv map[string]string) (Settings, []error) {
 	intIn("parley.recall_window_s", 1, 30*24*3600, func(n int64) { s.RecallWindow = time.Duration(n) * time.Second })
 	intIn("parley.edit_window_s", 1, 30*24*3600, func(n int64) { s.EditWindow = time.Duration(n) * time.Second })
 	intIn("parley.receipts_group_max", 0, 10_000, func(n int64) { s.ReceiptsGroupMax = int(n) })
-	if v, ok := kv["parley.hook_fail_open"]; ok {
+	secs := func(d *time.Duration) func(int64) { return func(n int64) { *d = time.Duration(n) * time.Second } }
+	num := func(v *int) func(int64) { return func(n int64) { *v = int(n) } }
+	a := &s.Abuse
+	intIn("parley.abuse.window_s", 1, 3600, secs(&a.Window))
+	intIn("parley.abuse.max_connects_per_user", 1, 100_000, num(&a.MaxConnectsPerUser))
+	intIn("parley.abuse.max_connects_per_ip", 1, 1_000_000, num(&a.MaxConnectsPerIP))
+	intIn("parley.abuse.max_auth_failures", 1, 100_000, num(&a.MaxAuthFailures))
+	intIn("parley.abuse.max_rate_limited", 1, 100_000, num(&a.MaxRateLimited))
+	intIn("parley.abuse.max_banned_attempts", 1, 100_000, num(&a.MaxBannedAttempts))
+	intIn("parley.abuse.first_ban_s", 1, 24*3600, secs(&a.FirstBan))
+	intIn("parley.abuse.max_ban_s", 1, 30*24*3600, secs(&a.MaxBan))
+	intIn("parley.abuse.forget_s", 60, 30*24*3600, secs(&a.Forget))
+	boolIn := func(key string, set func(bool)) {
+		v, ok := kv[key]
+		if !ok {
+			return
+		}
 		switch v {
 		case "true":
-			s.HookFailOpen = true
+			set(true)
 		case "false":
-			s.HookFailOpen = false
+			set(false)
 		default:
-			errs = append(errs, fmt.Errorf("setting parley.hook_fail_open=%q ignored: want true or false", v))
+			errs = append(errs, fmt.Errorf("setting %s=%q ignored: want true or false", key, v))
 		}
 	}
+	boolIn("parley.hook_fail_open", func(b bool) { s.HookFailOpen = b })
+	boolIn("parley.abuse.disabled", func(b bool) { a.Disabled = b })
 	return s, errs
 }
 
@@ -130,6 +189,9 @@ func (s Settings) Apply(kv map[string]string) (Settings, []error) {
 // The zero value is not usable; use NewLive. Safe for concurrent use.
 type Live struct {
 	cur atomic.Pointer[Settings]
+
+	mu        sync.Mutex
+	listeners []func(Settings)
 }
 
 // NewLive starts at base.
@@ -142,11 +204,27 @@ func NewLive(base Settings) *Live {
 // Load returns the current snapshot.
 func (l *Live) Load() Settings { return *l.cur.Load() }
 
-// Update applies kv to the current snapshot.
+// Update applies kv to the current snapshot and tells the listeners of
+// OnChange, in order, before it returns.
 func (l *Live) Update(kv map[string]string) []error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	next, errs := l.cur.Load().Apply(kv)
 	l.cur.Store(&next)
+	for _, fn := range l.listeners {
+		fn(next)
+	}
 	return errs
+}
+
+// OnChange calls fn with every snapshot that Update makes from now on, for
+// components that hold a copy of their settings (the abuse guard's rules).
+// fn runs under the lock that orders updates: it must be quick and must not
+// call Update.
+func (l *Live) OnChange(fn func(Settings)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.listeners = append(l.listeners, fn)
 }
 
 // Follow reads the keys from store once and then watches them until ctx

@@ -54,6 +54,20 @@ type options struct {
 	settingsPrefix string
 	appPort        int
 	debugAddr      string
+
+	// Tokens, origins, the operator API.
+	jwtKeyFile        string
+	jwksURL           string
+	jwtAudience       string
+	jwtIssuer         string
+	jwtUserClaim      string
+	jwtLeeway         time.Duration
+	secretStore       string
+	jwtSecretName     string
+	jwksURLSecretName string
+	allowedOrigins    string
+	adminToken        string
+	trustForwardedFor bool
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -82,6 +96,19 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.serviceShops, "service-shops", envOr("PARLEY_SERVICE_SHOPS", ""), "comma-separated user ids of shops' business accounts: a message to one opens a customer-service conversation (env PARLEY_SERVICE_SHOPS)")
 	fs.StringVar(&o.hookAppID, "hook-app-id", envOr("PARLEY_HOOK_APP_ID", ""), "Dapr app-id of a before-send hook app; empty means none (env PARLEY_HOOK_APP_ID)")
 	fs.StringVar(&o.debugAddr, "debug-addr", envOr("PARLEY_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); empty means off. Keep it on loopback (env PARLEY_DEBUG_ADDR)")
+	fs.StringVar(&o.jwtKeyFile, "jwt-key-file", envOr("PARLEY_JWT_KEY_FILE", ""), "file of PEM public keys or a JWKS document verifying RS256/ES256/EdDSA tokens, re-read every 10 min (env PARLEY_JWT_KEY_FILE)")
+	fs.StringVar(&o.jwksURL, "jwks-url", envOr("PARLEY_JWKS_URL", ""), "https URL of an identity provider's JWKS, fetched and refreshed (env PARLEY_JWKS_URL)")
+	fs.StringVar(&o.jwtAudience, "jwt-audience", envOr("PARLEY_JWT_AUDIENCE", ""), "comma-separated audiences a token's aud must contain one of; empty means aud is not checked (env PARLEY_JWT_AUDIENCE)")
+	fs.StringVar(&o.jwtIssuer, "jwt-issuer", envOr("PARLEY_JWT_ISSUER", ""), "the iss tokens must carry; empty means not checked (env PARLEY_JWT_ISSUER)")
+	fs.StringVar(&o.jwtUserClaim, "jwt-user-claim", envOr("PARLEY_JWT_USER_CLAIM", "sub"), "the claim that holds the user id (env PARLEY_JWT_USER_CLAIM)")
+	leeway, _ := time.ParseDuration(envOr("PARLEY_JWT_LEEWAY", "30s"))
+	fs.DurationVar(&o.jwtLeeway, "jwt-leeway", leeway, "clock skew allowed on exp, nbf and iat; 0 means none (env PARLEY_JWT_LEEWAY)")
+	fs.StringVar(&o.secretStore, "secret-store", envOr("PARLEY_SECRET_STORE", ""), "Dapr secret store component that -jwt-secret-name and -jwks-url-secret-name read from (env PARLEY_SECRET_STORE)")
+	fs.StringVar(&o.jwtSecretName, "jwt-secret-name", envOr("PARLEY_JWT_SECRET_NAME", ""), "name of the HS256 secret in -secret-store, instead of -jwt-secret (env PARLEY_JWT_SECRET_NAME)")
+	fs.StringVar(&o.jwksURLSecretName, "jwks-url-secret-name", envOr("PARLEY_JWKS_URL_SECRET_NAME", ""), "name of the JWKS URL in -secret-store, instead of -jwks-url (env PARLEY_JWKS_URL_SECRET_NAME)")
+	fs.StringVar(&o.allowedOrigins, "allowed-origins", envOr("PARLEY_ALLOWED_ORIGINS", ""), "comma-separated browser origins (scheme://host[:port]) allowed to open a WebSocket besides the page's own (env PARLEY_ALLOWED_ORIGINS)")
+	fs.StringVar(&o.adminToken, "admin-token", os.Getenv("PARLEY_ADMIN_TOKEN"), "bearer token of the operator API (/v1/admin/...); empty turns it off (env PARLEY_ADMIN_TOKEN)")
+	fs.BoolVar(&o.trustForwardedFor, "trust-forwarded-for", envOr("PARLEY_TRUST_FORWARDED_FOR", "") == "true", "take the client address from the last X-Forwarded-For entry: only behind one reverse proxy that sets it (env PARLEY_TRUST_FORWARDED_FOR)")
 	appPort, _ := strconv.Atoi(envOr("PARLEY_APP_PORT", "0"))
 	fs.IntVar(&o.appPort, "app-port", appPort, "port on 127.0.0.1 where daprd delivers invocations to parley; 0 picks a free one (env PARLEY_APP_PORT)")
 	if err := fs.Parse(args); err != nil {
@@ -96,6 +123,13 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	case "dapr", "memory":
 	default:
 		return o, fmt.Errorf("-backend %q: use dapr or memory", o.backend)
+	}
+	if o.jwtLeeway == 0 {
+		// auth.Config reads zero as the default; a flag of 0 means none.
+		o.jwtLeeway = -1
+	}
+	if (o.jwtSecretName != "" || o.jwksURLSecretName != "") && o.secretStore == "" {
+		return o, errors.New("-jwt-secret-name and -jwks-url-secret-name need -secret-store")
 	}
 	switch o.sidecar {
 	case "launch", "external":

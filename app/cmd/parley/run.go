@@ -17,6 +17,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/parley-im/parley/app/abuse"
+	"github.com/parley-im/parley/app/auth"
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway"
@@ -52,7 +54,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log = log.With(zap.String("node", o.nodeID))
 
-	backend, cleanup, err := openBackend(ctx, o, log)
+	backend, secrets, cleanup, err := openBackend(ctx, o, log)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -67,22 +69,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer stopSettings()
 
-	secret := []byte(o.jwtSecret)
-	if len(secret) == 0 && o.devTokens {
-		secret = make([]byte, 32)
-		_, _ = rand.Read(secret)
-		log.Warn("no -jwt-secret given: using a random one, so tokens end with this process")
-	}
-	auth, err := gateway.NewAuthenticator(secret)
+	verifier, err := newVerifier(ctx, o, secrets, log)
 	if err != nil {
 		_ = ln.Close()
-		return fmt.Errorf("%w (set PARLEY_JWT_SECRET or -jwt-secret)", err)
+		return err
 	}
+	defer verifier.Close()
 
 	if o.publicURL == "" {
 		o.publicURL = "http://" + ln.Addr().String()
 	}
-	app, err := newApplication(ctx, o, log, backend, live, auth)
+	app, err := newApplication(ctx, o, log, backend, live, verifier)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -133,18 +130,66 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
+// newVerifier builds the token verifier from the options: an HS256
+// secret (given, read from the secret store, or random for development),
+// and public keys from a file or a JWKS URL.
+func newVerifier(ctx context.Context, o options, secrets auth.SecretSource, log *zap.Logger) (*auth.Verifier, error) {
+	cfg := auth.Config{
+		HS256Secret: []byte(o.jwtSecret), HS256SecretName: o.jwtSecretName,
+		KeyFile: o.jwtKeyFile, JWKSURL: o.jwksURL, JWKSURLSecretName: o.jwksURLSecretName,
+		Issuer: o.jwtIssuer, UserClaim: o.jwtUserClaim, Leeway: o.jwtLeeway,
+		Logger: log.Named("auth"),
+	}
+	if o.jwtSecretName != "" || o.jwksURLSecretName != "" {
+		if secrets == nil {
+			return nil, errors.New("-secret-store needs the dapr backend")
+		}
+		cfg.Secrets = secrets
+	}
+	for _, a := range strings.Split(o.jwtAudience, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.Audience = append(cfg.Audience, a)
+		}
+	}
+	noKeys := len(cfg.HS256Secret) == 0 && cfg.HS256SecretName == "" && cfg.KeyFile == "" && cfg.JWKSURL == "" && cfg.JWKSURLSecretName == ""
+	if len(cfg.HS256Secret) == 0 && cfg.HS256SecretName == "" && o.devTokens {
+		cfg.HS256Secret = make([]byte, 32)
+		_, _ = rand.Read(cfg.HS256Secret)
+		log.Warn("no -jwt-secret given: development tokens use a random secret, so they end with this process")
+	}
+	if noKeys && !o.devTokens {
+		return nil, errors.New("no way to verify tokens: set -jwt-secret (PARLEY_JWT_SECRET), -jwt-key-file, -jwks-url, or -jwt-secret-name with -secret-store")
+	}
+	v, err := auth.New(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("token verifier: %w", err)
+	}
+	return v, nil
+}
+
+// abuseRules maps the live settings to the guard's rules.
+func abuseRules(s settings.Settings) abuse.Rules {
+	a := s.Abuse
+	return abuse.Rules{
+		Window: a.Window, MaxConnectsPerUser: a.MaxConnectsPerUser, MaxConnectsPerIP: a.MaxConnectsPerIP,
+		MaxAuthFailures: a.MaxAuthFailures, MaxRateLimited: a.MaxRateLimited, MaxBannedAttempts: a.MaxBannedAttempts,
+		FirstBan: a.FirstBan, MaxBan: a.MaxBan, Forget: a.Forget, Disabled: a.Disabled,
+	}
+}
+
 // application is one wired node.
 type application struct {
 	gateway  *gateway.Server
 	router   *delivery.Router
 	presence *presence.Registry
 	service  *chat.ServiceHandler
+	receipts *chat.ReadReceipts
 }
 
 // newApplication builds the whole application from a backend: the one place
 // where the core meets concrete adapters. It joins the cluster (a lease and
 // a node topic) before it returns.
-func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastructure.Backend, live *settings.Live, auth *gateway.Authenticator) (*application, error) {
+func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastructure.Backend, live *settings.Live, verifier gateway.Verifier) (*application, error) {
 	st := store.New(b.State)
 	hub := delivery.NewHub()
 	reg := presence.New(presence.Config{Node: o.nodeID, URL: o.publicURL, LeaseTTL: o.leaseTTL}, b.State, log.Named("presence"),
@@ -177,21 +222,45 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		send.WithService(svc)
 		log.Info("customer service enabled", zap.Int("shops", len(shops)), zap.String("assign_app_id", o.assignAppID))
 	}
+	notices := noticeNotifier{router}
+	receipts := chat.NewReadReceipts(st, live, notices, log.Named("receipts"), time.Second)
 	uc := gateway.UseCases{
-		Service:  svc,
-		Send:     send,
-		History:  chat.NewHistoryHandler(st),
-		List:     chat.NewListConversationsHandler(st),
-		MarkRead: chat.NewMarkReadHandler(st),
+		Service:       svc,
+		Send:          send,
+		History:       chat.NewHistoryHandler(st),
+		List:          chat.NewListConversationsHandler(st),
+		MarkRead:      chat.NewMarkReadHandler(st).WithReceipts(notices, receipts),
+		Groups:        chat.NewGroupsHandler(st, live, router, notices, time.Now),
+		ChangeMessage: chat.NewChangeMessageHandler(st, live, router, time.Now),
+		Typing:        chat.NewTypingHandler(st, notices, time.Now),
 	}
-	gw := gateway.New(gateway.Config{NodeID: o.nodeID, PublicURL: o.publicURL, DevTokens: o.devTokens, Ready: b.Ready},
-		log, auth, live, hub, uc, reg, router)
+	guard, err := abuse.New(b.State, abuse.Config{Rules: abuseRules(live.Load()), Logger: log.Named("abuse")})
+	if err != nil {
+		reg.Stop(ctx)
+		router.Stop(ctx)
+		return nil, fmt.Errorf("abuse guard: %w", err)
+	}
+	live.OnChange(func(s settings.Settings) {
+		if err := guard.SetRules(abuseRules(s)); err != nil {
+			log.Warn("abuse settings ignored", zap.Error(err))
+		}
+	})
+	var origins []string
+	for _, org := range strings.Split(o.allowedOrigins, ",") {
+		if org = strings.TrimSpace(org); org != "" {
+			origins = append(origins, org)
+		}
+	}
+	gw := gateway.New(gateway.Config{NodeID: o.nodeID, PublicURL: o.publicURL, DevTokens: o.devTokens, Ready: b.Ready,
+		AllowedOrigins: origins, AdminToken: o.adminToken, TrustForwardedFor: o.trustForwardedFor},
+		log, verifier, live, hub, uc, reg, router).WithGuard(guard)
 	if err := gw.ServeInvocations(b.Invoker); err != nil {
 		reg.Stop(ctx)
 		router.Stop(ctx)
 		return nil, fmt.Errorf("serve invocations: %w", err)
 	}
-	return &application{gateway: gw, router: router, presence: reg, service: svc}, nil
+	receipts.Start()
+	return &application{gateway: gw, router: router, presence: reg, service: svc, receipts: receipts}, nil
 }
 
 // noticeNotifier tells users' devices of chat notices through the router.
@@ -209,21 +278,22 @@ func (a *application) stop(ctx context.Context) {
 	if a.service != nil {
 		_ = a.service.Stop(ctx)
 	}
+	a.receipts.Stop()
 	a.presence.Stop(ctx)
 	a.router.Stop(ctx)
 }
 
 // openBackend returns the backend the options name, launching daprd first
 // when asked to. cleanup closes the client, then stops the sidecar.
-func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructure.Backend, func(), error) {
+func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructure.Backend, auth.SecretSource, func(), error) {
 	if o.backend == "memory" {
 		log.Info("backend: in-memory; nothing survives a restart")
-		return memory.NewBackend(o.appID, nil, nil), func() {}, nil
+		return memory.NewBackend(o.appID, nil, nil), nil, func() {}, nil
 	}
 	// Invocations from other apps arrive from daprd on an app port of ours.
 	appLn, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", o.appPort))
 	if err != nil {
-		return infrastructure.Backend{}, nil, fmt.Errorf("listen for dapr invocations: %w", err)
+		return infrastructure.Backend{}, nil, nil, fmt.Errorf("listen for dapr invocations: %w", err)
 	}
 	var sc *daprd.Sidecar
 	grpcAddr, httpAddr := o.daprGRPC, o.daprHTTP
@@ -231,7 +301,7 @@ func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructur
 		root, err := daprd.RepoRoot()
 		if err != nil {
 			_ = appLn.Close()
-			return infrastructure.Backend{}, nil, fmt.Errorf("find the components folder: %w (run from the parley checkout, or use -sidecar external)", err)
+			return infrastructure.Backend{}, nil, nil, fmt.Errorf("find the components folder: %w (run from the parley checkout, or use -sidecar external)", err)
 		}
 		logPath := filepath.Join(os.TempDir(), fmt.Sprintf("parley-daprd-%s.log", o.nodeID))
 		sc, err = daprd.Start(ctx, daprd.Options{
@@ -243,7 +313,7 @@ func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructur
 		})
 		if err != nil {
 			_ = appLn.Close()
-			return infrastructure.Backend{}, nil, fmt.Errorf("launch daprd for profile %q: %w", o.profile, err)
+			return infrastructure.Backend{}, nil, nil, fmt.Errorf("launch daprd for profile %q: %w", o.profile, err)
 		}
 		log.Info("daprd is ready", zap.String("profile", o.profile), zap.String("grpc", sc.GRPCAddr()), zap.String("log", logPath))
 		grpcAddr, httpAddr = sc.GRPCAddr(), sc.HTTPAddr()
@@ -254,7 +324,7 @@ func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructur
 		if sc != nil {
 			_ = sc.Stop(context.Background())
 		}
-		return infrastructure.Backend{}, nil, err
+		return infrastructure.Backend{}, nil, nil, err
 	}
 	appSrv := &http.Server{Handler: client.InvocationHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = appSrv.Serve(appLn) }()
@@ -274,7 +344,11 @@ func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructur
 		// Profiles without a configuration store read live settings from a file.
 		b.Config = nil
 	}
-	return b, cleanup, nil
+	var secrets auth.SecretSource
+	if o.secretStore != "" {
+		secrets = client.SecretStore(o.secretStore)
+	}
+	return b, secrets, cleanup, nil
 }
 
 // newLogger builds the process logger. JSON logs go through a buffer that
