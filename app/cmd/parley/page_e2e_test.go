@@ -31,11 +31,12 @@ const waitFor = 15 * time.Second
 
 // TestChatPage signs alice and bob in on two separate browser profiles,
 // has them exchange a message each way, and checks that each message shows
-// live, in order, escaped, and that alice's reaches "delivered". Then alice's
-// connection drops: what bob writes meanwhile reaches her after the
-// reconnect, and what she writes offline goes out then. A reload keeps her
-// signed in with the history; a message to a conversation that is not open
-// shows as unread until opened; sign out clears the session.
+// live, in order, escaped, and that alice's reaches "delivered" and then
+// "seen" once bob's open pane read it. Then alice's connection drops: what
+// bob writes meanwhile reaches her after the reconnect, and what she writes
+// offline goes out then. A reload keeps her signed in with the history and
+// the ticks; a message to a conversation that is not open shows as unread
+// until opened; sign out clears the session.
 func TestChatPage(t *testing.T) {
 	testkit.SkipShort(t)
 	chrome := findChromium(t)
@@ -86,8 +87,10 @@ func TestChatPage(t *testing.T) {
 	reply := "hi alice, got it " + randomHex(t)
 	bob.do("reply", chromedp.SendKeys(chromedp.CSS("#composer"), reply), pressEnter())
 	alice.wait("alice sees bob's reply live after her message", msgIs(reply, "bob", 2)+` && `+orderIs(hello, reply))
-	alice.wait("alice's message reaches delivered", stateOf(hello)+` === 'delivered' && `+stateTextOf(hello)+` === 'delivered'`)
-	bob.wait("bob's reply reaches delivered", stateOf(reply)+` === 'delivered'`)
+	alice.wait("alice's message reaches delivered or seen", `['delivered', 'seen'].includes(`+stateOf(hello)+`) && `+
+		stateTextOf(hello)+` === `+stateOf(hello))
+	alice.wait("alice's message shows seen: bob's open pane read it", stateOf(hello)+` === 'seen' && `+stateTextOf(hello)+` === 'seen'`)
+	bob.wait("bob's reply shows seen: alice's open pane read it", stateOf(reply)+` === 'seen'`)
 	alice.wait("alice's conversation entry shows the reply",
 		`(document.querySelector('#conversations li[data-conv="d:alice~bob"] .preview') || {}).textContent === `+jsString(reply))
 
@@ -106,7 +109,7 @@ func TestChatPage(t *testing.T) {
 	alice.wait("alice catches up on what she missed and her message goes out",
 		msgIs(away, "bob", 3)+` && `+msgIs(queued, "alice", 4)+` && `+orderIs(reply, away)+` && `+orderIs(away, queued))
 	bob.wait("bob gets alice's offline message live", msgIs(queued, "alice", 4))
-	alice.wait("alice's offline message reaches delivered", stateOf(queued)+` === 'delivered'`)
+	alice.wait("alice's offline message is seen by bob", stateOf(queued)+` === 'seen'`)
 	if n := alice.text(`String(document.querySelectorAll('#messages li[data-testid=message]').length)`); n != "4" {
 		t.Errorf("alice's page shows %s messages after the reconnect, want 4 (a duplicate or a loss)", n)
 	}
@@ -127,6 +130,8 @@ func TestChatPage(t *testing.T) {
 		`document.querySelector('#me').textContent === 'alice' && document.querySelector('#conn-status').dataset.state === 'online'`)
 	alice.wait("the history comes back in order", msgIs(hello, "alice", 1)+` && `+msgIs(reply, "bob", 2)+` && `+
 		msgIs(away, "bob", 3)+` && `+msgIs(queued, "alice", 4)+` && `+orderIs(hello, reply)+` && `+orderIs(away, queued))
+	// History carries no read state: the page kept what it learnt.
+	alice.wait("alice's messages still show seen after the reload", stateOf(hello)+` === 'seen' && `+stateOf(queued)+` === 'seen'`)
 
 	// A message in a conversation that is not open counts as unread until
 	// it is opened.
@@ -139,13 +144,171 @@ func TestChatPage(t *testing.T) {
 	bob.wait("bob's list counts one unread message", `(document.querySelector('`+badge+`') || {dataset: {}}).dataset.unread === '1'`)
 	bob.do("bob opens the conversation", chromedp.Click(chromedp.CSS(`#conversations li[data-conv="d:alice~bob"] button`)))
 	bob.wait("the message shows and the count is gone", msgIs(more, "alice", 5)+` && !document.querySelector('`+badge+`')`)
-	alice.wait("alice's new message reaches delivered", stateOf(more)+` === 'delivered'`)
+	alice.wait("alice's new message is seen once bob opened the conversation", stateOf(more)+` === 'seen'`)
 
 	alice.do("sign out", chromedp.Click(chromedp.CSS("#signout")))
 	alice.wait("sign out shows the sign-in form", `!document.querySelector('#login').hidden && sessionStorage.length === 0`)
 	path := filepath.Join(shots, "signed-out.png")
 	alice.screenshot(path)
 	t.Logf("screenshot of the sign-in form: %s", path)
+}
+
+// TestGroupChatPage drives alice, bob and carol, each in a browser
+// profile of their own, through a group: alice creates it with bob and
+// carol from the new-group dialog and writes; her message shows "read by 2"
+// once bob and carol opened the group. bob replies to it (the reply shows
+// the quote on every page), bob sees carol typing, carol mentions alice
+// (highlighted on alice's page), alice edits one message and recalls
+// another (every page shows the change). A direct message from bob shows as
+// unread on alice's list while she is in the group. From the group panel
+// alice, the owner, mutes carol; carol leaves; every page shows these events
+// as readable lines.
+func TestGroupChatPage(t *testing.T) {
+	testkit.SkipShort(t)
+	chrome := findChromium(t)
+	root := daprdtest.RequireBinary(t)
+	base := startPage(t, root)
+	t.Logf("parley is serving at %s", base)
+
+	browser := startBrowser(t, chrome)
+	alice := openPage(t, browser, "alice")
+	bob := openPage(t, browser, "bob")
+	carol := openPage(t, browser, "carol")
+	everyone := []*page{alice, bob, carol}
+	for _, p := range everyone {
+		p.signIn(base)
+	}
+
+	name := "launch " + randomHex(t)
+	alice.do("create a group with bob and carol",
+		chromedp.Click(chromedp.CSS("#new-group-btn")),
+		chromedp.WaitVisible(chromedp.CSS("#group-name")),
+		chromedp.SendKeys(chromedp.CSS("#group-name"), name),
+		chromedp.SendKeys(chromedp.CSS("#group-members"), "bob, carol"),
+		chromedp.Click(chromedp.CSS("#group-create")),
+	)
+	created := "alice created the group “" + name + "” with bob and carol"
+	alice.wait("alice's pane shows the new group and its creation",
+		`!document.querySelector('#group-dialog').open && document.querySelector('#conv-title').textContent === `+jsString(name)+
+			` && `+eventShown(created))
+	groupID := alice.text(`sessionStorage.getItem('parley.open') || ''`)
+	if !strings.HasPrefix(groupID, "g:") {
+		t.Fatalf("alice's open conversation is %q, want a group id", groupID)
+	}
+	row := `#conversations li[data-conv="` + groupID + `"]`
+
+	hello := "hello team " + randomHex(t)
+	alice.do("alice writes to the group", chromedp.SendKeys(chromedp.CSS("#composer"), hello), pressEnter())
+	alice.wait("alice's message is stored after the creation event", msgFrom(hello, "alice")+` && `+stateOf(hello)+` !== 'sending'`)
+	helloSeq := alice.text(msgJS(hello) + `.dataset.seq`)
+
+	for _, p := range []*page{bob, carol} {
+		p.wait("the group shows in the list by name with unread messages",
+			`(r => !!r && r.querySelector('.name').textContent === `+jsString(name)+` && !!r.querySelector('[data-testid=unread]'))(document.querySelector('`+row+`'))`)
+		p.do("open the group", chromedp.Click(chromedp.CSS(row+" button")))
+		p.wait("the pane shows the creation and alice's message with her name",
+			`document.querySelector('#conv-title').textContent === `+jsString(name)+` && `+eventShown(created)+` && `+msgFrom(hello, "alice")+
+				` && `+msgJS(hello)+`.querySelector('.from').textContent === 'alice' && !document.querySelector('`+row+` [data-testid=unread]')`)
+	}
+	alice.wait("alice's message shows read by 2 after bob and carol opened the group",
+		`(m => !!m && m.querySelector('[data-testid=read-by]').textContent === 'read by 2')(`+msgJS(hello)+`)`)
+
+	// bob replies to alice's message.
+	reply := "on it " + randomHex(t)
+	bob.do("bob picks reply on alice's message", chromedp.Click(chromedp.CSS(`#messages li[data-seq="`+helloSeq+`"] [data-testid=reply-btn]`)))
+	bob.wait("the composer says whom bob replies to",
+		`!document.querySelector('#compose-bar').hidden && document.querySelector('#compose-what').textContent === `+jsString("Replying to alice: "+hello))
+	bob.do("bob sends the reply", chromedp.SendKeys(chromedp.CSS("#composer"), reply), pressEnter())
+	for _, p := range everyone {
+		p.wait("bob's reply shows the message it answers", msgFrom(reply, "bob")+` && `+quoteOf(reply)+` === `+jsString("↩ alice: "+hello))
+	}
+	bob.wait("the reply bar is gone after sending", `document.querySelector('#compose-bar').hidden`)
+
+	// carol types (bob sees it), then sends a message that mentions alice.
+	mention := "@alice can you look " + randomHex(t)
+	carol.do("carol types", chromedp.SendKeys(chromedp.CSS("#composer"), mention[:12]))
+	bob.wait("bob sees carol typing", `document.querySelector('#typing').textContent === 'carol is typing…'`)
+	carol.do("carol finishes and sends", chromedp.SendKeys(chromedp.CSS("#composer"), mention[12:]), pressEnter())
+	bob.wait("bob gets carol's message and the typing line clears", msgFrom(mention, "carol")+` && document.querySelector('#typing').textContent === ''`)
+	alice.wait("alice sees carol's message mention her, highlighted",
+		`(m => !!m && m.dataset.mentioned === '1' && (m.querySelector('[data-testid=mention]') || {}).textContent === '@alice')(`+msgJS(mention)+`)`)
+	bob.wait("bob sees the mention marked but not as his", `(m => !!m && !m.dataset.mentioned && !!m.querySelector('[data-testid=mention]'))(`+msgJS(mention)+`)`)
+
+	// alice edits her first message.
+	edited := "hello team, edited " + randomHex(t)
+	alice.do("alice picks edit on her message", chromedp.Click(chromedp.CSS(`#messages li[data-seq="`+helloSeq+`"] [data-testid=edit-btn]`)))
+	alice.wait("the composer holds the message to edit",
+		`document.querySelector('#composer').value === `+jsString(hello)+` && document.querySelector('#compose-what').textContent === 'Editing your message'`)
+	alice.do("alice replaces the text and sends",
+		chromedp.SetValue(chromedp.CSS("#composer"), ""), chromedp.SendKeys(chromedp.CSS("#composer"), edited), pressEnter())
+	for _, p := range everyone {
+		p.wait("the message shows its new text, flagged edited, at the same place",
+			`(m => !!m && m.dataset.seq === `+jsString(helloSeq)+` && !m.querySelector('[data-testid=edited]').hidden)(`+msgJS(edited)+`) && !`+msgJS(hello)+
+				` && `+quoteOf(reply)+` === `+jsString("↩ alice: "+edited))
+	}
+
+	// alice recalls a message she regrets.
+	oops := "wrong chat " + randomHex(t)
+	alice.do("alice sends a message by mistake", chromedp.SendKeys(chromedp.CSS("#composer"), oops), pressEnter())
+	alice.wait("it is stored", msgFrom(oops, "alice")+` && `+stateOf(oops)+` !== 'sending'`)
+	oopsSeq := alice.text(msgJS(oops) + `.dataset.seq`)
+	for _, p := range []*page{bob, carol} {
+		p.wait("the mistaken message arrives", msgFrom(oops, "alice"))
+	}
+	alice.do("alice recalls it", chromedp.Click(chromedp.CSS(`#messages li[data-seq="`+oopsSeq+`"] [data-testid=recall-btn]`)))
+	for _, p := range everyone {
+		p.wait("the message shows as recalled",
+			`(m => !!m && m.dataset.recalled === '1' && m.querySelector('.body').textContent === 'message recalled')(document.querySelector('#messages li[data-seq="`+oopsSeq+`"]')) && !`+msgJS(oops))
+	}
+	if n := alice.text(`String(document.querySelectorAll('#messages li[data-testid=message]').length)`); n != "4" {
+		t.Errorf("alice's pane shows %s messages, want 4 (hello, reply, mention, recalled)", n)
+	}
+
+	// A direct message from bob while alice is in the group counts as unread.
+	psst := "psst " + randomHex(t)
+	bob.do("bob starts a direct chat with alice", chromedp.SendKeys(chromedp.CSS("#new-chat"), "alice"), chromedp.Click(chromedp.CSS("#new-chat-btn")))
+	bob.wait("bob's pane shows alice", `document.querySelector('#conv-title').textContent === 'alice'`)
+	bob.do("bob writes to alice", chromedp.SendKeys(chromedp.CSS("#composer"), psst), pressEnter())
+	const direct = `#conversations li[data-conv="d:alice~bob"]`
+	alice.wait("alice's list shows one unread direct message while the group stays open",
+		`(document.querySelector('`+direct+` [data-testid=unread]') || {dataset: {}}).dataset.unread === '1' && document.querySelector('#conv-title').textContent === `+jsString(name))
+	alice.do("alice opens the direct conversation", chromedp.Click(chromedp.CSS(direct+" button")))
+	alice.wait("the message shows and the count is gone", msgFrom(psst, "bob")+` && !document.querySelector('`+direct+` [data-testid=unread]')`)
+	bob.wait("bob's message shows seen", stateOf(psst)+` === 'seen'`)
+
+	// Back in the group, alice (the owner) mutes carol from the panel.
+	alice.do("alice goes back to the group and opens its panel",
+		chromedp.Click(chromedp.CSS(row+" button")), chromedp.Click(chromedp.CSS("#group-toggle")))
+	alice.wait("the panel lists the three members with alice as owner",
+		`(ms => ms.length === 3 && ms[0] === 'alice' && ms.includes('bob') && ms.includes('carol'))([...document.querySelectorAll('#members li[data-testid=member]')].map(li => li.dataset.user))`+
+			` && document.querySelector('#members li[data-user=alice] [data-testid=role]').textContent === 'owner'`)
+	alice.do("alice mutes carol", chromedp.Click(chromedp.CSS(`#members li[data-user=carol] [data-testid=mute-btn]`)))
+	for _, p := range everyone {
+		p.wait("the mute shows as a line", eventStarts("alice muted carol until"))
+	}
+	alice.wait("carol shows as muted in the panel", `!!document.querySelector('#members li[data-user=carol] [data-testid=unmute-btn]')`)
+
+	// carol leaves from her panel.
+	carol.do("carol leaves", chromedp.Click(chromedp.CSS("#group-toggle")), chromedp.Click(chromedp.CSS("#leave-btn")))
+	carol.wait("carol's page says she is out and offers no composer",
+		eventShown("carol left")+` && !document.querySelector('#closed-note').hidden && document.querySelector('#composer-form').hidden`)
+	alice.wait("alice sees carol leave and the panel drops her",
+		eventShown("carol left")+` && !document.querySelector('#members li[data-user=carol]') && document.querySelector('#conv-sub').textContent.startsWith('2 members')`)
+
+	shots := filepath.Join(os.TempDir(), "parley-pagetest")
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range everyone {
+		path := filepath.Join(shots, "group-"+p.name+".png")
+		p.screenshot(path)
+		t.Logf("screenshot of %s's page: %s", p.name, path)
+	}
+	for _, p := range everyone {
+		if n := p.text(`String(document.querySelectorAll('#messages i, #conversations i, #members i').length)`); n != "0" {
+			t.Errorf("%s's page turned text into markup: %s <i> elements", p.name, n)
+		}
+	}
 }
 
 // ---- page expressions --------------------------------------------------------
@@ -162,6 +325,26 @@ func msgJS(body string) string {
 
 func msgIs(body, from string, seq int) string {
 	return fmt.Sprintf(`(m => !!m && m.dataset.from === %s && m.dataset.seq === '%d')(%s)`, jsString(from), seq, msgJS(body))
+}
+
+// msgFrom says a stored message (it has a seq) with this body from this sender is shown.
+func msgFrom(body, from string) string {
+	return fmt.Sprintf(`(m => !!m && m.dataset.from === %s && !!m.dataset.seq)(%s)`, jsString(from), msgJS(body))
+}
+
+// quoteOf is the quote line shown above the message whose body is body.
+func quoteOf(body string) string {
+	return `((m => m && !m.querySelector('[data-testid=reply-quote]').hidden ? m.querySelector('[data-testid=reply-quote]').textContent : '')(` + msgJS(body) + `))`
+}
+
+// eventShown says a system event line reads exactly text.
+func eventShown(text string) string {
+	return `[...document.querySelectorAll('#messages li[data-testid=event]')].some(li => li.textContent === ` + jsString(text) + `)`
+}
+
+// eventStarts says a system event line starts with text.
+func eventStarts(text string) string {
+	return `[...document.querySelectorAll('#messages li[data-testid=event]')].some(li => li.textContent.startsWith(` + jsString(text) + `))`
 }
 
 func stateOf(body string) string {
