@@ -9,6 +9,7 @@ import (
 
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/infrastructure/memory"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 func TestApplyKeepsOldValueOnBadInput(t *testing.T) {
@@ -49,11 +50,5 @@ func TestLiveFollowsStore(t *testing.T) {
 		t.Fatalf("initial value not read: %+v", live.Load())
 	}
 	store.Set(map[string]string{"parley.ack_tries": "7"})
-	deadline := time.Now().Add(5 * time.Second)
-	for live.Load().AckTries != 7 {
-		if time.Now().After(deadline) {
-			t.Fatal("change not applied within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return live.Load().AckTries == 7 }, "change not applied within 5s")
 }

@@ -236,10 +236,19 @@ func (s *Store) commit(ctx context.Context, st *stripe, msgs []*domain.Message, 
 	st.Lock()
 	delete(st.heads, msgs[0].Conv)
 	st.Unlock()
+	s.retries.Add(1)
 	go func() {
+		defer s.retries.Done()
 		bctx := context.WithoutCancel(ctx)
+		t := time.NewTimer(0)
+		defer t.Stop()
 		for wait := time.Second; wait <= 8*time.Second && len(msgs) > 0; wait *= 2 {
-			time.Sleep(wait)
+			t.Reset(wait)
+			select {
+			case <-t.C:
+			case <-s.closing:
+				return
+			}
 			var left []*domain.Message
 			for _, m := range msgs {
 				cctx, cancel := context.WithTimeout(bctx, 5*time.Second)
@@ -251,6 +260,15 @@ func (s *Store) commit(ctx context.Context, st *stripe, msgs []*domain.Message, 
 			msgs = left
 		}
 	}()
+}
+
+// Close stops the retries of failed records and waits for them. A record
+// left unwritten is repaired by the next writer that probes past its
+// message, or found by its sender's retry probing: nothing is lost. Safe to
+// call more than once.
+func (s *Store) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.retries.Wait()
 }
 
 // prior finds the message an earlier attempt of the same send stored.

@@ -123,6 +123,7 @@ func TestAppendRetryAfterCutOffFindsTheMessage(t *testing.T) {
 	ctx := context.Background()
 	state := &failingState{StateStore: memory.NewStateStore()}
 	dying, other := New(state), New(state)
+	defer dying.Close()
 
 	state.fail.Store(true)
 	first, err := dying.Append(ctx, aliceBob, draft("alice", "c1", "are you there?"), AppendOptions{NowMs: 1})

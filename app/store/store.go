@@ -52,11 +52,16 @@ type Store struct {
 	known sync.Map
 	// lists caches groups' member lists: see groups.go.
 	lists memberLists
+	// retries are the background writes of records whose commit failed;
+	// closing stops them (see Close).
+	retries   sync.WaitGroup
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 // New returns a Store over state.
 func New(state infrastructure.StateStore) *Store {
-	return &Store{state: state, stripes: newStripes()}
+	return &Store{state: state, stripes: newStripes(), closing: make(chan struct{})}
 }
 
 func convKey(c domain.ConversationID) string      { return "conv:" + string(c) }
