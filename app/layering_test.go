@@ -36,7 +36,9 @@ func TestDomainImportsNothingOfParley(t *testing.T) {
 }
 
 func TestAppImportsNoAdapter(t *testing.T) {
-	forbidden := []string{module + "/infrastructure/dapr", module + "/infrastructure/memory", "github.com/dapr/"}
+	// Nor tooling: tools/ and client/ sit beside the server, not under it.
+	forbidden := []string{module + "/infrastructure/dapr", module + "/infrastructure/memory", "github.com/dapr/",
+		module + "/tools/", module + "/client"}
 	n := 0
 	for pkg, ds := range deps(t, module+"/app/...") {
 		if strings.HasPrefix(pkg, module+"/app/cmd/") {
@@ -53,5 +55,38 @@ func TestAppImportsNoAdapter(t *testing.T) {
 	}
 	if n < 5 {
 		t.Fatalf("checked only %d app packages; the pattern is wrong", n)
+	}
+}
+
+// TestAdaptersImportNoApp: the adapters implement the core's interfaces;
+// they never reach up into the use cases, and nothing below app/cmd imports
+// a main.
+func TestAdaptersImportNoApp(t *testing.T) {
+	n := 0
+	for pkg, ds := range deps(t, module+"/infrastructure/...") {
+		if strings.HasSuffix(pkg, "/daprdtest") || strings.HasSuffix(pkg, "/contract") {
+			continue // support for tests, which share tools/testkit
+		}
+		n++
+		for _, d := range ds {
+			if strings.HasPrefix(d, module+"/app/") || strings.HasPrefix(d, module+"/tools/") {
+				t.Errorf("%s imports %s: infrastructure must not depend on the app or on tooling", pkg, d)
+			}
+		}
+	}
+	if n < 4 {
+		t.Fatalf("checked only %d infrastructure packages; the pattern is wrong", n)
+	}
+}
+
+// TestSDKImportsNoServer: the Go SDK is what users go get; it speaks the
+// public protocol and must not drag the server in.
+func TestSDKImportsNoServer(t *testing.T) {
+	for pkg, ds := range deps(t, module+"/client/...") {
+		for _, d := range ds {
+			if strings.HasPrefix(d, module+"/") && !strings.HasPrefix(d, module+"/client") && !strings.HasPrefix(d, module+"/proto/") {
+				t.Errorf("%s imports %s: the SDK may import only the protocol", pkg, d)
+			}
+		}
 	}
 }
