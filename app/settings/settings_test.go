@@ -52,3 +52,23 @@ func TestLiveFollowsStore(t *testing.T) {
 	store.Set(map[string]string{"parley.ack_tries": "7"})
 	testkit.Eventually(t, 5*time.Second, func() bool { return live.Load().AckTries == 7 }, "change not applied within 5s")
 }
+
+// TestAbuseSettings: the parley.abuse.* keys set the guard's rules, bad
+// values keep the old ones, and OnChange listeners see every update.
+func TestAbuseSettings(t *testing.T) {
+	t.Parallel()
+	l := NewLive(Defaults())
+	var seen []AbuseRules
+	l.OnChange(func(s Settings) { seen = append(seen, s.Abuse) })
+	errs := l.Update(map[string]string{
+		"parley.abuse.window_s": "30", "parley.abuse.max_auth_failures": "3", "parley.abuse.first_ban_s": "5",
+		"parley.abuse.disabled": "true", "parley.abuse.max_connects_per_ip": "0",
+	})
+	a := l.Load().Abuse
+	if len(errs) != 1 || a.Window != 30*time.Second || a.MaxAuthFailures != 3 || a.FirstBan != 5*time.Second || !a.Disabled || a.MaxConnectsPerIP != 0 {
+		t.Fatalf("got %+v, errors %v", a, errs)
+	}
+	if len(seen) != 1 || seen[0] != a {
+		t.Fatalf("listener saw %+v", seen)
+	}
+}
