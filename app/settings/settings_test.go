@@ -57,9 +57,9 @@ func TestLiveFollowsStore(t *testing.T) {
 // values keep the old ones, and OnChange listeners see every update.
 func TestAbuseSettings(t *testing.T) {
 	t.Parallel()
-	l := NewLive(Defaults())
-	var seen []AbuseRules
-	l.OnChange(func(s Settings) { seen = append(seen, s.Abuse) })
+	l := settings.NewLive(settings.Defaults())
+	var seen []settings.AbuseRules
+	l.OnChange(func(s settings.Settings) { seen = append(seen, s.Abuse) })
 	errs := l.Update(map[string]string{
 		"parley.abuse.window_s": "30", "parley.abuse.max_auth_failures": "3", "parley.abuse.first_ban_s": "5",
 		"parley.abuse.disabled": "true", "parley.abuse.max_connects_per_ip": "0",
