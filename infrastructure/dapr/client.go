@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/parley-im/parley/infrastructure"
 )
@@ -58,6 +59,13 @@ type Config struct {
 	// nothing until tracing is set up; the caller's trace context travels
 	// to daprd either way.
 	TracerProvider trace.TracerProvider
+	// APIToken is sent to daprd on every call (the dapr-api-token header),
+	// for a daprd started with DAPR_API_TOKEN. Zero value means none.
+	APIToken string
+	// AppAPIToken, when set, must come with every call daprd makes into
+	// this app (daprd started with APP_API_TOKEN sends it): others are
+	// refused with 401. Zero value means calls are not checked.
+	AppAPIToken string
 }
 
 func (c *Config) setDefaults() {
@@ -131,6 +139,12 @@ func newClient(ctx context.Context, cfg Config, dialOpts ...grpc.DialOption) (*C
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithUserAgent("parley"),
 	}, observeDialOptions(cfg.Observer, cfg.TracerProvider)...)
+	if cfg.APIToken != "" {
+		// On the connection rather than through the SDK: the batchers call
+		// daprd's gRPC API directly too.
+		opts = append(opts, grpc.WithChainUnaryInterceptor(tokenUnary(cfg.APIToken)),
+			grpc.WithChainStreamInterceptor(tokenStream(cfg.APIToken)))
+	}
 	opts = append(opts, dialOpts...)
 	conn, err := grpc.NewClient(cfg.GRPCAddress, opts...)
 	if err != nil {
@@ -187,6 +201,9 @@ func (c *Client) waitReady(ctx context.Context) error {
 // ready asks daprd's HTTP API whether it is ready.
 func (c *Client) ready(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.healthURL, nil)
+	if err == nil && c.cfg.APIToken != "" {
+		req.Header.Set(apiTokenHeader, c.cfg.APIToken)
+	}
 	if err != nil {
 		return err
 	}
@@ -301,4 +318,19 @@ func (c *Client) untrack(l io.Closer) {
 	c.mu.Lock()
 	delete(c.live, l)
 	c.mu.Unlock()
+}
+
+// apiTokenHeader is the metadata key daprd reads DAPR_API_TOKEN from.
+const apiTokenHeader = "dapr-api-token"
+
+func tokenUnary(token string) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(metadata.AppendToOutgoingContext(ctx, apiTokenHeader, token), method, req, reply, cc, opts...)
+	}
+}
+
+func tokenStream(token string) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return streamer(metadata.AppendToOutgoingContext(ctx, apiTokenHeader, token), desc, cc, method, opts...)
+	}
 }

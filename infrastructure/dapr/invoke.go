@@ -2,6 +2,7 @@ package dapr
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -77,12 +78,19 @@ func (i *invoker) Serve(method string, h infrastructure.InvocationHandler) error
 // listener whose port daprd was given as --app-port (with --app-protocol
 // http). A handler's error becomes the status daprd reports to the caller:
 // 400 for ErrInvalidArgument, 404 for ErrNotFound, 409 for ErrConflict, and
-// 503 for anything else; an unknown method is a 404.
+// 503 for anything else; an unknown method is a 404. With
+// Config.AppAPIToken set, a call without that token is a 401.
 func (c *Client) InvocationHandler() http.Handler {
 	return http.HandlerFunc(c.invoker.serveHTTP)
 }
 
 func (i *invoker) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if want := i.c.cfg.AppAPIToken; want != "" &&
+		subtle.ConstantTimeCompare([]byte(r.Header.Get(apiTokenHeader)), []byte(want)) != 1 {
+		// Only the app's own sidecar knows the token.
+		http.Error(w, "missing or wrong dapr-api-token: calls into parley come through its sidecar", http.StatusUnauthorized)
+		return
+	}
 	method := strings.TrimPrefix(r.URL.Path, "/")
 	i.mu.RLock()
 	h, ok := i.handlers[method]

@@ -27,6 +27,12 @@ type node struct {
 // and serves its invocation handler. Everything stops with the test.
 func startNode(t testing.TB, profile string, opts ...daprdtest.Option) *node {
 	t.Helper()
+	return startNodeWith(t, profile, nil, opts...)
+}
+
+// startNodeWith is startNode with the adapter's Config changed by edit.
+func startNodeWith(t testing.TB, profile string, edit func(*dapr.Config), opts ...daprdtest.Option) *node {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,11 +65,15 @@ func startNode(t testing.TB, profile string, opts ...daprdtest.Option) *node {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := dapr.New(ctx, dapr.Config{
+	cfg := dapr.Config{
 		GRPCAddress: sc.GRPCAddr(),
 		HTTPAddress: sc.HTTPAddr(),
 		Logger:      zaptest.NewLogger(t),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	c, err := dapr.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("connect to daprd: %v", err)
 	}

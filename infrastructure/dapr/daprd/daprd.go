@@ -68,6 +68,14 @@ type Options struct {
 	// ReadyTimeout bounds the wait for /v1.0/healthz/outbound at Start and
 	// Restart. Zero value means 30 * time.Second.
 	ReadyTimeout time.Duration
+	// APIToken, when set, is required by daprd on every call of its APIs
+	// (DAPR_API_TOKEN): the app must send it. Zero value means daprd takes
+	// calls from anyone who reaches its ports (loopback only here).
+	APIToken string
+	// AppAPIToken, when set, is sent by daprd on every call into the app
+	// (APP_API_TOKEN), so the app can refuse calls that do not come from
+	// its sidecar. Zero value means none.
+	AppAPIToken string
 }
 
 // Sidecar is one running (or stopped) daprd. Its methods are safe for
@@ -142,6 +150,12 @@ func Start(ctx context.Context, opts Options) (*Sidecar, error) {
 	// DAPR_HOST_IP makes daprd announce loopback to the name resolver, so
 	// invocations between sidecars never leave 127.0.0.1.
 	s.env = append(os.Environ(), "POD_NAME="+opts.InstanceName, "DAPR_HOST_IP=127.0.0.1")
+	if opts.APIToken != "" {
+		s.env = append(s.env, "DAPR_API_TOKEN="+opts.APIToken)
+	}
+	if opts.AppAPIToken != "" {
+		s.env = append(s.env, "APP_API_TOKEN="+opts.AppAPIToken)
+	}
 
 	if err := s.launch(ctx); err != nil {
 		s.removePrivDir()
@@ -373,6 +387,9 @@ func (s *Sidecar) HTTPAddr() string { return "127.0.0.1:" + strconv.Itoa(s.ports
 
 // AppID is the app id daprd runs as.
 func (s *Sidecar) AppID() string { return s.opts.AppID }
+
+// AppPort is the port daprd calls the app on; 0 for none.
+func (s *Sidecar) AppPort() int { return s.opts.AppPort }
 
 // InstanceName is the name daprd runs under among its app's replicas
 // (POD_NAME).

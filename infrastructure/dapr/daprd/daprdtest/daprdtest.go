@@ -114,6 +114,12 @@ func WithInstanceName(name string) Option { return func(o *daprd.Options) { o.In
 // WithDir sets daprd's working directory; the default is a temporary one.
 func WithDir(dir string) Option { return func(o *daprd.Options) { o.Dir = dir } }
 
+// WithAPITokens starts daprd requiring api on its APIs (DAPR_API_TOKEN) and
+// sending app on its calls into the app (APP_API_TOKEN).
+func WithAPITokens(api, app string) Option {
+	return func(o *daprd.Options) { o.APIToken, o.AppAPIToken = api, app }
+}
+
 // RequireBinary returns the repository root once sidecar/bin/daprd is
 // built; otherwise it skips the test (fails it under CI=true) saying how to
 // build it.
