@@ -162,6 +162,10 @@ func startCentrifugo(ctx context.Context, bin, dir string, cfg centrifugoConfig)
 	if err != nil {
 		return nil, fmt.Errorf("centrifugo log: %w", err)
 	}
+	// The process runs in dir, where a relative path would not resolve.
+	if bin, err = filepath.Abs(bin); err != nil {
+		return nil, fmt.Errorf("centrifugo binary: %w", err)
+	}
 	cmd := exec.Command(bin, "--config", cfgPath)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf

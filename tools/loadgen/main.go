@@ -21,7 +21,9 @@
 //
 // The server must run with -dev-tokens (tokens come from POST
 // /v1/dev/token) and, for the message scenarios, with a send rate limit
-// above the load: a -settings file with `parley.send_rate_per_sec: 1000000`.
+// above the load and its abuse guard off (it would suspend the load
+// generator's addresses): a -settings file with
+// `parley.send_rate_per_sec: 1000000` and `parley.abuse.disabled: true`.
 // The suite starts parley itself, so it needs neither.
 package main
 

@@ -103,9 +103,9 @@ func referenceTable(res *SuiteResult) string {
 		return ""
 	}
 	var b strings.Builder
-	version := res.ReferenceVersion
+	version, _, _ := strings.Cut(res.ReferenceVersion, " (") // "Centrifugo v6.9.1 (Go version: ...)"
 	if version == "" {
-		version = "v" + centrifugoVersion
+		version = "Centrifugo v" + centrifugoVersion
 	}
 	load := "the direct scenario, flat out"
 	for _, pr := range pairs {
@@ -114,7 +114,7 @@ func referenceTable(res *SuiteResult) string {
 			break
 		}
 	}
-	fmt.Fprintf(&b, "\nparley beside Centrifugo (%s), %s; the same load generator and pacing; each parley run is followed by a Centrifugo run, and each side shows its median run:\n\n", version, load)
+	fmt.Fprintf(&b, "\nparley beside %s, %s; the same load generator and pacing; each parley run is followed by a Centrifugo run, and each side shows its median run:\n\n", version, load)
 	header := []string{"metric"}
 	for _, pr := range pairs {
 		header = append(header, "parley "+pr.p.Mode, "Centrifugo "+strings.TrimPrefix(pr.c.Mode, "centrifugo-"), "parley / Centrifugo")
