@@ -162,7 +162,7 @@ func TestChatPage(t *testing.T) {
 // another (every page shows the change). A direct message from bob shows as
 // unread on alice's list while she is in the group. From the group panel
 // alice, the owner, mutes carol; carol leaves; every page shows these events
-// as readable lines.
+// as readable lines. A reload of alice's page brings it all back.
 func TestGroupChatPage(t *testing.T) {
 	testkit.SkipShort(t)
 	chrome := findChromium(t)
@@ -239,8 +239,8 @@ func TestGroupChatPage(t *testing.T) {
 	alice.do("alice picks edit on her message", chromedp.Click(chromedp.CSS(`#messages li[data-seq="`+helloSeq+`"] [data-testid=edit-btn]`)))
 	alice.wait("the composer holds the message to edit",
 		`document.querySelector('#composer').value === `+jsString(hello)+` && document.querySelector('#compose-what').textContent === 'Editing your message'`)
-	alice.do("alice replaces the text and sends",
-		chromedp.SetValue(chromedp.CSS("#composer"), ""), chromedp.SendKeys(chromedp.CSS("#composer"), edited), pressEnter())
+	alice.text(`document.querySelector('#composer').value = ''`) // as select-all and delete would
+	alice.do("alice types the new text and sends", chromedp.SendKeys(chromedp.CSS("#composer"), edited), pressEnter())
 	for _, p := range everyone {
 		p.wait("the message shows its new text, flagged edited, at the same place",
 			`(m => !!m && m.dataset.seq === `+jsString(helloSeq)+` && !m.querySelector('[data-testid=edited]').hidden)(`+msgJS(edited)+`) && !`+msgJS(hello)+
@@ -275,6 +275,8 @@ func TestGroupChatPage(t *testing.T) {
 	alice.do("alice opens the direct conversation", chromedp.Click(chromedp.CSS(direct+" button")))
 	alice.wait("the message shows and the count is gone", msgFrom(psst, "bob")+` && !document.querySelector('`+direct+` [data-testid=unread]')`)
 	bob.wait("bob's message shows seen", stateOf(psst)+` === 'seen'`)
+	bob.do("bob goes back to the group", chromedp.Click(chromedp.CSS(row+" button")))
+	bob.wait("bob's pane shows the group again", `document.querySelector('#conv-title').textContent === `+jsString(name)+` && `+msgFrom(reply, "bob"))
 
 	// Back in the group, alice (the owner) mutes carol from the panel.
 	alice.do("alice goes back to the group and opens its panel",
@@ -294,6 +296,19 @@ func TestGroupChatPage(t *testing.T) {
 		eventShown("carol left")+` && !document.querySelector('#closed-note').hidden && document.querySelector('#composer-form').hidden`)
 	alice.wait("alice sees carol leave and the panel drops her",
 		eventShown("carol left")+` && !document.querySelector('#members li[data-user=carol]') && document.querySelector('#conv-sub').textContent.startsWith('2 members')`)
+
+	// A reload rebuilds the group from history: the changes, the reply, the
+	// mention and the events come back.
+	alice.do("alice reloads", chromedp.Reload())
+	alice.wait("alice's group comes back from history as it was",
+		`document.querySelector('#conn-status').dataset.state === 'online' && document.querySelector('#conv-title').textContent === `+jsString(name)+
+			` && (m => !!m && m.dataset.seq === `+jsString(helloSeq)+` && !m.querySelector('[data-testid=edited]').hidden)(`+msgJS(edited)+`)`+
+			` && (m => !!m && m.dataset.recalled === '1')(document.querySelector('#messages li[data-seq="`+oopsSeq+`"]'))`+
+			` && `+quoteOf(reply)+` === `+jsString("↩ alice: "+edited)+
+			` && (m => !!m && m.dataset.mentioned === '1')(`+msgJS(mention)+`)`+
+			` && `+eventShown(created)+` && `+eventShown("carol left")+` && `+eventStarts("alice muted carol until"))
+	alice.do("alice shows the group panel again", chromedp.Click(chromedp.CSS("#group-toggle")))
+	alice.wait("the panel lists alice and bob", `[...document.querySelectorAll('#members li[data-testid=member]')].map(li => li.dataset.user).join() === 'alice,bob'`)
 
 	shots := filepath.Join(os.TempDir(), "parley-pagetest")
 	if err := os.MkdirAll(shots, 0o755); err != nil {
