@@ -31,7 +31,10 @@ type Error struct {
 	Code      string `json:"code"`
 	Message   string `json:"message"`
 	Retryable bool   `json:"retryable"`
-	Status    int    `json:"-"`
+	// Until is when a mute (code muted) or a suspension (code banned)
+	// ends, in Unix milliseconds; zero when the error has no end.
+	Until  int64 `json:"until"`
+	Status int   `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -122,9 +125,15 @@ type Client struct {
 	waiting map[string]chan *pb.Frame
 
 	// Messages delivers each msg frame; duplicates are not filtered here,
-	// Inbox does that.
+	// Inbox does that. It is closed when the connection ends.
 	Messages chan *pb.Message
-	// Events delivers delivered frames.
+	// Events delivers the notices the server pushes (frame types
+	// delivered, seen, read_by, typing, join_requested, join_rejected,
+	// unassigned; see the Notice constants) and error frames that answer
+	// no request (a refused Typing, a frame the server could not read).
+	// Notices are lossy by nature: when nobody drains Events and its
+	// buffer of 1024 is full, new ones are dropped. It is closed when the
+	// connection ends.
 	Events chan *pb.Frame
 	// Hello is the server's hello frame.
 	Hello *pb.Frame
@@ -224,6 +233,7 @@ func (c *Client) read() (*pb.Frame, error) {
 
 func (c *Client) readLoop() {
 	defer close(c.done)
+	defer close(c.Events)
 	defer close(c.Messages)
 	for {
 		f, err := c.read()
@@ -245,12 +255,13 @@ func (c *Client) readLoop() {
 			if f.Msg != nil {
 				c.Messages <- f.Msg
 			}
-		case "delivered":
-			select {
-			case c.Events <- f:
-			default:
-			}
+		case NoticeDelivered, NoticeSeen, NoticeReadBy, NoticeTyping, NoticeJoinRequested, NoticeJoinRejected, NoticeUnassigned:
+			c.event(f)
 		default:
+			if f.Type == "error" && f.Id == "" {
+				c.event(f)
+				continue
+			}
 			if f.Id != "" {
 				c.mu.Lock()
 				ch := c.waiting[f.Id]
@@ -261,6 +272,15 @@ func (c *Client) readLoop() {
 				}
 			}
 		}
+	}
+}
+
+// event passes f on Events unless its buffer is full: a notice is not
+// worth stalling the messages behind it.
+func (c *Client) event(f *pb.Frame) {
+	select {
+	case c.Events <- f:
+	default:
 	}
 }
 
@@ -383,7 +403,7 @@ func (c *Client) Request(ctx context.Context, f *pb.Frame) (*pb.Frame, error) {
 			return nil, ErrClosed
 		}
 		if r.Type == "error" {
-			return nil, &Error{Code: r.Code, Message: r.Message, Retryable: r.Retryable}
+			return nil, &Error{Code: r.Code, Message: r.Message, Retryable: r.Retryable, Until: r.Until}
 		}
 		return r, nil
 	case <-ctx.Done():
@@ -394,10 +414,34 @@ func (c *Client) Request(ctx context.Context, f *pb.Frame) (*pb.Frame, error) {
 	}
 }
 
-// Send sends a text message to a user (to) or a conversation (conv) and
-// returns the server's ACK: the message id, conv, seq and time.
-func (c *Client) Send(ctx context.Context, to, conv, cmid, body string) (*pb.Message, error) {
-	r, err := c.Request(ctx, &pb.Frame{Type: "send", To: to, Conv: conv, Cmid: cmid, Body: body})
+// SendOption changes one Send: a reply, mentions, a JSON body.
+type SendOption func(f *pb.Frame)
+
+// ReplyTo makes the message a reply to the message at seq of the same
+// conversation, which the sender must be able to read (else invalid_reply).
+func ReplyTo(seq uint64) SendOption { return func(f *pb.Frame) { f.ReplyTo = seq } }
+
+// Mention names users the message mentions (up to 50). MentionAll ("@all")
+// mentions a whole group; only its owner and admins may.
+func Mention(users ...string) SendOption {
+	return func(f *pb.Frame) { f.Mentions = append(f.Mentions, users...) }
+}
+
+// MentionAll is the mention of every member of a group.
+const MentionAll = "@all"
+
+// JSONBody marks the body as a JSON document (ctype json) instead of text.
+func JSONBody() SendOption { return func(f *pb.Frame) { f.Ctype = "json" } }
+
+// Send sends a message to a user (to) or a conversation (conv) and returns
+// the server's ACK: the message id, conv, seq and time. The body is text
+// unless an option says otherwise.
+func (c *Client) Send(ctx context.Context, to, conv, cmid, body string, opts ...SendOption) (*pb.Message, error) {
+	f := &pb.Frame{Type: "send", To: to, Conv: conv, Cmid: cmid, Body: body}
+	for _, o := range opts {
+		o(f)
+	}
+	r, err := c.Request(ctx, f)
 	if err != nil {
 		return nil, err
 	}
@@ -420,4 +464,16 @@ func (c *Client) Sync(ctx context.Context, conv string, after uint64) ([]*pb.Mes
 			return out, nil
 		}
 	}
+}
+
+// MarkRead moves the read cursor of conv to seq and returns the cursor in
+// force: it never moves back, nor past the newest message. In a direct
+// conversation the peer is told (NoticeSeen); in a small group the senders
+// of recent messages learn how many have read them (NoticeReadBy).
+func (c *Client) MarkRead(ctx context.Context, conv string, seq uint64) (uint64, error) {
+	r, err := c.Request(ctx, &pb.Frame{Type: "read", Conv: conv, Seq: seq})
+	if err != nil {
+		return 0, err
+	}
+	return r.Seq, nil
 }

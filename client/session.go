@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
 
@@ -62,7 +64,9 @@ type SessionOptions struct {
 	MinBackoff, MaxBackoff time.Duration
 	// OnState, when set, is called from the session's goroutine each time
 	// the connection comes up (err nil) or goes down or fails to come up
-	// (err says why). It must not block.
+	// (err says why). It must not block. When the user is suspended
+	// (BannedUntil(err) holds), the session does not dial again before the
+	// suspension ends.
 	OnState func(connected bool, err error)
 }
 
@@ -76,14 +80,20 @@ var ErrNotConnected = errors.New("not connected; reconnecting")
 // once on Messages, dropping duplicates by id. Safe for concurrent use.
 type Session struct {
 	// Messages delivers every message once, live or caught up after a
-	// reconnection. It is closed when the session ends. The caller must
-	// drain it.
+	// reconnection, system events included (see ParseSystemEvent; the
+	// Inbox applies recalls and edits to what it holds). It is closed when
+	// the session ends. The caller must drain it.
 	Messages <-chan *pb.Message
+	// Events delivers the notices of every connection (see Client.Events).
+	// They are dropped when its buffer of 256 is full; draining it is
+	// optional. It is closed when the session ends.
+	Events <-chan *pb.Frame
 
-	base  string
-	opts  SessionOptions
-	inbox *Inbox
-	out   chan *pb.Message
+	base   string
+	opts   SessionOptions
+	inbox  *Inbox
+	out    chan *pb.Message
+	events chan *pb.Frame
 
 	mu    sync.Mutex
 	cur   *Client
@@ -109,8 +119,9 @@ func NewSession(base string, o SessionOptions) (*Session, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan *pb.Message, 256)
+	events := make(chan *pb.Frame, 256)
 	s := &Session{
-		Messages: out, base: base, opts: o, inbox: NewInbox(), out: out,
+		Messages: out, Events: events, base: base, opts: o, inbox: NewInbox(), out: out, events: events,
 		ready: make(chan struct{}), cancel: cancel, done: make(chan struct{}),
 	}
 	go s.run(ctx)
@@ -153,15 +164,102 @@ func (s *Session) current() *Client {
 	return s.cur
 }
 
-// Send sends like Client.Send on the current connection, and keeps the ACK
-// in the inbox so that a catch-up does not deliver the message back. It
+// Send sends like Client.Send on the current connection, and keeps the
+// message in the inbox so that a catch-up does not deliver it back. It
 // returns ErrNotConnected while the session reconnects.
-func (s *Session) Send(ctx context.Context, to, conv, cmid, body string) (*pb.Message, error) {
+func (s *Session) Send(ctx context.Context, to, conv, cmid, body string, opts ...SendOption) (*pb.Message, error) {
 	c := s.current()
 	if c == nil {
 		return nil, ErrNotConnected
 	}
-	m, err := c.Send(ctx, to, conv, cmid, body)
+	f := &pb.Frame{Ctype: "text"}
+	for _, o := range opts {
+		o(f)
+	}
+	m, err := c.Send(ctx, to, conv, cmid, body, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if m != nil {
+		// The ACK carries the id, conv, seq and time; the inbox holds the
+		// whole message, as the other members see it.
+		held := proto.Clone(m).(*pb.Message)
+		held.From, held.Cmid, held.Ctype, held.Body = c.Hello.GetUser(), cmid, f.Ctype, body
+		held.ReplyTo = f.ReplyTo
+		for _, u := range f.Mentions {
+			if u == MentionAll {
+				held.MentionAll = true
+			} else {
+				held.Mentions = append(held.Mentions, u)
+			}
+		}
+		s.inbox.Add(held)
+	}
+	return m, nil
+}
+
+// Recall recalls like Client.Recall on the current connection and applies
+// the event to the inbox.
+func (s *Session) Recall(ctx context.Context, conv string, seq uint64, cmid string) (*pb.Message, error) {
+	c := s.current()
+	if c == nil {
+		return nil, ErrNotConnected
+	}
+	return s.keep(c.Recall(ctx, conv, seq, cmid))
+}
+
+// Edit edits like Client.Edit on the current connection and applies the
+// event to the inbox.
+func (s *Session) Edit(ctx context.Context, conv string, seq uint64, ctype, body, cmid string) (*pb.Message, error) {
+	c := s.current()
+	if c == nil {
+		return nil, ErrNotConnected
+	}
+	return s.keep(c.Edit(ctx, conv, seq, ctype, body, cmid))
+}
+
+// CreateGroup creates a group like Client.CreateGroup on the current
+// connection; its group.created event is held in the inbox.
+func (s *Session) CreateGroup(ctx context.Context, g NewGroup) (*GroupResult, error) {
+	c := s.current()
+	if c == nil {
+		return nil, ErrNotConnected
+	}
+	return s.keepGroup(c.CreateGroup(ctx, g))
+}
+
+// ChangeGroup changes a group like Client.ChangeGroup on the current
+// connection; the event is held in the inbox.
+func (s *Session) ChangeGroup(ctx context.Context, conv string, ch GroupChange) (*GroupResult, error) {
+	c := s.current()
+	if c == nil {
+		return nil, ErrNotConnected
+	}
+	return s.keepGroup(c.ChangeGroup(ctx, conv, ch))
+}
+
+// Typing sends a typing notice like Client.Typing on the current connection.
+func (s *Session) Typing(conv string, on bool) error {
+	c := s.current()
+	if c == nil {
+		return ErrNotConnected
+	}
+	return c.Typing(conv, on)
+}
+
+// MarkRead moves the read cursor of conv to seq on the current connection
+// and returns the cursor in force (it never moves back).
+func (s *Session) MarkRead(ctx context.Context, conv string, seq uint64) (uint64, error) {
+	c := s.current()
+	if c == nil {
+		return 0, ErrNotConnected
+	}
+	return c.MarkRead(ctx, conv, seq)
+}
+
+// keep holds an event this device caused: the server does not push it back
+// to the connection that asked.
+func (s *Session) keep(m *pb.Message, err error) (*pb.Message, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +267,16 @@ func (s *Session) Send(ctx context.Context, to, conv, cmid, body string) (*pb.Me
 		s.inbox.Add(m)
 	}
 	return m, nil
+}
+
+func (s *Session) keepGroup(r *GroupResult, err error) (*GroupResult, error) {
+	if err != nil {
+		return nil, err
+	}
+	if r.Event != nil {
+		s.inbox.Add(r.Event)
+	}
+	return r, nil
 }
 
 // History reads every stored message of conv after seq on the current
@@ -207,17 +315,18 @@ func (s *Session) state(connected bool, err error) {
 // the session is closed.
 func (s *Session) run(ctx context.Context) {
 	defer close(s.done)
+	defer close(s.events)
 	defer close(s.out)
 	backoff := s.opts.MinBackoff
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	for first := true; ; {
-		err := s.connect(ctx, first)
+		up, err := s.connect(ctx, first)
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
+		if up {
 			first = false
 			backoff = s.opts.MinBackoff
 		}
@@ -225,6 +334,16 @@ func (s *Session) run(ctx context.Context) {
 		// goes away.
 		wait := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(backoff*2, s.opts.MaxBackoff)
+		switch until, banned := BannedUntil(err); {
+		case banned:
+			// Dialing while suspended is refused, and attempts lengthen
+			// an automatic suspension: wait it out. An end that cannot be
+			// read is waited for as long as a failing server.
+			wait = max(s.opts.MaxBackoff, time.Until(until)+wait)
+		case CloseCode(err) == CloseFlooding:
+			wait = s.opts.MaxBackoff
+			backoff = s.opts.MaxBackoff
+		}
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
@@ -235,20 +354,33 @@ func (s *Session) run(ctx context.Context) {
 }
 
 // connect makes one connection, catches up, and forwards its messages
-// until it ends. A nil error means the connection came up.
-func (s *Session) connect(ctx context.Context, first bool) error {
+// until it ends. It reports whether the connection came up, and why it
+// ended or failed.
+func (s *Session) connect(ctx context.Context, first bool) (bool, error) {
 	tok, err := s.opts.Token(ctx)
 	if err != nil {
 		s.state(false, err)
-		return err
+		return false, err
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	c, err := Dial(dialCtx, s.base, tok, s.opts.Options)
 	cancel()
 	if err != nil {
 		s.state(false, err)
-		return err
+		return false, err
 	}
+	// Notices are passed on as they come; the goroutine ends when the
+	// connection closes Events.
+	noticed := make(chan struct{})
+	go func() {
+		defer close(noticed)
+		for f := range c.Events {
+			select {
+			case s.events <- f:
+			default:
+			}
+		}
+	}()
 	// Live pushes are forwarded while the catch-up runs, so that a slow
 	// catch-up never fills the connection's buffer; the inbox drops what
 	// both bring.
@@ -262,10 +394,11 @@ func (s *Session) connect(ctx context.Context, first bool) error {
 	if err := s.catchUp(ctx, c, first); err != nil {
 		_ = c.Close()
 		<-forwarded
+		<-noticed
 		if ctx.Err() == nil {
 			s.state(false, err)
 		}
-		return err
+		return false, err
 	}
 	s.mu.Lock()
 	s.cur = c
@@ -279,18 +412,19 @@ func (s *Session) connect(ctx context.Context, first bool) error {
 	case <-c.Done():
 	}
 	<-forwarded
+	<-noticed
 	s.mu.Lock()
 	s.cur = nil
 	s.ready = make(chan struct{})
 	s.mu.Unlock()
+	err = c.Err()
+	if err == nil {
+		err = ErrClosed
+	}
 	if ctx.Err() == nil {
-		err := c.Err()
-		if err == nil {
-			err = ErrClosed
-		}
 		s.state(false, err)
 	}
-	return nil
+	return true, err
 }
 
 // catchUp syncs every conversation of the user from the last seq held
