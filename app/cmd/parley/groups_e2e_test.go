@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
 )
 
 // wsDevice is one device on a raw WebSocket, speaking JSON frames, so that
@@ -150,9 +152,15 @@ func wantErrCode(t *testing.T, f jsonFrame, code string) {
 // TestGroupsEndToEnd: a group's whole life through a real node: create,
 // invite, join by request, send, mention, reply, edit, recall, typing,
 // read_by, leave, kick and dissolve; a new member reads from the event
-// that let them in, one who left up to the event of their leaving.
+// that let them in, one who left up to the event of their leaving. It runs
+// on the memory backend and through a real daprd on every profile, one
+// after the other: each starts its own daprd.
 func TestGroupsEndToEnd(t *testing.T) {
-	for _, m := range modes("local", "redis") {
+	var profiles []string
+	for _, p := range daprdtest.Profiles() {
+		profiles = append(profiles, p.Name)
+	}
+	for _, m := range modes(profiles...) {
 		t.Run(m.name, func(t *testing.T) {
 			n := startNode(t, m)
 			alice, bob, carol, dave := wsConnect(t, n, "alice"), wsConnect(t, n, "bob"), wsConnect(t, n, "carol"), wsConnect(t, n, "dave")
