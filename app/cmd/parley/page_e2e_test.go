@@ -162,7 +162,8 @@ func TestChatPage(t *testing.T) {
 // another (every page shows the change). A direct message from bob shows as
 // unread on alice's list while she is in the group. From the group panel
 // alice, the owner, mutes carol; carol leaves; every page shows these events
-// as readable lines. A reload of alice's page brings it all back.
+// as readable lines. A reload of alice's page brings it all back; alice
+// invites carol again, then removes her.
 func TestGroupChatPage(t *testing.T) {
 	testkit.SkipShort(t)
 	chrome := findChromium(t)
@@ -309,6 +310,20 @@ func TestGroupChatPage(t *testing.T) {
 			` && `+eventShown(created)+` && `+eventShown("carol left")+` && `+eventStarts("alice muted carol until"))
 	alice.do("alice shows the group panel again", chromedp.Click(chromedp.CSS("#group-toggle")))
 	alice.wait("the panel lists alice and bob", `[...document.querySelectorAll('#members li[data-testid=member]')].map(li => li.dataset.user).join() === 'alice,bob'`)
+
+	// alice invites carol back, then removes her.
+	alice.do("alice invites carol", chromedp.SendKeys(chromedp.CSS("#invite"), "carol"), chromedp.Click(chromedp.CSS("#invite-btn")))
+	for _, p := range everyone {
+		p.wait("the invitation shows as a line", eventShown("alice added carol"))
+	}
+	carol.wait("carol may write again", `document.querySelector('#closed-note').hidden && !document.querySelector('#composer-form').hidden`)
+	alice.wait("the panel lists carol again", `!!document.querySelector('#members li[data-user=carol] [data-testid=kick-btn]') && document.querySelector('#invite').value === ''`)
+	alice.do("alice removes carol", chromedp.Click(chromedp.CSS(`#members li[data-user=carol] [data-testid=kick-btn]`)))
+	for _, p := range everyone {
+		p.wait("the removal shows as a line", eventShown("alice removed carol"))
+	}
+	carol.wait("carol's page says she is out", `!document.querySelector('#closed-note').hidden && document.querySelector('#composer-form').hidden`)
+	alice.wait("the panel drops carol", `!document.querySelector('#members li[data-user=carol]')`)
 
 	shots := filepath.Join(os.TempDir(), "parley-pagetest")
 	if err := os.MkdirAll(shots, 0o755); err != nil {
