@@ -86,3 +86,55 @@ func TestInboxConcurrentAdds(t *testing.T) {
 		t.Errorf("kept %d, duplicates %d, contiguous %d; want 100, 700, 100", total, in.Duplicates(), in.Contiguous("c"))
 	}
 }
+
+// TestInboxAppliesRecallsAndEdits: what the inbox holds of a message is
+// what history shows, in whatever order the message and its events came.
+func TestInboxAppliesRecallsAndEdits(t *testing.T) {
+	t.Parallel()
+	const conv = "g:x"
+	target := &pb.Message{Id: "m2", Conv: conv, Seq: 2, From: "bob", Ctype: "text", Body: "teh typo"}
+	event := func(seq uint64, body string) *pb.Message {
+		return &pb.Message{Id: "e" + string(rune('0'+seq)), Conv: conv, Seq: seq, From: "bob", Ctype: "system", Body: body}
+	}
+	edit1 := event(3, `{"type":"message.edited","actor":"bob","target":2,"ctype":"text","body":"the typo"}`)
+	edit2 := event(4, `{"type":"message.edited","actor":"bob","target":2,"ctype":"json","body":"{\"fixed\":true}"}`)
+	recall := event(5, `{"type":"message.recalled","actor":"bob","target":2}`)
+	other := event(6, `{"type":"member.joined","actor":"alice","users":["dave"]}`)
+	for _, tc := range []struct {
+		name         string
+		add          []*pb.Message
+		wantBody     string
+		wantCtype    string
+		wantEdited   bool
+		wantRecalled bool
+	}{
+		{"untouched", []*pb.Message{target, other}, "teh typo", "text", false, false},
+		{"edit_after_target", []*pb.Message{target, edit1}, "the typo", "text", true, false},
+		{"edit_before_target", []*pb.Message{edit1, target}, "the typo", "text", true, false},
+		{"latest_edit_wins", []*pb.Message{target, edit2, edit1}, `{"fixed":true}`, "json", true, false},
+		{"recall", []*pb.Message{target, edit1, recall}, "", "text", false, true},
+		{"recall_before_target", []*pb.Message{recall, target}, "", "text", false, true},
+		{"edit_after_recall_changes_nothing", []*pb.Message{target, recall, edit2}, "", "text", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := client.NewInbox()
+			for _, m := range tc.add {
+				in.Add(m)
+			}
+			got := in.Message(conv, 2)
+			if got == nil {
+				t.Fatal("the target is not held")
+			}
+			if got.Body != tc.wantBody || got.Ctype != tc.wantCtype || got.Edited != tc.wantEdited || got.Recalled != tc.wantRecalled {
+				t.Errorf("held %v; want body %q ctype %s edited %v recalled %v", got, tc.wantBody, tc.wantCtype, tc.wantEdited, tc.wantRecalled)
+			}
+			if target.Body != "teh typo" || target.Edited || target.Recalled {
+				t.Errorf("the message given to Add was modified: %v", target)
+			}
+			if n := len(in.Messages(conv)); n != len(tc.add) {
+				t.Errorf("holds %d messages, want %d: events are held at their own seq", n, len(tc.add))
+			}
+		})
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/parley-im/parley/client"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
@@ -105,5 +107,47 @@ func TestSessionReconnectsCatchesUpAndDropsDuplicates(t *testing.T) {
 	}
 	if d := s.Inbox().Duplicates(); d != 1 {
 		t.Fatalf("duplicates dropped = %d, want 1", d)
+	}
+}
+
+// TestSessionWaitsOutASuspension: a connection closed with 4012 is not
+// dialled again before the time its close reason gives, although the
+// backoff alone would dial at once; OnState reports the suspension.
+func TestSessionWaitsOutASuspension(t *testing.T) {
+	t.Parallel()
+	srv := newFakeServer(t)
+	states := make(chan error, 16)
+	s, err := client.NewSession(srv.URL, client.SessionOptions{
+		Token:      func(context.Context) (string, error) { return "tok", nil },
+		MinBackoff: time.Millisecond,
+		MaxBackoff: 5 * time.Millisecond,
+		OnState:    func(_ bool, err error) { states <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c1 := srv.Accept(t)
+	c1.Reply(c1.Read(), &pb.Frame{Type: "conversations"})
+	if err := <-states; err != nil {
+		t.Fatalf("first state: %v, want up", err)
+	}
+	// RFC 3339 has whole seconds: the end is at least 1 s away.
+	until := time.Now().Add(2 * time.Second).Truncate(time.Second)
+	msg := websocket.FormatCloseMessage(4012, "suspended until "+until.UTC().Format(time.RFC3339))
+	if err := c1.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	down := <-states
+	if at, banned := client.BannedUntil(down); !banned || !at.Equal(until) {
+		t.Fatalf("state after the close: %v; want a suspension until %v", down, until)
+	}
+	c2 := srv.Accept(t)
+	if now := time.Now(); now.Before(until) {
+		t.Fatalf("dialled again at %v, before the suspension ended at %v", now, until)
+	}
+	c2.Reply(c2.Read(), &pb.Frame{Type: "conversations"})
+	if err := <-states; err != nil {
+		t.Fatalf("state after the suspension: %v, want up", err)
 	}
 }
