@@ -307,7 +307,9 @@ func TestGroupChatPage(t *testing.T) {
 			` && (m => !!m && m.dataset.recalled === '1')(document.querySelector('#messages li[data-seq="`+oopsSeq+`"]'))`+
 			` && `+quoteOf(reply)+` === `+jsString("↩ alice: "+edited)+
 			` && (m => !!m && m.dataset.mentioned === '1')(`+msgJS(mention)+`)`+
-			` && `+eventShown(created)+` && `+eventShown("carol left")+` && `+eventStarts("alice muted carol until"))
+			` && `+eventShown(created)+` && `+eventShown("carol left")+` && `+eventStarts("alice muted carol until")+
+			// The composer keeps a line's height (it was once measured while hidden).
+			` && document.querySelector('#composer').offsetHeight >= 30`)
 	alice.do("alice shows the group panel again", chromedp.Click(chromedp.CSS("#group-toggle")))
 	alice.wait("the panel lists alice and bob", `[...document.querySelectorAll('#members li[data-testid=member]')].map(li => li.dataset.user).join() === 'alice,bob'`)
 
