@@ -156,7 +156,9 @@ func TestGroupLifeAgainstParley(t *testing.T) {
 	if err := carol.Typing(conv, true); err != nil {
 		t.Fatal(err)
 	}
-	typing := func(f *pb.Frame) bool { return f.Type == client.NoticeTyping && f.Conv == conv && f.User == "carol" && f.On }
+	typing := func(f *pb.Frame) bool {
+		return f.Type == client.NoticeTyping && f.Conv == conv && f.User == "carol" && f.On
+	}
 	waitFor(t, alice.Events, "alice's typing notice", typing)
 	waitFor(t, bob.Events, "bob's typing notice", typing)
 

@@ -198,44 +198,48 @@ func (s *Session) Send(ctx context.Context, to, conv, cmid, body string, opts ..
 	return m, nil
 }
 
-// Recall recalls like Client.Recall on the current connection and applies
-// the event to the inbox.
+// Recall recalls like Client.Recall on the current connection; the event
+// is delivered on Messages (once) and applied to the inbox.
 func (s *Session) Recall(ctx context.Context, conv string, seq uint64, cmid string) (*pb.Message, error) {
 	c := s.current()
 	if c == nil {
 		return nil, ErrNotConnected
 	}
-	return s.keep(c.Recall(ctx, conv, seq, cmid))
+	m, err := c.Recall(ctx, conv, seq, cmid)
+	return s.keep(ctx, m, err)
 }
 
-// Edit edits like Client.Edit on the current connection and applies the
-// event to the inbox.
+// Edit edits like Client.Edit on the current connection; the event is
+// delivered on Messages (once) and applied to the inbox.
 func (s *Session) Edit(ctx context.Context, conv string, seq uint64, ctype, body, cmid string) (*pb.Message, error) {
 	c := s.current()
 	if c == nil {
 		return nil, ErrNotConnected
 	}
-	return s.keep(c.Edit(ctx, conv, seq, ctype, body, cmid))
+	m, err := c.Edit(ctx, conv, seq, ctype, body, cmid)
+	return s.keep(ctx, m, err)
 }
 
 // CreateGroup creates a group like Client.CreateGroup on the current
-// connection; its group.created event is held in the inbox.
+// connection; its group.created event is delivered on Messages (once).
 func (s *Session) CreateGroup(ctx context.Context, g NewGroup) (*GroupResult, error) {
 	c := s.current()
 	if c == nil {
 		return nil, ErrNotConnected
 	}
-	return s.keepGroup(c.CreateGroup(ctx, g))
+	r, err := c.CreateGroup(ctx, g)
+	return s.keepGroup(ctx, r, err)
 }
 
 // ChangeGroup changes a group like Client.ChangeGroup on the current
-// connection; the event is held in the inbox.
+// connection; its event, if one was stored, is delivered on Messages (once).
 func (s *Session) ChangeGroup(ctx context.Context, conv string, ch GroupChange) (*GroupResult, error) {
 	c := s.current()
 	if c == nil {
 		return nil, ErrNotConnected
 	}
-	return s.keepGroup(c.ChangeGroup(ctx, conv, ch))
+	r, err := c.ChangeGroup(ctx, conv, ch)
+	return s.keepGroup(ctx, r, err)
 }
 
 // Typing sends a typing notice like Client.Typing on the current connection.
@@ -257,24 +261,26 @@ func (s *Session) MarkRead(ctx context.Context, conv string, seq uint64) (uint64
 	return c.MarkRead(ctx, conv, seq)
 }
 
-// keep holds an event this device caused: the server does not push it back
-// to the connection that asked.
-func (s *Session) keep(m *pb.Message, err error) (*pb.Message, error) {
+// keep passes on an event this device caused, once: whether or not the
+// server also pushes it to this connection, Messages delivers it one time,
+// and the inbox applies it. Like every delivery it waits while Messages is
+// full, until ctx ends.
+func (s *Session) keep(ctx context.Context, m *pb.Message, err error) (*pb.Message, error) {
 	if err != nil {
 		return nil, err
 	}
 	if m != nil {
-		s.inbox.Add(m)
+		s.deliver(ctx, m)
 	}
 	return m, nil
 }
 
-func (s *Session) keepGroup(r *GroupResult, err error) (*GroupResult, error) {
+func (s *Session) keepGroup(ctx context.Context, r *GroupResult, err error) (*GroupResult, error) {
 	if err != nil {
 		return nil, err
 	}
 	if r.Event != nil {
-		s.inbox.Add(r.Event)
+		s.deliver(ctx, r.Event)
 	}
 	return r, nil
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -129,7 +131,9 @@ func TestTerminalClient(t *testing.T) {
 	x.waitScreen("bob", "alice @ d:alice~bob: hello bob, from the terminal", "bob @ d:alice~bob: hi alice")
 
 	x.typeLine("bob", ":help")
-	x.waitScreen("bob", ":olu", ":q", ";;text")
+	x.waitScreen("bob", ":olu", ":q", ";;text", ":g create")
+
+	terminalGroupExchange(t, x, n)
 
 	for _, who := range []string{"alice", "bob"} {
 		x.typeLine(who, ":q")
@@ -144,4 +148,58 @@ func TestTerminalClient(t *testing.T) {
 		}
 		x.waitScreen(who, "bye")
 	}
+}
+
+// terminalGroupExchange continues TestTerminalClient with a group: alice
+// creates it with bob and adds dave, they write in it, a message of
+// alice's is recalled from her other device, and bob leaves. Each change
+// shows on the other's screen as a sentence, and the recalled message as
+// "(recalled)" in the history.
+func terminalGroupExchange(t *testing.T, x *tmuxServer, n *node) {
+	t.Helper()
+	x.typeLine("alice", ":g create Launch bob")
+	x.waitScreen("alice", "created g:", "Launch")
+	m := regexp.MustCompile(`created (g:[a-z2-7]{26})`).FindStringSubmatch(x.screen("alice"))
+	if m == nil {
+		t.Fatalf("alice's screen names no group id:\n%s", x.screen("alice"))
+	}
+	conv := m[1]
+	x.waitScreen("bob", "alice created Launch with bob ("+conv+")")
+
+	x.typeLine("alice", ":g invite "+conv+" dave")
+	x.waitScreen("bob", "alice added dave to Launch")
+	x.waitScreen("alice", "alice added dave to Launch")
+
+	x.typeLine("alice", conv+";;hello launch")
+	x.waitScreen("bob", "alice @ "+conv+": hello launch")
+	x.typeLine("bob", conv+";;hi all")
+	x.waitScreen("alice", "bob @ "+conv+": hi all")
+
+	// alice's phone sends a message and takes it back.
+	phone := dial(t, n, "alice", "phone")
+	// Its pushes are drained until the test's cleanup closes it.
+	go func() {
+		for range phone.Messages {
+		}
+	}()
+	ctx := ctxT(t, 10*time.Second)
+	oops, err := phone.Send(ctx, "", conv, "oops-1", "wrong chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.waitScreen("bob", "alice @ "+conv+": wrong chat")
+	if _, err := phone.Recall(ctx, conv, oops.Seq, ""); err != nil {
+		t.Fatal(err)
+	}
+	x.waitScreen("bob", fmt.Sprintf("alice recalled message #%d @ %s", oops.Seq, conv))
+	x.typeLine("bob", ":h "+conv)
+	x.waitScreen("bob", "alice @ "+conv+": (recalled)")
+
+	x.typeLine("bob", ":g leave "+conv)
+	x.waitScreen("alice", "bob left Launch")
+	x.typeLine("bob", conv+";;still here?")
+	x.waitScreen("bob", "not sent: not_member")
+
+	x.typeLine("alice", ":g invite g:nope")
+	x.waitScreen("alice", "usage: :g create")
 }
