@@ -1,8 +1,9 @@
 package main
 
-// The browser test of the chat page that parley serves at /. It builds the
-// parley command, runs it over a real daprd (sidecar/bin/daprd, built by
-// `make sidecar`) and drives two signed-in pages in headless Chromium.
+// The browser tests of the chat page that parley serves at /. They build the
+// parley command, run it over a real daprd (sidecar/bin/daprd, built by
+// `make sidecar`) and drive signed-in pages in headless Chromium: two in a
+// direct conversation, three in a group.
 
 import (
 	"context"
