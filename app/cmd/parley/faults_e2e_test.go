@@ -48,17 +48,20 @@ type checker struct {
 
 // rdev is a device that reconnects and syncs by itself, as a real client.
 type rdev struct {
-	name    string
-	tok     string
-	base    func() string
-	convs   []string
-	inbox   *client.Inbox
-	stall   atomic.Bool // while set, the device does not read: a slow client
-	live    atomic.Int64
-	synced  atomic.Int64
-	conns   atomic.Int64
-	cur     atomic.Pointer[client.Client]
-	stopped chan struct{}
+	name   string
+	tok    string
+	base   func() string
+	convs  []string
+	inbox  *client.Inbox
+	stall  atomic.Bool // while set, the device does not read: a slow client
+	live   atomic.Int64
+	synced atomic.Int64
+	conns  atomic.Int64
+	// outOfOrder counts pushes on one connection of a seq below one that
+	// connection was already pushed in the same conversation.
+	outOfOrder atomic.Int64
+	cur        atomic.Pointer[client.Client]
+	stopped    chan struct{}
 }
 
 func (d *rdev) run(ctx context.Context) {
@@ -78,7 +81,12 @@ func (d *rdev) run(ctx context.Context) {
 		drained := make(chan struct{})
 		go func() {
 			defer close(drained)
+			last := map[string]uint64{}
 			for m := range c.Messages {
+				if m.Seq < last[m.Conv] {
+					d.outOfOrder.Add(1)
+				}
+				last[m.Conv] = max(last[m.Conv], m.Seq)
 				if d.stall.Load() {
 					_ = testkit.Until(ctx, func() bool { return !d.stall.Load() || isDone(c.Done()) })
 				}
