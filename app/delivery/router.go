@@ -10,6 +10,7 @@ import (
 	jsoniter "github.com/json-iterator/go"
 	"go.uber.org/zap"
 
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 )
@@ -56,6 +57,7 @@ type Router struct {
 	node     string
 	log      *zap.Logger
 	sub      infrastructure.Subscription
+	metrics  *metrics.Metrics
 
 	// handoffs queue messages for other nodes, one lane per group of
 	// conversations so that a conversation's messages leave in seq order,
@@ -98,6 +100,10 @@ func NewRouter(hub *Hub, p Presence, ps infrastructure.PubSub, node string, log 
 	}
 	return r
 }
+
+// SetMetrics makes r count the hand-offs it drops. Call it before Start.
+// Without it nothing is counted.
+func (r *Router) SetMetrics(m *metrics.Metrics) { r.metrics = m }
 
 // handoffLane hands its messages to the nodes that hold members' devices,
 // in the order they were queued, until the lane is closed and empty.
@@ -162,6 +168,7 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 	var env handoff
 	if err := json.Unmarshal(msg.Data, &env); err != nil {
 		r.log.Error("undecodable handoff dropped", zap.String("topic", msg.Topic), zap.Error(err))
+		r.metrics.MessageDropped(metrics.DropBadEnvelope)
 		return infrastructure.Drop
 	}
 	switch {

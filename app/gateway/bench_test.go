@@ -19,6 +19,7 @@ import (
 
 	"github.com/parley-im/parley/app/auth"
 	"github.com/parley-im/parley/app/delivery"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/domain"
 	pb "github.com/parley-im/parley/proto/parley/v1"
@@ -144,10 +145,16 @@ func newFanOut(b *testing.B, n int, binary bool) *fanOut {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Metrics on, as in production: their cost is part of delivery's.
+	m, err := metrics.New(metrics.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
 	hub := delivery.NewHub()
 	f := &fanOut{
 		hub: hub, ln: newPipeListener(), reached: make(chan struct{}, 1),
-		srv:  New(Config{NodeID: "bench", MaxFrameRate: 1 << 30, MaxFrameBurst: 1 << 30}, zap.NewNop(), verifier, settings.NewLive(settings.Defaults()), hub, UseCases{}, nil, nil),
+		srv: New(Config{NodeID: "bench", MaxFrameRate: 1 << 30, MaxFrameBurst: 1 << 30, Metrics: m}, zap.NewNop(), verifier,
+			settings.NewLive(settings.Defaults()), hub, UseCases{}, nil, nil),
 		conv: &domain.Conversation{ID: "g:bench", Kind: domain.Group},
 	}
 	f.httpSrv = &http.Server{Handler: f.srv.Handler(), ReadHeaderTimeout: 10 * time.Second}

@@ -12,6 +12,7 @@ import (
 	"github.com/parley-im/parley/app/abuse"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway/wsconn"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
@@ -95,25 +96,40 @@ var _ delivery.Connected = (*conn)(nil)
 // acknowledges it. It never waits on the device: one that cannot keep up
 // is cut, and the cut costs the caller nothing (see wsconn.Conn.Close).
 func (c *conn) Push(env *delivery.Envelope) {
+	m := c.srv.metrics
 	data, err := env.Encoded(c.encoding, c.encodeMsg)
 	if err != nil {
 		c.logger().Error("encode message", zap.String("msg_id", env.Msg.ID), zap.Error(err))
+		m.MessageDropped(metrics.DropEncode)
 		return
 	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		m.MessageDropped(metrics.DropConnClosed)
 		return
 	}
 	if !c.trackLocked(env) {
 		c.mu.Unlock()
+		m.MessageDropped(metrics.DropPendingFull)
+		m.SlowConsumerCut(metrics.SlowPendingFull)
 		c.closeWith(CloseSlowConsumer, "too many unacknowledged messages; reconnect and sync")
 		return
 	}
 	err = c.wc.Queue(data, true)
 	c.mu.Unlock()
-	if errors.Is(err, wsconn.ErrQueueFull) {
+	switch {
+	case err == nil:
+		if m != nil {
+			m.MessagePushed(time.Since(time.UnixMilli(env.Msg.ServerMs)))
+			m.FrameOut("msg")
+		}
+	case errors.Is(err, wsconn.ErrQueueFull):
+		m.MessageDropped(metrics.DropQueueFull)
+		m.SlowConsumerCut(metrics.SlowQueueFull)
 		c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
+	default:
+		m.MessageDropped(metrics.DropConnClosed)
 	}
 }
 
@@ -155,10 +171,15 @@ func (c *conn) queueFrame(f *pb.Frame, now bool) bool {
 		return false
 	}
 	err = c.wc.Queue(data, now)
+	if err == nil {
+		c.srv.metrics.FrameOut(f.Type)
+		return true
+	}
 	if errors.Is(err, wsconn.ErrQueueFull) {
+		c.srv.metrics.SlowConsumerCut(metrics.SlowQueueFull)
 		c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
 	}
-	return err == nil
+	return false
 }
 
 // closeWith ends the connection with a close frame (none when code is 0),
@@ -177,6 +198,7 @@ func (c *conn) closeWith(code int, reason string) {
 	}
 	reading := c.reading
 	c.mu.Unlock()
+	c.srv.metrics.ConnClosed(code)
 	c.wc.Close(code, reason)
 	if !reading {
 		// No reader will come back to it: unregister now, without making
@@ -187,7 +209,17 @@ func (c *conn) closeWith(code int, reason string) {
 
 // WriteFailed is the transport telling that the client stopped reading or
 // left.
-func (c *conn) WriteFailed(error) { c.closeWith(CloseSlowConsumer, "write failed") }
+func (c *conn) WriteFailed(error) {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if !closed {
+		// A write that fails after the close (the socket shut under it)
+		// is no slow consumer.
+		c.srv.metrics.SlowConsumerCut(metrics.SlowWriteFailed)
+	}
+	c.closeWith(CloseSlowConsumer, "write failed")
+}
 
 // start begins serving: the hello frame, the heartbeat timer, and the
 // poller's watch. From here on the connection has no goroutine of its own

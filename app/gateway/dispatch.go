@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
@@ -15,12 +16,15 @@ import (
 // handle decodes one data message from the device and answers it.
 func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 	if binary != c.codec.binary() {
+		c.srv.metrics.FrameIn("other")
 		c.sendCode("", CodeBadFrame, "wrong frame kind: text frames carry JSON, binary frames need subprotocol "+SubprotocolProto)
 		return
 	}
 	f := getFrame()
 	defer putFrame(f)
 	if err := c.codec.decode(data, f); err != nil {
+		// Undecodable: no type to count it by.
+		c.srv.metrics.FrameIn("other")
 		code := CodeBadFrame
 		if errors.Is(err, errFrameNotUTF8) {
 			code = CodeInvalidUTF8
@@ -28,6 +32,7 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 		c.sendCode("", code, err.Error())
 		return
 	}
+	c.srv.metrics.FrameIn(f.Type)
 	if len(f.Id) > 64 {
 		c.sendCode("", CodeBadFrame, "id longer than 64 characters")
 		return
@@ -98,6 +103,7 @@ func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64
 	cmd := chat.ConfirmDelivery{Reader: c.user, Conv: conv, Seq: seq}
 	if p != nil {
 		cmd.Sender = p.env.Msg.Sender
+		c.srv.metrics.MessageDelivered()
 	}
 	if err := c.srv.delivered.Handle(ctx, cmd); err != nil {
 		c.logger().Debug("delivery not confirmed", zap.String("conv", string(conv)), zap.Uint64("seq", seq), zap.Error(err))
@@ -121,9 +127,13 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 		c.logger().Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))
 		c.sendErr(f.Id, err)
 		if errors.Is(err, chat.ErrRateLimited) {
+			c.srv.metrics.RateLimited(metrics.LimitSend)
 			c.srv.rateLimited(ctx, c.user)
 		}
 		return
+	}
+	if !res.Duplicate {
+		c.srv.metrics.MessageStored()
 	}
 	m := &res.Message
 	c.srv.logSend(m, c.id, res.Duplicate, time.Since(start))
@@ -133,6 +143,7 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	ack.Type, ack.Id = "ack", f.Id
 	c.send(ack)
 	putMsgFrame(ack)
+	c.srv.metrics.SendAcked(time.Since(start))
 }
 
 func (c *conn) sendErr(id string, err error) {
@@ -140,10 +151,12 @@ func (c *conn) sendErr(id string, err error) {
 	if ae.Code == CodeInternal || ae.Code == CodeUnavailable {
 		c.logger().Warn("request failed", zap.String("req", id), zap.Error(err))
 	}
+	c.srv.metrics.Error(ae.Code)
 	c.send(&pb.Frame{Type: "error", Id: id, Code: ae.Code, Message: ae.Message, Retryable: ae.Retryable, Until: ae.Until})
 }
 
 func (c *conn) sendCode(id, code, msg string) {
+	c.srv.metrics.Error(code)
 	c.send(&pb.Frame{Type: "error", Id: id, Code: code, Message: msg})
 }
 

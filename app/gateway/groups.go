@@ -223,12 +223,12 @@ func (c *conn) handleGroupFrame(ctx context.Context, f *pb.Frame) bool {
 
 func (s *Server) postGroup(w http.ResponseWriter, r *http.Request, user domain.UserID) {
 	var req groupFields
-	if !readJSON(w, r, &req) {
+	if !s.readJSON(w, r, &req) {
 		return
 	}
 	res, err := s.createGroup(r.Context(), user, req)
 	if err != nil {
-		writeError(w, groupsError(err))
+		s.writeError(w, groupsError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, groupReply(res))
@@ -236,13 +236,13 @@ func (s *Server) postGroup(w http.ResponseWriter, r *http.Request, user domain.U
 
 func (s *Server) postGroupChange(w http.ResponseWriter, r *http.Request, user domain.UserID) {
 	var req groupFields
-	if !readJSON(w, r, &req) {
+	if !s.readJSON(w, r, &req) {
 		return
 	}
 	req.Conv = r.PathValue("conv")
 	res, err := s.changeGroup(r.Context(), user, req)
 	if err != nil {
-		writeError(w, groupsError(err))
+		s.writeError(w, groupsError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, groupReply(res))
@@ -251,7 +251,7 @@ func (s *Server) postGroupChange(w http.ResponseWriter, r *http.Request, user do
 func (s *Server) getJoinRequests(w http.ResponseWriter, r *http.Request, user domain.UserID) {
 	res, err := s.changeGroup(r.Context(), user, groupFields{Conv: r.PathValue("conv"), Op: string(chat.OpRequests)})
 	if err != nil {
-		writeError(w, groupsError(err))
+		s.writeError(w, groupsError(err))
 		return
 	}
 	reqs := toPBRequests(res.Requests)
@@ -279,13 +279,13 @@ func (s *Server) postEdit(w http.ResponseWriter, r *http.Request, user domain.Us
 
 func (s *Server) postMessageChange(w http.ResponseWriter, r *http.Request, user domain.UserID, recall bool) {
 	var req messageChangeRequest
-	if !readJSON(w, r, &req) {
+	if !s.readJSON(w, r, &req) {
 		return
 	}
 	ev, err := s.changeMessage(r.Context(), chat.ChangeMessage{Actor: user, Conv: req.Conv, Seq: req.Seq, Recall: recall,
 		ContentType: req.Ctype, Body: req.Body, ClientMsgID: req.Cmid})
 	if err != nil {
-		writeError(w, groupsError(err))
+		s.writeError(w, groupsError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"msg": toPB(&ev)})
@@ -296,16 +296,16 @@ func (s *Server) postTyping(w http.ResponseWriter, r *http.Request, user domain.
 		Conv string `json:"conv"`
 		On   bool   `json:"on"`
 	}
-	if !readJSON(w, r, &req) {
+	if !s.readJSON(w, r, &req) {
 		return
 	}
 	if s.typing == nil {
-		writeError(w, groupsError(errGroupsOff))
+		s.writeError(w, groupsError(errGroupsOff))
 		return
 	}
 	passed, err := s.typing.Handle(r.Context(), chat.Typing{User: user, Conv: req.Conv, Active: req.On})
 	if err != nil {
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"conv": req.Conv, "passed": passed})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
@@ -48,7 +49,7 @@ func (s *Server) routes() {
 		http.ServeFileFS(w, r, webFS, "web/index.html")
 	})
 	m.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "no such endpoint or method; see the HTTP API section of the README", false, 0})
+		s.writeError(w, apiError{http.StatusNotFound, CodeNotFound, "no such endpoint or method; see the HTTP API section of the README", false, 0})
 	})
 	s.mux = m
 }
@@ -95,7 +96,14 @@ func toErrorReply(e apiError) *errorReply {
 	return &errorReply{Code: e.Code, Message: e.Message, Retryable: e.Retryable, Until: e.Until}
 }
 
-func writeError(w http.ResponseWriter, e apiError) {
+// writeError answers a request with e and counts it.
+func (s *Server) writeError(w http.ResponseWriter, e apiError) {
+	s.metrics.Error(e.Code)
+	writeAPIError(w, e)
+}
+
+// writeAPIError answers a request with e.
+func writeAPIError(w http.ResponseWriter, e apiError) {
 	if e.Status == http.StatusUnauthorized {
 		// RFC 6750: the client presented no usable token.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
@@ -107,19 +115,19 @@ func writeError(w http.ResponseWriter, e apiError) {
 }
 
 // readJSON decodes a bounded JSON body into v.
-func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, apiError{http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body over 1 MiB", false, 0})
+			s.writeError(w, apiError{http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "request body over 1 MiB", false, 0})
 		} else {
-			writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "could not read the request body", false, 0})
+			s.writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "could not read the request body", false, 0})
 		}
 		return false
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "request body is not JSON of the documented shape: " + trimErr(err), false, 0})
+		s.writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "request body is not JSON of the documented shape: " + trimErr(err), false, 0})
 		return false
 	}
 	return true
@@ -142,11 +150,11 @@ type sendResponse struct {
 
 func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, user domain.UserID) {
 	var req sendRequest
-	if !readJSON(w, r, &req) {
+	if !s.readJSON(w, r, &req) {
 		return
 	}
 	if err := checkMentions(req.Mentions); err != nil {
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
 	}
 	start := time.Now()
@@ -156,10 +164,14 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, user domain
 	})
 	if err != nil {
 		if errors.Is(err, chat.ErrRateLimited) {
+			s.metrics.RateLimited(metrics.LimitSend)
 			s.rateLimited(r.Context(), user)
 		}
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
+	}
+	if !res.Duplicate {
+		s.metrics.MessageStored()
 	}
 	s.logSend(&res.Message, "http", res.Duplicate, time.Since(start))
 	writeJSON(w, http.StatusOK, sendResponse{Message: toPB(&res.Message), Duplicate: res.Duplicate})
@@ -168,7 +180,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, user domain
 func (s *Server) getConversations(w http.ResponseWriter, r *http.Request, user domain.UserID) {
 	views, err := s.list.Handle(r.Context(), user)
 	if err != nil {
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"conversations": toPBConvs(views)})
@@ -178,17 +190,17 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request, user domain
 	q := r.URL.Query()
 	after, err := parseUint(q.Get("after"))
 	if err != nil {
-		writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "after must be a whole number (a seq)", false, 0})
+		s.writeError(w, apiError{http.StatusBadRequest, CodeBadFrame, "after must be a whole number (a seq)", false, 0})
 		return
 	}
 	limit, err := parseUint(q.Get("limit"))
 	if err != nil || limit > 200 {
-		writeError(w, toAPIError(domain.ErrInvalidLimit))
+		s.writeError(w, toAPIError(domain.ErrInvalidLimit))
 		return
 	}
 	page, err := s.history.Handle(r.Context(), chat.History{Reader: user, Conv: r.PathValue("id"), After: after, Limit: int(limit)})
 	if err != nil {
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"conv": page.Conv, "messages": toPBList(page.Messages), "more": page.More})
@@ -205,12 +217,12 @@ func (s *Server) postRead(w http.ResponseWriter, r *http.Request, user domain.Us
 	var req struct {
 		Seq uint64 `json:"seq"`
 	}
-	if !readJSON(w, r, &req) {
+	if !s.readJSON(w, r, &req) {
 		return
 	}
 	seq, err := s.markRead.Handle(r.Context(), chat.MarkRead{Reader: user, Conv: r.PathValue("id"), Seq: req.Seq})
 	if err != nil {
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"conv": r.PathValue("id"), "read_seq": seq})
@@ -219,7 +231,7 @@ func (s *Server) postRead(w http.ResponseWriter, r *http.Request, user domain.Us
 func (s *Server) getOnline(w http.ResponseWriter, r *http.Request, user domain.UserID) {
 	users, err := s.online.Handle(r.Context(), chat.ListOnlineUsers{Viewer: user})
 	if err != nil {
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": users})
@@ -230,28 +242,28 @@ const devTokenTTL = 24 * time.Hour
 
 func (s *Server) postDevToken(w http.ResponseWriter, r *http.Request) {
 	if !s.cfg.DevTokens {
-		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "development tokens are only enabled in the local profile (flag -dev-tokens)", false, 0})
+		s.writeError(w, apiError{http.StatusNotFound, CodeNotFound, "development tokens are only enabled in the local profile (flag -dev-tokens)", false, 0})
 		return
 	}
 	var req struct {
 		User string `json:"user"`
 	}
-	if !readJSON(w, r, &req) {
+	if !s.readJSON(w, r, &req) {
 		return
 	}
 	u, err := domain.ParseUserID(req.User)
 	if err != nil {
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
 	}
 	iss, ok := s.verifier.(Issuer)
 	if !ok {
-		writeError(w, apiError{http.StatusNotFound, CodeNotFound, "development tokens need an HS256 secret (-jwt-secret)", false, 0})
+		s.writeError(w, apiError{http.StatusNotFound, CodeNotFound, "development tokens need an HS256 secret (-jwt-secret)", false, 0})
 		return
 	}
 	tok, err := iss.Issue(u, devTokenTTL)
 	if err != nil {
-		writeError(w, toAPIError(err))
+		s.writeError(w, toAPIError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"user": u, "token": tok, "expires_in": int(devTokenTTL.Seconds())})

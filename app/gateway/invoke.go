@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 	pb "github.com/parley-im/parley/proto/parley/v1"
@@ -151,12 +152,20 @@ func (s *Server) invokeSend(ctx context.Context, data []byte) ([]byte, error) {
 		res, err = s.send.Handle(ctx, chat.SendMessage{Sender: from, Conv: req.Conv, To: req.To, ClientMsgID: req.Cmid, ContentType: req.Ctype, Body: req.Body,
 			ReplyTo: req.ReplyTo, Mentions: req.Mentions})
 		if err == nil {
+			if !res.Duplicate {
+				s.metrics.MessageStored()
+			}
 			s.logSend(&res.Message, "invoke", res.Duplicate, time.Since(start))
 			reply.Message, reply.Duplicate = toPB(&res.Message), res.Duplicate
 		}
 	}
 	if err != nil {
-		reply.Error = toErrorReply(toAPIError(err))
+		ae := toAPIError(err)
+		s.metrics.Error(ae.Code)
+		if ae.Code == CodeRateLimited {
+			s.metrics.RateLimited(metrics.LimitSend)
+		}
+		reply.Error = toErrorReply(ae)
 	}
 	return json.Marshal(reply)
 }

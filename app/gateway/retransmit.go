@@ -8,6 +8,7 @@ import (
 
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway/wsconn"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
 )
 
@@ -123,6 +124,7 @@ func (c *conn) onTimer() {
 		}
 		if p.tries >= cfg.AckTries {
 			c.mu.Unlock()
+			c.srv.metrics.MessageDropped(metrics.DropAckTimeout)
 			c.logger().Info("delivery not acknowledged, closing for re-sync",
 				zap.String("conv", string(key.conv)), zap.Uint64("seq", key.seq), zap.Int("tries", p.tries))
 			c.closeWith(CloseAckTimeout, "messages not acknowledged; reconnect and sync")
@@ -143,10 +145,14 @@ func (c *conn) onTimer() {
 		if err := c.wc.Queue(data, true); err != nil {
 			c.mu.Unlock()
 			if errors.Is(err, wsconn.ErrQueueFull) {
+				c.srv.metrics.MessageDropped(metrics.DropQueueFull)
+				c.srv.metrics.SlowConsumerCut(metrics.SlowQueueFull)
 				c.closeWith(CloseSlowConsumer, "write queue full; reconnect and sync")
 			}
 			return
 		}
+		c.srv.metrics.MessageRetransmitted()
+		c.srv.metrics.FrameOut("msg")
 	}
 	c.armLocked(next)
 	c.mu.Unlock()

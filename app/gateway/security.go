@@ -16,6 +16,7 @@ import (
 
 	"github.com/parley-im/parley/app/abuse"
 	"github.com/parley-im/parley/app/delivery"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 )
@@ -66,8 +67,24 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	ae := toAPIError(err)
 	if ae.Code == CodeBanned {
 		s.log.Info("refused: suspended", zap.String("reason", err.Error()))
+		s.countBan(err)
 	}
-	writeError(w, ae)
+	s.writeError(w, ae)
+}
+
+// countBan counts a request refused because its user or address is
+// suspended; err is the guard's answer.
+func (s *Server) countBan(err error) {
+	var be *abuse.BannedError
+	if s.metrics == nil || !errors.As(err, &be) {
+		return
+	}
+	switch be.Subject.Kind {
+	case abuse.KindUser:
+		s.metrics.BanHit(metrics.BanUser)
+	case abuse.KindIP:
+		s.metrics.BanHit(metrics.BanAddress)
+	}
 }
 
 // clientIP is the request's source address as a guard subject; zero when
@@ -135,7 +152,7 @@ func (c *conn) closeBanned(untilMs int64) {
 func (s *Server) adminAuthed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.AdminToken == "" || s.guard == nil {
-			writeError(w, apiError{http.StatusNotFound, CodeNotFound, "the operator API is off (set -admin-token)", false, 0})
+			s.writeError(w, apiError{http.StatusNotFound, CodeNotFound, "the operator API is off (set -admin-token)", false, 0})
 			return
 		}
 		tok, err := bearerToken(r, false)
@@ -143,7 +160,7 @@ func (s *Server) adminAuthed(h http.HandlerFunc) http.HandlerFunc {
 			if r.ContentLength != 0 {
 				w.Header().Set("Connection", "close")
 			}
-			writeError(w, apiError{http.StatusUnauthorized, CodeUnauthorized, "unauthorized: the operator API needs the admin token", false, 0})
+			s.writeError(w, apiError{http.StatusUnauthorized, CodeUnauthorized, "unauthorized: the operator API needs the admin token", false, 0})
 			return
 		}
 		h(w, r)
@@ -241,12 +258,12 @@ func banError(err error) apiError {
 
 func (s *Server) postBan(w http.ResponseWriter, r *http.Request) {
 	var req banRequest
-	if !readJSON(w, r, &req) {
+	if !s.readJSON(w, r, &req) {
 		return
 	}
 	v, err := s.ban(r.Context(), req)
 	if err != nil {
-		writeError(w, banError(err))
+		s.writeError(w, banError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -254,7 +271,7 @@ func (s *Server) postBan(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteBan(w http.ResponseWriter, r *http.Request) {
 	if err := s.unban(r.Context(), r.PathValue("subject")); err != nil {
-		writeError(w, banError(err))
+		s.writeError(w, banError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"subject": r.PathValue("subject"), "lifted": true})
@@ -263,7 +280,7 @@ func (s *Server) deleteBan(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getBans(w http.ResponseWriter, r *http.Request) {
 	bans, err := s.listBans(r.Context())
 	if err != nil {
-		writeError(w, banError(err))
+		s.writeError(w, banError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"bans": bans})

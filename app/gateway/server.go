@@ -22,6 +22,7 @@ import (
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway/wsconn"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/app/presence"
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/domain"
@@ -85,6 +86,9 @@ type Config struct {
 	// appends, instead of the socket's peer. Zero value: the peer, which
 	// behind a proxy is the proxy, so IP limits then count the proxy.
 	TrustForwardedFor bool
+	// Metrics counts connections, frames, messages and errors. Nil means
+	// none: every call on a nil *metrics.Metrics returns at once.
+	Metrics *metrics.Metrics
 }
 
 func (c *Config) defaults() {
@@ -147,6 +151,7 @@ func (s *Server) HTTPServer(errorLog *log.Logger) *http.Server {
 // use New. Safe for concurrent use.
 type Server struct {
 	cfg      Config
+	metrics  *metrics.Metrics // cfg.Metrics, one load closer on hot paths
 	log      *zap.Logger
 	verifier Verifier
 	guard    *abuse.Guard
@@ -248,7 +253,7 @@ type Notifier interface {
 func New(cfg Config, log *zap.Logger, verifier Verifier, live *settings.Live, hub *delivery.Hub, uc UseCases, pres Presence, notifier Notifier) *Server {
 	cfg.defaults()
 	s := &Server{
-		cfg: cfg, log: log, verifier: verifier, settings: live, hub: hub, presence: pres, notifier: notifier,
+		cfg: cfg, metrics: cfg.Metrics, log: log, verifier: verifier, settings: live, hub: hub, presence: pres, notifier: notifier,
 		send: uc.Send, history: uc.History, list: uc.List, markRead: uc.MarkRead,
 		delivered: uc.Delivered, online: uc.Online, service: uc.Service,
 		groups: uc.Groups, change: uc.ChangeMessage, typing: uc.Typing,
@@ -269,9 +274,9 @@ func New(cfg Config, log *zap.Logger, verifier Verifier, live *settings.Live, hu
 			// The page is served from the same origin; API clients send no
 			// Origin. Other browser pages are refused unless allowed.
 			CheckOrigin: func(r *http.Request) bool { return originAllowed(r, cfg.AllowedOrigins) },
-			Error:       upgradeError,
 		},
 	}
+	s.upgrader.Error = s.upgradeError
 	if s.delivered == nil {
 		s.delivered = chat.NewConfirmDeliveryHandler(uc.History, chat.NewCoalescingNotifier(deliveryNotifier{s}, cfg.DeliveredWindow))
 	}
@@ -312,7 +317,7 @@ func newConnID() string {
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
-		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server is shutting down; connect to another node or retry", true, 0})
+		s.writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server is shutting down; connect to another node or retry", true, 0})
 		return
 	}
 	user, ip, ok := s.admit(w, r, true)
@@ -321,12 +326,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.guard != nil {
 		if err := s.guard.Record(r.Context(), abuse.Connect, abuse.User(user), ip); err != nil {
-			writeError(w, toAPIError(err))
+			s.countBan(err)
+			s.writeError(w, toAPIError(err))
 			return
 		}
 	}
 	if !s.takeSlot(user) {
-		writeError(w, apiError{http.StatusTooManyRequests, CodeRateLimited, "too many connections for this user on this node", true, 0})
+		s.metrics.RateLimited(metrics.LimitConnections)
+		s.writeError(w, apiError{http.StatusTooManyRequests, CodeRateLimited, "too many connections for this user on this node", true, 0})
 		return
 	}
 	admitted := false
@@ -341,7 +348,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.startPoller(); err != nil {
 		s.log.Error("cannot watch connections", zap.Error(err))
-		writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server cannot take connections now; retry", true, 0})
+		s.writeError(w, apiError{http.StatusServiceUnavailable, CodeUnavailable, "server cannot take connections now; retry", true, 0})
 		return
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
@@ -376,6 +383,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	s.admitMu.Unlock()
 	// From here the slot is the connection's: teardown gives it back.
 	admitted = true
+	s.metrics.ConnOpened()
 	go s.serveConn(c)
 }
 
@@ -441,12 +449,12 @@ func originAllowed(r *http.Request, allowed []string) bool {
 }
 
 // upgradeError answers a refused upgrade in the shape of every other error.
-func upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+func (s *Server) upgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 	if status == http.StatusForbidden {
-		writeError(w, apiError{status, CodeOriginNotAllowed, "this page's origin may not open a WebSocket here; see AllowedOrigins", false, 0})
+		s.writeError(w, apiError{status, CodeOriginNotAllowed, "this page's origin may not open a WebSocket here; see AllowedOrigins", false, 0})
 		return
 	}
-	writeError(w, apiError{status, CodeBadFrame, "not a valid WebSocket upgrade: " + reason.Error(), false, 0})
+	s.writeError(w, apiError{status, CodeBadFrame, "not a valid WebSocket upgrade: " + reason.Error(), false, 0})
 }
 
 // Shutdown stops accepting connections, lets every connection finish the

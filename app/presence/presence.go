@@ -20,6 +20,7 @@ import (
 	jsoniter "github.com/json-iterator/go"
 	"go.uber.org/zap"
 
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 )
@@ -56,6 +57,8 @@ type Config struct {
 	// MaxUsersInLease bounds the user list each node publishes for the
 	// online list. Zero means 10000.
 	MaxUsersInLease int
+	// Metrics counts presence writes and lease renewals. Nil means none.
+	Metrics *metrics.Metrics
 }
 
 // Registry is the cluster-wide presence registry. The zero value is not
@@ -188,7 +191,8 @@ func (r *Registry) Stop(ctx context.Context) {
 	})
 }
 
-func (r *Registry) renew(ctx context.Context) error {
+func (r *Registry) renew(ctx context.Context) (err error) {
+	defer func() { r.cfg.Metrics.LeaseRenewal(err) }()
 	conns, users := r.local()
 	if len(users) > r.cfg.MaxUsersInLease {
 		users = users[:r.cfg.MaxUsersInLease]
@@ -377,6 +381,7 @@ func (r *Registry) update(ctx context.Context, u domain.UserID, fn func([]Entry)
 		data, err := json.Marshal(list)
 		return data, infrastructure.Put, err
 	})
+	r.cfg.Metrics.PresenceWrite(err)
 	if err != nil {
 		return fmt.Errorf("write presence of %s: %w", u, err)
 	}

@@ -192,6 +192,7 @@ type Live struct {
 
 	mu        sync.Mutex
 	listeners []func(Settings)
+	reloaded  func(refused int)
 }
 
 // NewLive starts at base.
@@ -214,7 +215,20 @@ func (l *Live) Update(kv map[string]string) []error {
 	for _, fn := range l.listeners {
 		fn(next)
 	}
+	if l.reloaded != nil {
+		l.reloaded(len(errs))
+	}
 	return errs
+}
+
+// OnReload calls fn after every Update from now on with how many of its
+// values were refused, for the settings-reload metric. Like OnChange's
+// listeners, fn runs under the lock that orders updates. Only one fn is
+// kept: a second call replaces the first.
+func (l *Live) OnReload(fn func(refused int)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reloaded = fn
 }
 
 // OnChange calls fn with every snapshot that Update makes from now on, for

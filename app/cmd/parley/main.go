@@ -68,6 +68,17 @@ type options struct {
 	allowedOrigins    string
 	adminToken        string
 	trustForwardedFor bool
+
+	// Observability.
+	metricsAddr   string
+	traceExporter string
+	traceEndpoint string
+	traceSample   float64
+
+	// Dapr API tokens, from the environment only (the names daprd reads):
+	// a token on a command line shows in the process list.
+	daprAPIToken string
+	appAPIToken  string
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -109,6 +120,16 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", envOr("PARLEY_ALLOWED_ORIGINS", ""), "comma-separated browser origins (scheme://host[:port]) allowed to open a WebSocket besides the page's own (env PARLEY_ALLOWED_ORIGINS)")
 	fs.StringVar(&o.adminToken, "admin-token", os.Getenv("PARLEY_ADMIN_TOKEN"), "bearer token of the operator API (/v1/admin/...); empty turns it off (env PARLEY_ADMIN_TOKEN)")
 	fs.BoolVar(&o.trustForwardedFor, "trust-forwarded-for", envOr("PARLEY_TRUST_FORWARDED_FOR", "") == "true", "take the client address from the last X-Forwarded-For entry: only behind one reverse proxy that sets it (env PARLEY_TRUST_FORWARDED_FOR)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", envOr("PARLEY_METRICS_ADDR", "127.0.0.1:9090"), "listen address of the Prometheus /metrics endpoint; empty means off. Keep it off the public network (env PARLEY_METRICS_ADDR)")
+	fs.StringVar(&o.traceExporter, "trace-exporter", envOr("PARLEY_TRACE_EXPORTER", ""), "where spans go: otlp-grpc, otlp-http or zipkin; empty means no tracing (env PARLEY_TRACE_EXPORTER)")
+	fs.StringVar(&o.traceEndpoint, "trace-endpoint", envOr("PARLEY_TRACE_ENDPOINT", ""), "the collector: host:port for otlp-grpc and otlp-http, the spans URL (http://host:9411/api/v2/spans) for zipkin (env PARLEY_TRACE_ENDPOINT)")
+	sample, err := strconv.ParseFloat(envOr("PARLEY_TRACE_SAMPLE", "0.01"), 64)
+	if err != nil {
+		sample = -1 // refused below, with the flag's name
+	}
+	fs.Float64Var(&o.traceSample, "trace-sample", sample, "share of new traces recorded, 0 to 1; a trace a client started sampled is always recorded (env PARLEY_TRACE_SAMPLE)")
+	o.daprAPIToken = os.Getenv("DAPR_API_TOKEN")
+	o.appAPIToken = os.Getenv("APP_API_TOKEN")
 	appPort, _ := strconv.Atoi(envOr("PARLEY_APP_PORT", "0"))
 	fs.IntVar(&o.appPort, "app-port", appPort, "port on 127.0.0.1 where daprd delivers invocations to parley; 0 picks a free one (env PARLEY_APP_PORT)")
 	if err := fs.Parse(args); err != nil {
@@ -130,6 +151,17 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	}
 	if (o.jwtSecretName != "" || o.jwksURLSecretName != "") && o.secretStore == "" {
 		return o, errors.New("-jwt-secret-name and -jwks-url-secret-name need -secret-store")
+	}
+	if o.traceSample < 0 || o.traceSample > 1 {
+		return o, fmt.Errorf("-trace-sample %v: want a share between 0 and 1 (PARLEY_TRACE_SAMPLE)", o.traceSample)
+	}
+	switch o.traceExporter {
+	case "", "otlp-grpc", "otlp-http", "zipkin":
+	default:
+		return o, fmt.Errorf("-trace-exporter %q: use otlp-grpc, otlp-http, zipkin or nothing", o.traceExporter)
+	}
+	if o.traceExporter != "" && o.traceEndpoint == "" {
+		return o, fmt.Errorf("-trace-exporter %s needs -trace-endpoint (PARLEY_TRACE_ENDPOINT)", o.traceExporter)
 	}
 	switch o.sidecar {
 	case "launch", "external":

@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -23,9 +25,11 @@ import (
 	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/app/gateway"
 	"github.com/parley-im/parley/app/hook"
+	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/app/presence"
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/app/store"
+	"github.com/parley-im/parley/app/tracing"
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 	"github.com/parley-im/parley/infrastructure/dapr"
@@ -54,7 +58,37 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log = log.With(zap.String("node", o.nodeID))
 
-	backend, secrets, cleanup, err := openBackend(ctx, o, log)
+	stopTracing, err := tracing.Setup(ctx, tracing.Config{Exporter: o.traceExporter, Endpoint: o.traceEndpoint,
+		SampleRatio: o.traceSample, NodeID: o.nodeID})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer func() {
+		// Spans of the last requests are flushed after everything else
+		// stopped; a collector that does not answer costs at most this.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(fctx); err != nil {
+			log.Warn("spans not flushed", zap.Error(err))
+		}
+	}()
+	if o.traceExporter != "" {
+		log.Info("tracing", zap.String("exporter", o.traceExporter), zap.String("endpoint", o.traceEndpoint), zap.Float64("sample", o.traceSample))
+	}
+
+	promReg := metrics.NewRegistry()
+	m, err := metrics.New(promReg)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	if o.metricsAddr != "" {
+		stopMetrics := serveMetrics(o.metricsAddr, promReg, log)
+		defer stopMetrics()
+	}
+
+	backend, secrets, cleanup, err := openBackend(ctx, o, log, m)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -62,6 +96,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cleanup()
 
 	live := settings.NewLive(settings.Defaults())
+	live.OnReload(m.SettingsReloaded)
 	stopSettings, err := followSettings(ctx, o, backend, live, log)
 	if err != nil {
 		_ = ln.Close()
@@ -79,7 +114,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.publicURL == "" {
 		o.publicURL = "http://" + ln.Addr().String()
 	}
-	app, err := newApplication(ctx, o, log, backend, live, verifier)
+	app, err := newApplication(ctx, o, log, backend, live, verifier, m)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -179,6 +214,7 @@ func abuseRules(s settings.Settings) abuse.Rules {
 
 // application is one wired node.
 type application struct {
+	store    *store.Store
 	gateway  *gateway.Server
 	router   *delivery.Router
 	presence *presence.Registry
@@ -189,12 +225,13 @@ type application struct {
 // newApplication builds the whole application from a backend: the one place
 // where the core meets concrete adapters. It joins the cluster (a lease and
 // a node topic) before it returns.
-func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastructure.Backend, live *settings.Live, verifier gateway.Verifier) (*application, error) {
+func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastructure.Backend, live *settings.Live, verifier gateway.Verifier, m *metrics.Metrics) (*application, error) {
 	st := store.New(b.State)
 	hub := delivery.NewHub()
-	reg := presence.New(presence.Config{Node: o.nodeID, URL: o.publicURL, LeaseTTL: o.leaseTTL}, b.State, log.Named("presence"),
+	reg := presence.New(presence.Config{Node: o.nodeID, URL: o.publicURL, LeaseTTL: o.leaseTTL, Metrics: m}, b.State, log.Named("presence"),
 		func() (int, []domain.UserID) { return hub.Count(), hub.OnlineUsers() })
 	router := delivery.NewRouter(hub, reg, b.PubSub, o.nodeID, log.Named("delivery"))
+	router.SetMetrics(m)
 	if err := reg.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -252,7 +289,7 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		}
 	}
 	gw := gateway.New(gateway.Config{NodeID: o.nodeID, PublicURL: o.publicURL, DevTokens: o.devTokens, Ready: b.Ready,
-		AllowedOrigins: origins, AdminToken: o.adminToken, TrustForwardedFor: o.trustForwardedFor},
+		AllowedOrigins: origins, AdminToken: o.adminToken, TrustForwardedFor: o.trustForwardedFor, Metrics: m},
 		log, verifier, live, hub, uc, reg, router).WithGuard(guard)
 	if err := gw.ServeInvocations(b.Invoker); err != nil {
 		reg.Stop(ctx)
@@ -260,7 +297,7 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		return nil, fmt.Errorf("serve invocations: %w", err)
 	}
 	receipts.Start()
-	return &application{gateway: gw, router: router, presence: reg, service: svc, receipts: receipts}, nil
+	return &application{store: st, gateway: gw, router: router, presence: reg, service: svc, receipts: receipts}, nil
 }
 
 // noticeNotifier tells users' devices of chat notices through the router.
@@ -274,6 +311,8 @@ func (n noticeNotifier) Notify(ctx context.Context, users []domain.UserID, nt ch
 
 // stop leaves the cluster: no more deliveries from other nodes, and the
 // lease is deleted so that this node's connections stop counting at once.
+// Call it once the gateway has drained: the store's record retries stop
+// last, when no use case can start another.
 func (a *application) stop(ctx context.Context) {
 	if a.service != nil {
 		_ = a.service.Stop(ctx)
@@ -281,11 +320,12 @@ func (a *application) stop(ctx context.Context) {
 	a.receipts.Stop()
 	a.presence.Stop(ctx)
 	a.router.Stop(ctx)
+	a.store.Close()
 }
 
 // openBackend returns the backend the options name, launching daprd first
 // when asked to. cleanup closes the client, then stops the sidecar.
-func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructure.Backend, auth.SecretSource, func(), error) {
+func openBackend(ctx context.Context, o options, log *zap.Logger, m *metrics.Metrics) (infrastructure.Backend, auth.SecretSource, func(), error) {
 	if o.backend == "memory" {
 		log.Info("backend: in-memory; nothing survives a restart")
 		return memory.NewBackend(o.appID, nil, nil), nil, func() {}, nil
@@ -310,6 +350,9 @@ func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructur
 			AppPort:       appLn.Addr().(*net.TCPAddr).Port,
 			InstanceName:  o.nodeID,
 			LogPath:       logPath,
+			APIToken:      o.daprAPIToken,
+			AppAPIToken:   o.appAPIToken,
+			Env:           daprdTraceEnv(o.traceExporter, o.traceEndpoint),
 		})
 		if err != nil {
 			_ = appLn.Close()
@@ -318,7 +361,8 @@ func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructur
 		log.Info("daprd is ready", zap.String("profile", o.profile), zap.String("grpc", sc.GRPCAddr()), zap.String("log", logPath))
 		grpcAddr, httpAddr = sc.GRPCAddr(), sc.HTTPAddr()
 	}
-	client, err := dapr.New(ctx, dapr.Config{GRPCAddress: grpcAddr, HTTPAddress: httpAddr, Logger: log.Named("dapr")})
+	client, err := dapr.New(ctx, dapr.Config{GRPCAddress: grpcAddr, HTTPAddress: httpAddr, Logger: log.Named("dapr"),
+		Observer: m, APIToken: o.daprAPIToken, AppAPIToken: o.appAPIToken})
 	if err != nil {
 		_ = appLn.Close()
 		if sc != nil {
@@ -349,6 +393,45 @@ func openBackend(ctx context.Context, o options, log *zap.Logger) (infrastructur
 		secrets = client.SecretStore(o.secretStore)
 	}
 	return b, secrets, cleanup, nil
+}
+
+// daprdTraceEnv tells a daprd that parley launches where to export its
+// spans: sidecar/config.yaml reads these variables, and daprd skips an
+// exporter whose address is empty. It is the collector parley's own spans
+// go to, so that one trace holds both.
+func daprdTraceEnv(exporter, endpoint string) []string {
+	switch exporter {
+	case tracing.ExporterOTLPGRPC, tracing.ExporterOTLPHTTP:
+		protocol := "grpc"
+		if exporter == tracing.ExporterOTLPHTTP {
+			protocol = "http"
+		}
+		// daprd takes host:port; parley also takes a URL for otlp-http.
+		if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+			endpoint = u.Host
+		}
+		return []string{"PARLEY_DAPR_OTLP_ENDPOINT=" + endpoint, "PARLEY_DAPR_OTLP_PROTOCOL=" + protocol}
+	case tracing.ExporterZipkin:
+		return []string{"PARLEY_DAPR_ZIPKIN_ENDPOINT=" + endpoint}
+	}
+	return nil
+}
+
+// serveMetrics serves Prometheus' /metrics on addr, apart from the public
+// listener so that it is never exposed with it. A busy address is logged
+// and the node serves without it: chat matters more than its metrics.
+func serveMetrics(addr string, reg *prometheus.Registry, log *zap.Logger) (stop func()) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Error("metrics are not served: pick a free address with -metrics-addr (PARLEY_METRICS_ADDR)", zap.String("addr", addr), zap.Error(err))
+		return func() {}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(reg))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("metrics are serving", zap.String("metrics", "http://"+ln.Addr().String()+"/metrics"))
+	return func() { _ = srv.Close() }
 }
 
 // newLogger builds the process logger. JSON logs go through a buffer that

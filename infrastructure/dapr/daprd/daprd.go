@@ -76,6 +76,11 @@ type Options struct {
 	// (APP_API_TOKEN), so the app can refuse calls that do not come from
 	// its sidecar. Zero value means none.
 	AppAPIToken string
+	// Env adds KEY=VALUE variables to daprd's environment, after the
+	// caller's: sidecar/config.yaml reads the collector addresses of
+	// tracing from it (PARLEY_DAPR_OTLP_ENDPOINT and the like). Zero value
+	// means none.
+	Env []string
 }
 
 // Sidecar is one running (or stopped) daprd. Its methods are safe for
@@ -156,6 +161,7 @@ func Start(ctx context.Context, opts Options) (*Sidecar, error) {
 	if opts.AppAPIToken != "" {
 		s.env = append(s.env, "APP_API_TOKEN="+opts.AppAPIToken)
 	}
+	s.env = append(s.env, opts.Env...)
 
 	if err := s.launch(ctx); err != nil {
 		s.removePrivDir()
