@@ -62,7 +62,9 @@ func (c centrifugoConfig) withDefaults() centrifugoConfig {
 	return c
 }
 
-// json renders the configuration in Centrifugo v6's layout.
+// json renders the configuration in Centrifugo v6's layout. The token
+// secret is left out: it goes in the environment (env), so that the
+// results folder, where the file is kept, holds no secret.
 func (c centrifugoConfig) json() ([]byte, error) {
 	c = c.withDefaults()
 	engine := map[string]any{"type": c.Engine}
@@ -80,9 +82,6 @@ func (c centrifugoConfig) json() ([]byte, error) {
 		"http_server": map[string]any{"address": "127.0.0.1", "port": c.Port},
 		"log":         map[string]any{"level": "warn"},
 		"engine":      engine,
-		"client": map[string]any{
-			"token": map[string]any{"hmac_secret_key": c.Secret},
-		},
 		"channel": map[string]any{
 			"namespaces": []map[string]any{{
 				"name":                         centrifugoNamespace,
@@ -99,6 +98,12 @@ func (c centrifugoConfig) json() ([]byte, error) {
 		"shutdown":    map[string]any{"timeout": "5s"},
 	}
 	return json.MarshalIndent(cfg, "", "  ")
+}
+
+// env is the environment Centrifugo runs with: the caller's and the token
+// secret.
+func (c centrifugoConfig) env() []string {
+	return append(os.Environ(), "CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY="+c.Secret)
 }
 
 // centrifugoToken signs a connection token for user, valid for an hour.
@@ -167,7 +172,7 @@ func startCentrifugo(ctx context.Context, bin, dir string, cfg centrifugoConfig)
 		return nil, fmt.Errorf("centrifugo binary: %w", err)
 	}
 	cmd := exec.Command(bin, "--config", cfgPath)
-	cmd.Dir = dir
+	cmd.Dir, cmd.Env = dir, cfg.env()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = workerAttr() // no Centrifugo outlives its run
 	if err := cmd.Start(); err != nil {
