@@ -1062,9 +1062,35 @@ func TestDeploymentConsistency(t *testing.T) {
 			if nr := str(c, "spec", "nameResolution", "component"); nr != "" && nr != "kubernetes" {
 				return fmt.Errorf("name resolution %q in a cluster, want kubernetes", nr)
 			}
-			// Name resolution is the one part that differs by design: the
-			// sidecar/ one is for daprd processes on one machine.
-			return sameSpec(c, filepath.Join(root, "sidecar", "config.yaml"), "nameResolution")
+			// Name resolution and the exporters of tracing differ by
+			// design: the sidecar/ ones are for daprd processes on one
+			// machine, which read the collector from their environment.
+			return sameSpec(c, filepath.Join(root, "sidecar", "config.yaml"), "nameResolution", "tracing")
+		}},
+		{"configuration_tracing_samples_as_sidecar_config", func(t *testing.T) error {
+			c := one(t, base, "Configuration")
+			docs, err := parseFile(filepath.Join(root, "sidecar", "config.yaml"))
+			if err != nil {
+				return err
+			}
+			if len(docs) != 1 {
+				return fmt.Errorf("sidecar/config.yaml: %d documents, want 1", len(docs))
+			}
+			for _, k := range []string{"samplingRate", "stdout"} {
+				want, got := dig(docs[0], "spec", "tracing", k), dig(c, "spec", "tracing", k)
+				if want == nil || !reflect.DeepEqual(want, got) {
+					return fmt.Errorf("spec.tracing.%s is %v, sidecar/config.yaml has %v: copy it over", k, got, want)
+				}
+			}
+			// The cluster's sidecars get no environment from parley: they
+			// must name a collector, not a variable.
+			if addr := str(c, "spec", "tracing", "otel", "endpointAddress"); addr == "" || strings.Contains(addr, "$") {
+				return fmt.Errorf("spec.tracing.otel.endpointAddress %q: name the cluster's collector", addr)
+			}
+			if p := str(c, "spec", "tracing", "otel", "protocol"); p != "grpc" && p != "http" {
+				return fmt.Errorf("spec.tracing.otel.protocol %q: want grpc or http", p)
+			}
+			return nil
 		}},
 		{"resiliency_spec_equals_sidecar_resiliency", func(t *testing.T) error {
 			return sameSpec(one(t, base, "Resiliency"), filepath.Join(root, "sidecar", "resiliency.yaml"))
