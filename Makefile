@@ -105,6 +105,6 @@ $(CENTRIFUGO):
 # modes (memory, daprd with components/local, daprd with components/redis),
 # measured in the same run, printed as one table, with Centrifugo (memory and
 # redis engines) as a reference column beside parley memory and daprd+redis:
-# its direct runs alternate with parley's. About 5 minutes; loopback only.
+# its direct runs alternate with parley's. 5 to 6 minutes; loopback only.
 bench: $(DAPRD) $(CENTRIFUGO)
 	$(GO) run ./tools/loadgen suite -centrifugo $(CENTRIFUGO)
