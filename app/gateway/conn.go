@@ -123,6 +123,7 @@ func (c *conn) Push(env *delivery.Envelope) {
 		if m != nil {
 			m.MessagePushed(time.Since(time.UnixMilli(env.Msg.ServerMs)))
 			m.FrameOut("msg")
+			m.WriteQueueFill(c.wc.QueueFill())
 		}
 	case errors.Is(err, wsconn.ErrQueueFull):
 		m.MessageDropped(metrics.DropQueueFull)

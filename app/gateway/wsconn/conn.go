@@ -172,6 +172,19 @@ func (c *Conn) Queue(data []byte, now bool) error {
 	return nil
 }
 
+// QueueFill reports how full the write queue is, by whichever of its two
+// bounds (MaxQueueBytes, MaxQueueFrames) is nearer: queued of capacity,
+// frames or bytes. A queue at capacity refuses the next frame.
+func (c *Conn) QueueFill() (queued, capacity int) {
+	c.mu.Lock()
+	frames, bytes := c.outFrames, c.queuedBytes
+	c.mu.Unlock()
+	if bytes*c.cfg.MaxQueueFrames > frames*c.cfg.MaxQueueBytes {
+		return bytes, c.cfg.MaxQueueBytes
+	}
+	return frames, c.cfg.MaxQueueFrames
+}
+
 // sendEvents starts the writer for frames that found nothing to ride with.
 func (c *Conn) sendEvents() {
 	c.mu.Lock()
