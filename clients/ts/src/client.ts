@@ -1,13 +1,21 @@
 import { Emitter } from './emitter.js';
 import { ParleyError } from './errors.js';
 import {
+  CloseCode,
   normalizeConversation,
+  normalizeGroup,
   normalizeMessage,
+  parseSystemEvent,
   type ClientFrame,
   type ContentType,
   type Conversation,
   type Frame,
+  type Group,
+  type GroupOp,
+  type JoinPolicy,
+  type JoinRequest,
   type Message,
+  type SystemEvent,
 } from './frames.js';
 
 /**
@@ -39,6 +47,8 @@ export interface StateChange {
   attempt: number;
   /** Close code of the connection that just ended, if one did (1006 when it was lost). */
   code?: number;
+  /** With code 4012: the suspension ends then (Unix ms); no reconnect comes before. */
+  bannedUntil?: number;
   /** Close reason or what went wrong. */
   reason?: string;
   /** With `connecting` after a drop: how long until the next try. */
@@ -63,6 +73,99 @@ export interface ReadCursor {
   seq: number;
 }
 
+/** The payload of a `seen` event: the peer of a direct conversation read up to `seq`. */
+export interface Seen {
+  conv: string;
+  seq: number;
+  user: string;
+}
+
+/** The payload of a `read_by` event: `count` members of a group have read your message `seq`. */
+export interface ReadBy {
+  conv: string;
+  seq: number;
+  count: number;
+}
+
+/** The payload of a `typing` event. */
+export interface TypingNotice {
+  conv: string;
+  user: string;
+  /** True: started; false: stopped. */
+  on: boolean;
+}
+
+/** The payload of `join_requested` (to owners and admins; with the note) and `join_rejected` (to the requester; `user` refused). */
+export interface JoinNotice {
+  conv: string;
+  user: string;
+  note: string;
+}
+
+/** The payload of an `unassigned` event: no agent of shop `user` yet for your message `seq`. */
+export interface Unassigned {
+  conv: string;
+  seq: number;
+  user: string;
+}
+
+/**
+ * The payload of a `changed` event: a message was recalled or edited. Apply
+ * it to the message you show with `applyChange(shown, change.event, change.conv)`.
+ */
+export interface MessageChange {
+  conv: string;
+  /** The seq of the message that changed. */
+  seq: number;
+  event: SystemEvent;
+  /** The system message that records the change, at its own seq. */
+  message: Message;
+}
+
+/** What `createGroup` and `changeGroup` resolve with. */
+export interface GroupResult {
+  conv: string;
+  /** The group after the change. */
+  group: Group;
+  /** The event stored in the group's stream; absent for a join request, a rejection and `requests`. */
+  event?: Message;
+  /** The pending join requests, for `requests`. */
+  requests: JoinRequest[];
+}
+
+/** A group to create. Only `name` is required. */
+export interface NewGroup {
+  /** 1-64 characters. */
+  name: string;
+  /** The first members besides you, up to 500. */
+  users?: string[];
+  notice?: string;
+  /** A JSON object as text, up to 4 KiB. */
+  ext?: string;
+  /** Default `invite_only`. */
+  policy?: JoinPolicy;
+  /** Members who join later see what came before. */
+  history?: boolean;
+  /** Makes a retry return the same group. */
+  cmid?: string;
+}
+
+/** A change to a group: the op and the fields it takes (README, "Group ops"). */
+export interface GroupChange {
+  op: GroupOp;
+  users?: string[];
+  role?: 'admin' | 'member';
+  /** End of a mute, Unix milliseconds. */
+  until?: number;
+  on?: boolean;
+  name?: string;
+  notice?: string;
+  ext?: string;
+  policy?: JoinPolicy;
+  note?: string;
+  cmid?: string;
+}
+
 /** Events of a Client, with their listeners' signatures. */
 export interface ClientEvents {
   /**
@@ -73,6 +176,23 @@ export interface ClientEvents {
   message: (m: Message) => void;
   /** A device of another user acknowledged a message of yours. */
   delivered: (d: Delivered) => void;
+  /** The peer of a direct conversation moved their read cursor. */
+  seen: (s: Seen) => void;
+  /** Members of a small group read your message (batched, once a second per group). */
+  read_by: (r: ReadBy) => void;
+  /** Another member started or stopped typing. */
+  typing: (t: TypingNotice) => void;
+  /** Someone asks to join a group you own or administer. */
+  join_requested: (j: JoinNotice) => void;
+  /** Your request to join a group was refused. */
+  join_rejected: (j: JoinNotice) => void;
+  /** Customer service: no agent yet; the server keeps asking. */
+  unassigned: (u: Unassigned) => void;
+  /**
+   * A message was recalled or edited (emitted with the event's `message`,
+   * once per event, including the changes this client made).
+   */
+  changed: (c: MessageChange) => void;
   /** `markRead` moved the read cursor. */
   read: (r: ReadCursor) => void;
   /** The connection state changed, or a new reconnect attempt was planned. */
@@ -127,6 +247,10 @@ export interface Draft {
    * with a retryable error: the server stores it at most once.
    */
   cmid?: string;
+  /** The seq of a message of the same conversation this one replies to. */
+  reply_to?: number;
+  /** Users it mentions (up to 50); `'@all'` mentions a whole group (owner and admins). */
+  mentions?: string[];
 }
 
 /** Per-call options of `send`. */
@@ -305,6 +429,8 @@ export class Client extends Emitter<ClientEvents> {
     if (draft.to !== undefined) frame.to = draft.to;
     if (draft.conv !== undefined) frame.conv = draft.conv;
     if (draft.ctype !== undefined) frame.ctype = draft.ctype;
+    if (draft.reply_to) frame.reply_to = draft.reply_to;
+    if (draft.mentions?.length) frame.mentions = [...draft.mentions];
     // The request id adds at most this much to the frame.
     if (textEncoder.encode(JSON.stringify(frame)).length + 32 > maxFrameBytes) {
       return Promise.reject(new ParleyError('frame_too_large', `a send frame must stay under ${maxFrameBytes} bytes`, false));
@@ -351,6 +477,86 @@ export class Client extends Emitter<ClientEvents> {
     if (limit) frame.limit = limit;
     const f = await this.request(this.openLink(), frame);
     return { messages: (f.messages ?? []).map(normalizeMessage), more: f.more ?? false };
+  }
+
+  /**
+   * createGroup creates a group you own and resolves with it and its
+   * `group.created` event (also emitted as a `message`, once).
+   */
+  async createGroup(g: NewGroup): Promise<GroupResult> {
+    const frame: Extract<RequestFrame, { type: 'group_create' }> = { type: 'group_create', name: g.name };
+    if (g.users?.length) frame.users = [...g.users];
+    if (g.notice) frame.notice = g.notice;
+    if (g.ext) frame.ext = g.ext;
+    if (g.policy) frame.policy = g.policy;
+    if (g.history) frame.on = true;
+    if (g.cmid) frame.cmid = g.cmid;
+    return this.groupResult(await this.request(this.openLink(), frame));
+  }
+
+  /**
+   * changeGroup makes one change to the group conv and resolves with the
+   * group after it and its event (also emitted as a `message`, once). A
+   * refusal rejects with the server's code: `forbidden`, `not_member`, ...
+   */
+  async changeGroup(conv: string, change: GroupChange): Promise<GroupResult> {
+    const frame: Extract<RequestFrame, { type: 'group' }> = { type: 'group', conv, op: change.op };
+    if (change.users?.length) frame.users = [...change.users];
+    if (change.role) frame.role = change.role;
+    if (change.until) frame.until = change.until;
+    if (change.on) frame.on = true;
+    if (change.name) frame.name = change.name;
+    if (change.notice) frame.notice = change.notice;
+    if (change.ext) frame.ext = change.ext;
+    if (change.policy) frame.policy = change.policy;
+    if (change.note) frame.note = change.note;
+    if (change.cmid) frame.cmid = change.cmid;
+    return this.groupResult(await this.request(this.openLink(), frame));
+  }
+
+  /** invite adds users to the group conv at once. */
+  invite(conv: string, users: string[]): Promise<GroupResult> {
+    return this.changeGroup(conv, { op: 'invite', users });
+  }
+
+  /** leave takes you out of the group conv; you keep what you could read. */
+  leave(conv: string): Promise<GroupResult> {
+    return this.changeGroup(conv, { op: 'leave' });
+  }
+
+  /**
+   * recall takes back the message at seq of conv and resolves with the
+   * `message.recalled` event; `changed` is emitted for it.
+   */
+  async recall(conv: string, seq: number, cmid?: string): Promise<Message> {
+    const frame: Extract<RequestFrame, { type: 'recall' }> = { type: 'recall', conv, seq };
+    if (cmid) frame.cmid = cmid;
+    return this.ownEvent(await this.request(this.openLink(), frame));
+  }
+
+  /**
+   * edit replaces the body of your message at seq of conv and resolves with
+   * the `message.edited` event; `changed` is emitted for it.
+   */
+  async edit(conv: string, seq: number, body: string, ctype?: ContentType, cmid?: string): Promise<Message> {
+    const frame: Extract<RequestFrame, { type: 'edit' }> = { type: 'edit', conv, seq, body };
+    if (ctype) frame.ctype = ctype;
+    if (cmid) frame.cmid = cmid;
+    return this.ownEvent(await this.request(this.openLink(), frame));
+  }
+
+  /**
+   * typing tells the other members' online devices that you started (true)
+   * or stopped typing. Nothing answers; a notice sooner than 3 s after the
+   * last is dropped by the server, and a refusal comes as an `error` event.
+   * Without an open connection it does nothing: a late notice is worthless.
+   */
+  typing(conv: string, on: boolean): void {
+    const link = this.link;
+    if (this.stopped || !link?.ready) return;
+    const frame: ClientFrame = { type: 'typing', conv };
+    if (on) frame.on = true;
+    this.write(link, frame);
   }
 
   /** ping resolves with the round-trip time in milliseconds. */
@@ -483,9 +689,21 @@ export class Client extends Emitter<ClientEvents> {
 
   private scheduleReconnect(code: number | undefined, reason: string): void {
     if (this.stopped || this.reconnectTimer) return;
-    const delay = this.backoff(this.attempt);
+    let delay = this.backoff(this.attempt);
     this.attempt++;
     const change: StateChange = { state: 'connecting', attempt: this.attempt, reason, retryInMs: delay };
+    if (code === CloseCode.Flooding) {
+      // The server asks for fewer frames: come back slowly.
+      delay = this.maxReconnectDelayMs;
+    } else if (code === CloseCode.Banned) {
+      // Connecting while suspended is refused, and attempts lengthen an
+      // automatic suspension: wait until it ends. An end that cannot be
+      // read is waited for as long as the longest delay.
+      const until = bannedUntil(reason);
+      if (until !== undefined) change.bannedUntil = until;
+      delay = Math.max(this.maxReconnectDelayMs, (until ?? 0) - Date.now() + delay);
+    }
+    change.retryInMs = delay;
     if (code !== undefined) change.code = code;
     this.setState(change);
     this.reconnectTimer = setTimeout(() => void this.dial(), delay);
@@ -527,6 +745,22 @@ export class Client extends Emitter<ClientEvents> {
       case 'delivered':
         this.emit('delivered', { conv: f.conv ?? '', seq: f.seq ?? 0, user: f.user ?? '' });
         return;
+      case 'seen':
+        this.emit('seen', { conv: f.conv ?? '', seq: f.seq ?? 0, user: f.user ?? '' });
+        return;
+      case 'read_by':
+        this.emit('read_by', { conv: f.conv ?? '', seq: f.seq ?? 0, count: f.count ?? 0 });
+        return;
+      case 'typing':
+        this.emit('typing', { conv: f.conv ?? '', user: f.user ?? '', on: f.on ?? false });
+        return;
+      case 'join_requested':
+      case 'join_rejected':
+        this.emit(f.type, { conv: f.conv ?? '', user: f.user ?? '', note: f.note ?? '' });
+        return;
+      case 'unassigned':
+        this.emit('unassigned', { conv: f.conv ?? '', seq: f.seq ?? 0, user: f.user ?? '' });
+        return;
       case 'ack': {
         const req = f.id ? link.requests.get(f.id) : undefined;
         if (req) break;
@@ -537,7 +771,7 @@ export class Client extends Emitter<ClientEvents> {
       }
       case 'error':
         if (f.id && link.requests.has(f.id)) break;
-        this.emit('error', new ParleyError(f.code ?? 'internal', f.message ?? '', f.retryable ?? false));
+        this.emit('error', frameError(f));
         return;
       default:
         break;
@@ -548,7 +782,7 @@ export class Client extends Emitter<ClientEvents> {
     link.requests.delete(f.id);
     clearTimeout(req.timer);
     if (req.wseq > link.confirmed) link.confirmed = req.wseq;
-    if (f.type === 'error') req.reject(new ParleyError(f.code ?? 'internal', f.message ?? '', f.retryable ?? false));
+    if (f.type === 'error') req.reject(frameError(f));
     else req.resolve(f);
   }
 
@@ -696,6 +930,11 @@ export class Client extends Emitter<ClientEvents> {
       ctype: out.frame.ctype ?? acked.ctype,
       body: out.frame.body,
       ts: acked.ts,
+      reply_to: out.frame.reply_to ?? 0,
+      mentions: (out.frame.mentions ?? []).filter((u) => u !== '@all'),
+      mention_all: out.frame.mentions?.includes('@all') ?? false,
+      edited: false,
+      recalled: false,
     };
     this.remember(m.id);
     if (m.conv && m.seq) this.noteSeq(m.conv, m.seq);
@@ -744,6 +983,34 @@ export class Client extends Emitter<ClientEvents> {
     if (this.seen.has(m.id)) return;
     this.remember(m.id);
     this.emit('message', m);
+    const event = parseSystemEvent(m);
+    if (event?.target && (event.type === 'message.recalled' || event.type === 'message.edited')) {
+      this.emit('changed', { conv: m.conv, seq: event.target, event, message: m });
+    }
+  }
+
+  /** groupResult reads a group_result frame and passes its event on once. */
+  private groupResult(f: Frame): GroupResult {
+    const out: GroupResult = {
+      conv: f.conv ?? '',
+      group: normalizeGroup(f.group ?? {}),
+      requests: (f.requests ?? []).map((r) => ({ user: r.user ?? '', note: r.note ?? '', at: r.at ?? 0 })),
+    };
+    if (f.msg) {
+      out.event = normalizeMessage(f.msg);
+      this.accept(out.event);
+    }
+    return out;
+  }
+
+  /**
+   * ownEvent passes on the event a recall or an edit of this client made,
+   * once, whether or not the server also pushes it to this connection.
+   */
+  private ownEvent(f: Frame): Message {
+    const m = normalizeMessage(f.msg ?? {});
+    this.accept(m);
+    return m;
   }
 
   private remember(id: string): void {
@@ -853,6 +1120,17 @@ function newConvState(held: number): ConvState {
 
 function isServerCode(code: string): boolean {
   return !['timeout', 'disconnected', 'closed', 'aborted', 'frame_too_large'].includes(code);
+}
+
+function frameError(f: Frame): ParleyError {
+  return new ParleyError(f.code ?? 'internal', f.message ?? '', f.retryable ?? false, f.until);
+}
+
+/** bannedUntil reads the end of a suspension from a 4012 close reason: "suspended until <RFC 3339>". */
+function bannedUntil(reason: string): number | undefined {
+  const m = /suspended until (\S+)/.exec(reason);
+  const t = m?.[1] ? Date.parse(m[1]) : NaN;
+  return Number.isNaN(t) ? undefined : t;
 }
 
 function closedError(): ParleyError {

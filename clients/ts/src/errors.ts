@@ -19,11 +19,14 @@ export class ParleyError extends Error {
   readonly code: string;
   /** True when the same request may succeed later unchanged. */
   readonly retryable: boolean;
+  /** For `muted` and `banned`: when it ends, in Unix milliseconds (absent: no end given). */
+  readonly until: number | undefined;
 
-  constructor(code: string, message: string, retryable: boolean) {
+  constructor(code: string, message: string, retryable: boolean, until?: number) {
     super(message ? `${code}: ${message}` : code);
     this.name = 'ParleyError';
     this.code = code;
     this.retryable = retryable;
+    this.until = until || undefined;
   }
 }

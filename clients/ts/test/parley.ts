@@ -43,6 +43,8 @@ export function buildParley(): Promise<string> {
 export interface ServerOptions {
   /** Live settings, written to a settings file (e.g. parley.ack_timeout_ms). */
   settings?: Record<string, string | number>;
+  /** Turns the operator API on with this bearer token. */
+  adminToken?: string;
 }
 
 /**
@@ -85,6 +87,7 @@ export class Server {
     rmSync(ready, { force: true });
     const args = ['-backend', 'memory', '-addr', this.addr, '-ready-file', ready, '-jwt-secret', this.secret,
       '-dev-tokens', '-log-format', 'json', '-log-level', 'warn', '-shutdown-timeout', '3s'];
+    if (this.opts.adminToken) args.push('-admin-token', this.opts.adminToken);
     if (this.opts.settings) {
       const file = join(this.dir, 'settings.yaml');
       writeFileSync(file, Object.entries(this.opts.settings).map(([k, v]) => `${k}: ${v}\n`).join(''));
@@ -127,6 +130,18 @@ export class Server {
     const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
     proc.kill(signal);
     await exited;
+  }
+
+  /** ban suspends subject (`user:<id>`) for forS seconds through the operator API and returns the end, Unix ms. */
+  async ban(subject: string, forS: number): Promise<number> {
+    const res = await fetch(`${this.url}/v1/admin/bans`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${this.opts.adminToken ?? ''}` },
+      body: JSON.stringify({ subject, for_s: forS, reason: 'test' }),
+    });
+    const data = (await res.json()) as { until?: number };
+    if (!res.ok || !data.until) throw new Error(`ban ${subject}: HTTP ${res.status} ${JSON.stringify(data)}`);
+    return data.until;
   }
 
   /** token returns a development token for user. */
