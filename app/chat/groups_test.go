@@ -3,6 +3,7 @@ package chat_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"fmt"
 	"sync"
 	"testing"
@@ -153,6 +154,9 @@ func TestGroupLifecycle(t *testing.T) {
 	views := try(g.list.Handle(ctx, "dave")).ok(t)
 	if len(views) != 1 || views[0].Group == nil || views[0].Group.Name != "Launch" || views[0].Unread != 3 {
 		t.Fatalf("dave's list: %+v; want Launch with 3 unread (mute, leave, alice's message)", views)
+	}
+	if got := views[0].Conversation.Members; len(got) != 3 || slices.Contains(got, "bob") {
+		t.Fatalf("the listing names members %v, want the current ones: alice, carol, dave", got)
 	}
 	// Join by request: erin asks, admins are told, alice approves.
 	try(g.change(t, chat.GroupChange{Actor: "alice", Conv: string(conv), Op: chat.OpPolicy, Policy: "approval"})).ok(t)

@@ -86,6 +86,10 @@ func TestReadReceipts(t *testing.T) {
 	if got := g.notices.of("alice"); len(got) != 1 || got[0].Type != "seen" || got[0].Seq != seq || got[0].User != "bob" {
 		t.Fatalf("alice was told %+v", got)
 	}
+	// After a reload, the listing says how far bob has read.
+	if views := try(g.list.Handle(ctx, "alice")).ok(t); len(views) != 1 || views[0].PeerReadSeq != seq {
+		t.Fatalf("alice's listing %+v, want bob's cursor %d", views, seq)
+	}
 
 	grp := try(g.groups.Create(ctx, chat.CreateGroup{Actor: "alice", Spec: domain.GroupSpec{Name: "g", Members: []domain.UserID{"bob", "carol", "dave"}}})).ok(t)
 	m := try(g.send(t, "alice", grp.Group.ID, "read me")).ok(t)

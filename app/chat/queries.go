@@ -64,6 +64,9 @@ type ConversationView struct {
 	ReadSeq      uint64
 	Unread       uint64
 	Last         *domain.Message
+	// PeerReadSeq is the other member's read cursor in a direct
+	// conversation: the reader's messages up to it were seen.
+	PeerReadSeq uint64
 	// Group is the group's profile, for a group.
 	Group *domain.GroupInfo
 }
@@ -98,7 +101,7 @@ func (h *ListConversationsHandler) Handle(ctx context.Context, u domain.UserID) 
 		s := sums[i]
 		v := ConversationView{
 			Conversation: s.Conversation, LastSeq: s.LastSeq, ReadSeq: s.ReadSeq,
-			Unread: domain.Unread(s.LastSeq, s.ReadSeq), Last: s.Last, Group: s.Group,
+			Unread: domain.Unread(s.LastSeq, s.ReadSeq), Last: s.Last, Group: s.Group, PeerReadSeq: s.PeerReadSeq,
 		}
 		if s.Member != nil {
 			m := *s.Member

@@ -384,6 +384,10 @@ type Summary struct {
 	LastSeq      uint64
 	ReadSeq      uint64
 	Last         *domain.Message
+	// PeerReadSeq is the other member's read cursor, for a direct
+	// conversation: what a client needs to show its messages as seen after
+	// a reload.
+	PeerReadSeq uint64
 	// Group and Member are the group and the reader's record in it, for a
 	// group. LastSeq and Last then stop at the reader's leave ceiling.
 	Group  *domain.GroupInfo
@@ -396,18 +400,37 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 	if len(convs) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, 0, 3*len(convs))
-	for _, c := range convs {
+	// One bulk read for all: each conversation's record, head and the
+	// reader's cursor; for a direct conversation the peer's cursor too, for
+	// a group its record and the reader's member record.
+	keys := make([]string, 0, 5*len(convs))
+	first := make([]int, len(convs)+1)
+	for i, c := range convs {
+		first[i] = len(keys)
 		keys = append(keys, convKey(c), headKey(c), readKey(c, u))
+		switch c.Kind() {
+		case domain.Direct:
+			if _, members, err := domain.ParseConversationID(string(c)); err == nil {
+				peer := members[0]
+				if peer == u {
+					peer = members[1]
+				}
+				keys = append(keys, readKey(c, peer))
+			}
+		case domain.Group:
+			keys = append(keys, groupKey(c), memberKey(c, u))
+		}
 	}
+	first[len(convs)] = len(keys)
 	items, err := s.state.BulkGet(ctx, keys)
 	if err != nil {
 		return nil, fmt.Errorf("read conversations of %s: %w", u, err)
 	}
 	out := make([]Summary, 0, len(convs))
 	var lastKeys []string
-	for i := range convs {
-		rec, head, read := items[3*i], items[3*i+1], items[3*i+2]
+	for i, c := range convs {
+		at := items[first[i]:first[i+1]]
+		rec, head, read := at[0], at[1], at[2]
 		if !rec.Found {
 			continue
 		}
@@ -417,15 +440,34 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 		}
 		sum.LastSeq, _ = strconv.ParseUint(string(head.Value), 10, 64)
 		sum.ReadSeq, _ = strconv.ParseUint(string(read.Value), 10, 64)
-		if sum.Conversation.ID.Kind() == domain.Group {
-			g, m, ok, err := s.Group(ctx, sum.Conversation.ID, u)
+		switch c.Kind() {
+		case domain.Direct:
+			if len(at) > 3 {
+				sum.PeerReadSeq, _ = strconv.ParseUint(string(at[3].Value), 10, 64)
+			}
+		case domain.Group:
+			if len(at) < 5 || !at[3].Found || !at[4].Found {
+				continue
+			}
+			grp, mem := at[3], at[4]
+			var g groupRecord
+			var m domain.Member
+			if err := json.Unmarshal(grp.Value, &g); err != nil {
+				return nil, fmt.Errorf("decode %s: %w", grp.Key, err)
+			}
+			if err := json.Unmarshal(mem.Value, &m); err != nil {
+				return nil, fmt.Errorf("decode %s: %w", mem.Key, err)
+			}
+			if m.JoinedSeq == 0 {
+				continue
+			}
+			// The record lists the first members; the list is current.
+			users, err := s.members(ctx, c, g.MembersVersion)
 			if err != nil {
 				return nil, err
 			}
-			if !ok || m.JoinedSeq == 0 {
-				continue
-			}
-			sum.Group, sum.Member = &g, &m
+			sum.Conversation.Members = users
+			sum.Group, sum.Member = &g.GroupInfo, &m
 			if m.LeftSeq != 0 {
 				sum.LastSeq = min(sum.LastSeq, m.LeftSeq)
 			}

@@ -533,7 +533,10 @@ type Conversation struct {
 	Unread  uint64   `protobuf:"varint,6,opt,name=unread,proto3" json:"unread,omitempty"`
 	Last    *Message `protobuf:"bytes,7,opt,name=last,proto3" json:"last,omitempty"`
 	// group is the group's profile, for a group.
-	Group         *Group `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
+	Group *Group `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
+	// peer_read_seq is the other member's read cursor in a direct
+	// conversation: your messages up to it were seen.
+	PeerReadSeq   uint64 `protobuf:"varint,9,opt,name=peer_read_seq,json=peerReadSeq,proto3" json:"peer_read_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -622,6 +625,13 @@ func (x *Conversation) GetGroup() *Group {
 		return x.Group
 	}
 	return nil
+}
+
+func (x *Conversation) GetPeerReadSeq() uint64 {
+	if x != nil {
+		return x.PeerReadSeq
+	}
+	return 0
 }
 
 // Group is a group's profile.
@@ -869,7 +879,7 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\vmention_all\x18\v \x01(\bR\n" +
 	"mentionAll\x12\x16\n" +
 	"\x06edited\x18\f \x01(\bR\x06edited\x12\x1a\n" +
-	"\brecalled\x18\r \x01(\bR\brecalled\"\xea\x01\n" +
+	"\brecalled\x18\r \x01(\bR\brecalled\"\x8e\x02\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -878,7 +888,8 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\x12\x16\n" +
 	"\x06unread\x18\x06 \x01(\x04R\x06unread\x12&\n" +
 	"\x04last\x18\a \x01(\v2\x12.parley.v1.MessageR\x04last\x12&\n" +
-	"\x05group\x18\b \x01(\v2\x10.parley.v1.GroupR\x05group\"\x88\x02\n" +
+	"\x05group\x18\b \x01(\v2\x10.parley.v1.GroupR\x05group\x12\"\n" +
+	"\rpeer_read_seq\x18\t \x01(\x04R\vpeerReadSeq\"\x88\x02\n" +
 	"\x05Group\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
