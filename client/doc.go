@@ -28,5 +28,20 @@
 // Send with the same client message id (cmid) after a timeout or a lost
 // connection: the server answers the retry with the first ACK instead of
 // storing the message twice. Errors from the server are *Error, with a
-// code from the protocol and whether a retry may succeed.
+// code from the protocol, whether a retry may succeed, and, for muted and
+// banned, until when.
+//
+// Groups, replies, mentions, recalls and edits:
+//
+//	g, err := c.CreateGroup(ctx, client.NewGroup{Name: "Launch", Users: []string{"bob"}})
+//	_, err = c.Invite(ctx, g.Conv, "carol")
+//	m, err := c.Send(ctx, "", g.Conv, "cmid-2", "hi", client.ReplyTo(1), client.Mention("bob"))
+//	_, err = c.Recall(ctx, g.Conv, m.Seq, "")
+//	err = c.Typing(g.Conv, true) // no answer; other members get a typing notice
+//
+// Changes to a conversation arrive as messages of ctype "system" at their
+// own seq; ParseSystemEvent decodes them. An Inbox applies message.recalled
+// and message.edited to the message they target. Notices (delivered, seen,
+// read_by, typing, join requests) come on Client.Events and Session.Events.
+// A Session does not reconnect while the user is suspended (close 4012).
 package client
