@@ -3,8 +3,8 @@ package chat_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
