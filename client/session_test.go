@@ -151,3 +151,57 @@ func TestSessionWaitsOutASuspension(t *testing.T) {
 		t.Fatalf("state after the suspension: %v, want up", err)
 	}
 }
+
+// TestSessionDeliversItsOwnEventsOnce: the event of a recall made through
+// the session reaches Messages once, whether the server pushes it too or
+// not, and the inbox shows the target recalled.
+func TestSessionDeliversItsOwnEventsOnce(t *testing.T) {
+	t.Parallel()
+	srv := newFakeServer(t)
+	s, err := client.NewSession(srv.URL, client.SessionOptions{
+		Token:   func(context.Context) (string, error) { return "tok", nil },
+		History: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const conv = "g:x"
+	c := srv.Accept(t)
+	c.Reply(c.Read(), &pb.Frame{Type: "conversations", Conversations: []*pb.Conversation{{Id: conv, LastSeq: 1}}})
+	target := &pb.Message{Id: "m1", Conv: conv, Seq: 1, From: "alice", Body: "oops"}
+	c.Reply(c.Read(), &pb.Frame{Type: "sync_result", Conv: conv, Messages: []*pb.Message{target}})
+	if m := nextMessage(t, s); m.Id != "m1" {
+		t.Fatalf("first message %v, want m1 from the catch-up", m)
+	}
+	if _, err := s.WaitConnected(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	event := &pb.Message{Id: "e2", Conv: conv, Seq: 2, From: "alice", Ctype: "system", Body: `{"type":"message.recalled","actor":"alice","target":1}`}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Recall(ctxT(t), conv, 1, "")
+		done <- err
+	}()
+	req := c.Read()
+	if req.Type != "recall" || req.Seq != 1 {
+		t.Fatalf("server read %v, want a recall of seq 1", req)
+	}
+	// The push comes before the answer, as the server's fan-out does.
+	c.Write(&pb.Frame{Type: "msg", Msg: event})
+	c.Reply(req, &pb.Frame{Type: "ack", Msg: event})
+	if err := <-done; err != nil {
+		t.Fatalf("Recall: %v", err)
+	}
+	if m := nextMessage(t, s); m.Id != "e2" {
+		t.Fatalf("next message %v, want the event e2", m)
+	}
+	// A message after the event shows whether a second copy was queued.
+	c.Write(&pb.Frame{Type: "msg", Msg: &pb.Message{Id: "m3", Conv: conv, Seq: 3, From: "bob", Body: "after"}})
+	if m := nextMessage(t, s); m.Id != "m3" {
+		t.Fatalf("message after the event: %v, want m3 (the event came twice)", m)
+	}
+	if m := s.Inbox().Message(conv, 1); !m.GetRecalled() || m.GetBody() != "" {
+		t.Errorf("inbox holds %v, want m1 recalled", m)
+	}
+}
