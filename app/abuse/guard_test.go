@@ -397,3 +397,29 @@ func TestSubjects(t *testing.T) {
 		})
 	}
 }
+
+// TestLoopbackIsNeverSuspendedByRule: a proxy on the same host, or a local
+// tool, connects from loopback for everyone: no count of it suspends the
+// address, though an operator still may.
+func TestLoopbackIsNeverSuspendedByRule(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	g := newGuard(t, memory.NewStateStore(), clk)
+	for _, addr := range []string{"127.0.0.1", "::1", "127.0.0.2"} {
+		lo := abuse.IP(netip.MustParseAddr(addr))
+		for range 50 {
+			if err := g.Record(t.Context(), abuse.AuthFailure, lo); err != nil {
+				t.Fatalf("%s: %v", addr, err)
+			}
+			if err := g.Record(t.Context(), abuse.Connect, lo); err != nil {
+				t.Fatalf("%s: %v", addr, err)
+			}
+		}
+		wantFree(t, g, lo)
+	}
+	lo := abuse.IP(netip.MustParseAddr("127.0.0.1"))
+	if err := g.Ban(t.Context(), lo, clk.Now().Add(time.Hour), "by hand"); err != nil {
+		t.Fatal(err)
+	}
+	wantBanned(t, g, lo, clk.Now().Add(time.Hour))
+}

@@ -26,10 +26,12 @@ const (
 type Subject struct {
 	Kind Kind
 	ID   string
+	// lo marks a loopback source address, which rules never suspend.
+	lo bool
 }
 
 // User is the subject for a user id.
-func User(u domain.UserID) Subject { return Subject{KindUser, string(u)} }
+func User(u domain.UserID) Subject { return Subject{Kind: KindUser, ID: string(u)} }
 
 // IP is the subject for a source address. IPv4-mapped IPv6 addresses count
 // as IPv4; other IPv6 addresses are cut to their /64.
@@ -37,10 +39,13 @@ func IP(a netip.Addr) Subject {
 	a = a.Unmap().WithZone("")
 	if a.Is6() {
 		p, _ := a.Prefix(64)
-		return Subject{KindIP, p.String()}
+		return Subject{Kind: KindIP, ID: p.String(), lo: a.IsLoopback()}
 	}
-	return Subject{KindIP, a.String()}
+	return Subject{Kind: KindIP, ID: a.String(), lo: a.IsLoopback()}
 }
+
+// loopback reports whether s is a loopback source address.
+func (s Subject) loopback() bool { return s.lo }
 
 // String is "user:<id>" or "ip:<address>", the form ParseSubject reads.
 func (s Subject) String() string {

@@ -31,7 +31,18 @@ func newGuard(t *testing.T, r abuse.Rules) *abuse.Guard {
 // code and Retry-After.
 func (e *testEnv) dialRefused(token string) (int, string, string) {
 	e.t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(e.wsURL()+"?token="+token, nil)
+	return e.dialRefusedFrom(token, "")
+}
+
+// dialRefusedFrom is dialRefused for a client whose address a trusted proxy
+// gives in X-Forwarded-For (none when empty).
+func (e *testEnv) dialRefusedFrom(token, forwardedFor string) (int, string, string) {
+	e.t.Helper()
+	h := http.Header{}
+	if forwardedFor != "" {
+		h.Set("X-Forwarded-For", forwardedFor)
+	}
+	ws, resp, err := websocket.DefaultDialer.Dial(e.wsURL()+"?token="+token, h)
 	if err == nil {
 		_ = ws.Close()
 		e.t.Fatal("the connection was accepted")
@@ -79,18 +90,29 @@ func TestSuspensionRules(t *testing.T) {
 	})
 	t.Run("auth_failures_suspend_the_address", func(t *testing.T) {
 		t.Parallel()
-		e := newTestEnv(t, withGuard(newGuard(t, abuse.Rules{MaxAuthFailures: 2})))
+		// The client's address comes from the proxy in front: loopback
+		// itself is never suspended by a rule (everyone behind a local
+		// proxy shares it).
+		const client = "203.0.113.7"
+		e := newTestEnv(t, withConfig(Config{NodeID: "t", TrustForwardedFor: true}),
+			withGuard(newGuard(t, abuse.Rules{MaxAuthFailures: 2})))
 		for i := range 2 {
-			if st, code, _ := e.dialRefused("forged"); st != http.StatusUnauthorized || code != CodeUnauthorized {
+			if st, code, _ := e.dialRefusedFrom("forged", client); st != http.StatusUnauthorized || code != CodeUnauthorized {
 				t.Fatalf("failure %d: %d %s, want 401 unauthorized", i, st, code)
 			}
 		}
-		if st, code, _ := e.dialRefused("forged"); st != http.StatusForbidden || code != CodeBanned {
+		if st, code, _ := e.dialRefusedFrom("forged", client); st != http.StatusForbidden || code != CodeBanned {
 			t.Fatalf("third failure: %d %s, want 403 banned", st, code)
 		}
-		// A good token from the suspended address is refused too.
-		if _, code, _ := e.dialRefused(e.token("alice")); code != CodeBanned {
+		// A good token from the suspended address is refused too; another
+		// address is not.
+		if _, code, _ := e.dialRefusedFrom(e.token("alice"), client); code != CodeBanned {
 			t.Fatalf("good token from a suspended address: %s", code)
+		}
+		for range 5 {
+			if st, code, _ := e.dialRefused("forged"); st != http.StatusUnauthorized {
+				t.Fatalf("failed logins from loopback: %d %s, want 401 every time", st, code)
+			}
 		}
 	})
 	t.Run("too_many_connects_suspend_the_user", func(t *testing.T) {
