@@ -8,6 +8,9 @@ import (
 	"time"
 
 	jsoniter "github.com/json-iterator/go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/parley-im/parley/app/metrics"
@@ -42,7 +45,15 @@ type handoff struct {
 	// lease renewal.
 	Joined string `json:"joined,omitempty"`
 	Left   string `json:"left,omitempty"`
+	// Trace carries the sender's trace context (W3C traceparent) to the
+	// receiving node, whose delivery then joins the send's trace: the
+	// streaming subscription does not pass it on. Empty when the send was
+	// not sampled.
+	Trace map[string]string `json:"trace,omitempty"`
 }
+
+// tracer makes the receiving node's span of a traced hand-off.
+var tracer = otel.Tracer("github.com/parley-im/parley/app/delivery")
 
 // NodeTopic is the topic a node subscribes to for deliveries from others.
 func NodeTopic(node string) string { return "node." + node }
@@ -73,6 +84,9 @@ type Router struct {
 type outgoing struct {
 	members []domain.UserID
 	msg     *domain.Message
+	// span is the send's span context, so that the hand-off (its publish
+	// to daprd, and the receiving node's delivery) joins the send's trace.
+	span trace.SpanContext
 }
 
 const (
@@ -111,7 +125,13 @@ func (r *Router) handoffLane(q chan outgoing) {
 	defer r.lanes.Done()
 	for o := range q {
 		ctx, cancel := context.WithTimeout(context.Background(), handoffTimeout)
-		r.forward(ctx, o.members, handoff{Users: o.members, Msg: o.msg}, o.msg.ID)
+		env := handoff{Users: o.members, Msg: o.msg}
+		if o.span.IsSampled() {
+			ctx = trace.ContextWithSpanContext(ctx, o.span)
+			env.Trace = map[string]string{}
+			otel.GetTextMapPropagator().Inject(ctx, propagation.MapCarrier(env.Trace))
+		}
+		r.forward(ctx, o.members, env, o.msg.ID)
 		cancel()
 	}
 }
@@ -178,6 +198,12 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 			return infrastructure.Retry
 		}
 	case env.Msg != nil:
+		if len(env.Trace) > 0 {
+			var span trace.Span
+			ctx = otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(env.Trace))
+			_, span = tracer.Start(ctx, "deliver", trace.WithSpanKind(trace.SpanKindConsumer))
+			defer span.End()
+		}
 		e := &Envelope{Msg: env.Msg}
 		for _, u := range env.Users {
 			for _, s := range r.hub.Sessions(u) {
@@ -237,7 +263,8 @@ func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *doma
 		r.log.Warn("node stopping: message not handed to other nodes; their devices will sync", zap.String("msg_id", m.ID))
 		return
 	}
-	r.handoffs[maphash.String(r.seed, string(conv.ID))%handoffLanes] <- outgoing{members: conv.Members, msg: m}
+	r.handoffs[maphash.String(r.seed, string(conv.ID))%handoffLanes] <- outgoing{members: conv.Members, msg: m,
+		span: trace.SpanContextFromContext(ctx)}
 }
 
 // Notify sends ev to every device of u, wherever it is connected. Unlike

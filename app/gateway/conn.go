@@ -70,12 +70,17 @@ type conn struct {
 	order    []ackKey // push order; acked entries are skipped lazily
 	timer    *time.Timer
 	nextFire time.Time
-	pingedAt int64 // unix nanos of the last ping, 0 when none is outstanding
+	pingedAt int64  // unix nanos of the last ping, 0 when none is outstanding
+	pushes   uint32 // pushes queued, for sampling the write-queue fill
 
 	// Touched only by the one readReady running at a time.
 	frames  frameBudget
 	ackedTo map[domain.ConversationID]uint64 // highest seq this device acknowledged, per conversation
 }
+
+// queueFillEvery is how many pushes of a connection make one sample of
+// its write-queue fill (parley_write_queue_fill_ratio); the first is one.
+const queueFillEvery = 8
 
 // logger is built on demand: a logger with fields per connection costs
 // about a kilobyte, and most connections never log after "connected".
@@ -109,21 +114,30 @@ func (c *conn) Push(env *delivery.Envelope) {
 		m.MessageDropped(metrics.DropConnClosed)
 		return
 	}
-	if !c.trackLocked(env) {
+	// One clock read serves the ACK deadline and the delivery latency.
+	now := time.Now()
+	if !c.trackLocked(env, now) {
 		c.mu.Unlock()
 		m.MessageDropped(metrics.DropPendingFull)
 		m.SlowConsumerCut(metrics.SlowPendingFull)
 		c.closeWith(CloseSlowConsumer, "too many unacknowledged messages; reconnect and sync")
 		return
 	}
-	err = c.wc.Queue(data, true)
+	queued, capacity, err := c.wc.QueueMeasured(data, true)
+	// The fill is sampled, one push in queueFillEvery: its distribution
+	// is what matters, and a histogram per push cost as much as the rest
+	// of the push's metrics.
+	c.pushes++
+	sampleFill := c.pushes%queueFillEvery == 1
 	c.mu.Unlock()
 	switch {
 	case err == nil:
 		if m != nil {
-			m.MessagePushed(time.Since(time.UnixMilli(env.Msg.ServerMs)))
+			m.MessagePushed(now.Sub(time.UnixMilli(env.Msg.ServerMs)))
 			m.FrameOut("msg")
-			m.WriteQueueFill(c.wc.QueueFill())
+			if sampleFill {
+				m.WriteQueueFill(queued, capacity)
+			}
 		}
 	case errors.Is(err, wsconn.ErrQueueFull):
 		m.MessageDropped(metrics.DropQueueFull)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/parley-im/parley/app/chat"
@@ -119,10 +120,13 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 		return
 	}
 	start := time.Now()
+	ctx, span := tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
 	res, err := c.srv.send.Handle(ctx, chat.SendMessage{
 		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body, Origin: c.id,
 		ReplyTo: f.ReplyTo, Mentions: f.Mentions,
 	})
+	traceSend(span, &res, err)
 	if err != nil {
 		c.logger().Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))
 		c.sendErr(f.Id, err)

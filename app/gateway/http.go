@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/metrics"
 	"github.com/parley-im/parley/domain"
@@ -158,10 +162,15 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, user domain
 		return
 	}
 	start := time.Now()
-	res, err := s.send.Handle(r.Context(), chat.SendMessage{
+	// A client's traceparent makes the send part of its trace.
+	ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
+	res, err := s.send.Handle(ctx, chat.SendMessage{
 		Sender: user, Conv: req.Conv, To: req.To, ClientMsgID: req.Cmid, ContentType: req.Ctype, Body: req.Body,
 		ReplyTo: req.ReplyTo, Mentions: req.Mentions,
 	})
+	traceSend(span, &res, err)
 	if err != nil {
 		if errors.Is(err, chat.ErrRateLimited) {
 			s.metrics.RateLimited(metrics.LimitSend)

@@ -29,9 +29,10 @@ type pending struct {
 	tries    int
 }
 
-// trackLocked adds env to the pending set unless it is there already. It
-// reports false when the set is full: the device does not acknowledge.
-func (c *conn) trackLocked(env *delivery.Envelope) bool {
+// trackLocked adds env to the pending set unless it is there already, due
+// an AckTimeout after now. It reports false when the set is full: the
+// device does not acknowledge.
+func (c *conn) trackLocked(env *delivery.Envelope, now time.Time) bool {
 	key := ackKey{env.Msg.Conv, env.Msg.Seq}
 	if c.pending == nil {
 		c.pending = make(map[ackKey]*pending)
@@ -42,7 +43,7 @@ func (c *conn) trackLocked(env *delivery.Envelope) bool {
 	if len(c.pending) >= c.srv.cfg.MaxPendingAcks {
 		return false
 	}
-	p := &pending{env: env, deadline: time.Now().Add(c.srv.settings.Load().AckTimeout), tries: 1}
+	p := &pending{env: env, deadline: now.Add(c.srv.settings.Load().AckTimeout), tries: 1}
 	c.pending[key] = p
 	c.order = append(c.order, key)
 	c.armLocked(p.deadline)

@@ -150,13 +150,27 @@ func (c *Conn) Ping() error {
 // write(2) of its own on a busy connection. It fails with ErrClosed or
 // ErrQueueFull, and never waits on the client.
 func (c *Conn) Queue(data []byte, now bool) error {
+	_, _, err := c.QueueMeasured(data, now)
+	return err
+}
+
+// QueueMeasured is Queue, also reporting how full the write queue is once
+// data is in, by whichever of its two bounds (MaxQueueBytes,
+// MaxQueueFrames) is nearer: queued of capacity, frames or bytes. A queue
+// at capacity refuses the next frame. Read under the lock Queue takes
+// anyway, the measure costs no second one.
+func (c *Conn) QueueMeasured(data []byte, now bool) (queued, capacity int, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return ErrClosed
+		return 0, 0, ErrClosed
 	}
 	if !c.queueLocked(data) {
-		return ErrQueueFull
+		return 0, 0, ErrQueueFull
+	}
+	queued, capacity = c.outFrames, c.cfg.MaxQueueFrames
+	if c.queuedBytes*c.cfg.MaxQueueFrames > c.outFrames*c.cfg.MaxQueueBytes {
+		queued, capacity = c.queuedBytes, c.cfg.MaxQueueBytes
 	}
 	switch {
 	case now:
@@ -169,20 +183,7 @@ func (c *Conn) Queue(data []byte, now bool) error {
 			c.eventTimer.Reset(EventDelay)
 		}
 	}
-	return nil
-}
-
-// QueueFill reports how full the write queue is, by whichever of its two
-// bounds (MaxQueueBytes, MaxQueueFrames) is nearer: queued of capacity,
-// frames or bytes. A queue at capacity refuses the next frame.
-func (c *Conn) QueueFill() (queued, capacity int) {
-	c.mu.Lock()
-	frames, bytes := c.outFrames, c.queuedBytes
-	c.mu.Unlock()
-	if bytes*c.cfg.MaxQueueFrames > frames*c.cfg.MaxQueueBytes {
-		return bytes, c.cfg.MaxQueueBytes
-	}
-	return frames, c.cfg.MaxQueueFrames
+	return queued, capacity, nil
 }
 
 // sendEvents starts the writer for frames that found nothing to ride with.

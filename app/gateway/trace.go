@@ -1,0 +1,34 @@
+package gateway
+
+import (
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/parley-im/parley/app/chat"
+)
+
+// tracer makes the gateway's spans from the process-wide provider, which
+// records nothing until the main sets tracing up (app/tracing): then each
+// send is a span whose children are the sidecar calls it makes and the
+// hand-offs to other nodes.
+var tracer = otel.Tracer("github.com/parley-im/parley/app/gateway")
+
+// traceSend describes a send's outcome on its span: the ids that lead to
+// its log line, or the protocol code it was refused with. An unrecorded
+// span (not sampled) costs nothing here.
+func traceSend(span trace.Span, res *chat.SendResult, err error) {
+	if !span.IsRecording() {
+		return
+	}
+	if err != nil {
+		code := toAPIError(err).Code
+		span.SetAttributes(attribute.String("parley.code", code))
+		span.SetStatus(codes.Error, code)
+		return
+	}
+	m := &res.Message
+	span.SetAttributes(attribute.String("parley.conv", string(m.Conv)), attribute.Int64("parley.seq", int64(m.Seq)),
+		attribute.String("parley.msg_id", m.ID), attribute.Bool("parley.duplicate", res.Duplicate))
+}
