@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -196,4 +198,50 @@ func scrape(t *testing.T, url string) map[string]float64 {
 		t.Fatalf("scrape %s: %v", url, err)
 	}
 	return out
+}
+
+// TestDaprdTraceEnv: a daprd that parley launches exports to the collector
+// of -trace-exporter and -trace-endpoint, through the variables that
+// sidecar/config.yaml reads.
+func TestDaprdTraceEnv(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, exporter, endpoint string
+		want                     []string
+	}{
+		{"off", "", "", nil},
+		{"otlp_grpc", "otlp-grpc", "127.0.0.1:4317", []string{"PARLEY_DAPR_OTLP_ENDPOINT=127.0.0.1:4317", "PARLEY_DAPR_OTLP_PROTOCOL=grpc"}},
+		{"otlp_http_url", "otlp-http", "http://collector:4318/v1/traces", []string{"PARLEY_DAPR_OTLP_ENDPOINT=collector:4318", "PARLEY_DAPR_OTLP_PROTOCOL=http"}},
+		{"zipkin", "zipkin", "http://127.0.0.1:9411/api/v2/spans", []string{"PARLEY_DAPR_ZIPKIN_ENDPOINT=http://127.0.0.1:9411/api/v2/spans"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := daprdTraceEnv(tc.exporter, tc.endpoint); !slices.Equal(got, tc.want) {
+				t.Errorf("daprdTraceEnv(%q, %q) = %q, want %q", tc.exporter, tc.endpoint, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTraceFlagsRefused: a tracing setup that cannot work is refused at
+// start, naming the flag.
+func TestTraceFlagsRefused(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown_exporter", []string{"-trace-exporter", "jaeger", "-trace-endpoint", "x:1"}, "-trace-exporter"},
+		{"exporter_without_endpoint", []string{"-trace-exporter", "zipkin"}, "-trace-endpoint"},
+		{"sample_above_one", []string{"-trace-sample", "1.5"}, "-trace-sample"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseOptions(append([]string{"-backend", "memory"}, tc.args...), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("parseOptions(%q) = %v, want an error naming %s", tc.args, err, tc.want)
+			}
+		})
+	}
 }
