@@ -107,14 +107,14 @@ var banSubjectNames = [numBanSubjects]string{"user", "address"}
 // closeCodes are the WebSocket close codes counted by value; any other is
 // counted as "other". 0 is a connection closed with no close frame (read
 // error, client gone).
-var closeCodes = []int{0, 1000, 1001, 1005, 1006, 1008, 1009, 1011, 1013, 4008, 4009, 4010}
+var closeCodes = []int{0, 1000, 1001, 1005, 1006, 1008, 1009, 1011, 1013, 4008, 4009, 4010, 4011, 4012}
 
 // frameInTypes and frameOutTypes are the protocol's frame types; any other
 // is counted as "other".
 var (
-	frameInTypes  = []string{"send", "recv", "sync", "read", "convs", "ping", "other"}
+	frameInTypes  = []string{"send", "recv", "sync", "read", "convs", "ping", "group_create", "group", "recall", "edit", "typing", "other"}
 	frameOutTypes = []string{"hello", "ack", "msg", "error", "sync_result", "read", "conversations", "pong",
-		"delivered", "typing", "read_by", "seen", "join_requested", "join_rejected", "other"}
+		"delivered", "typing", "read_by", "seen", "join_requested", "join_rejected", "group_result", "unassigned", "other"}
 )
 
 // errorCodes are the protocol error codes of the gateway (its Code*
@@ -390,8 +390,18 @@ func frameInIndex(typ string) int {
 		return 4
 	case "ping":
 		return 5
+	case "group_create":
+		return 6
+	case "group":
+		return 7
+	case "recall":
+		return 8
+	case "edit":
+		return 9
+	case "typing":
+		return 10
 	}
-	return 6
+	return 11
 }
 
 // frameOutIndex maps a server frame type to its index in frameOutTypes.
@@ -425,8 +435,12 @@ func frameOutIndex(typ string) int {
 		return 12
 	case "join_rejected":
 		return 13
+	case "group_result":
+		return 14
+	case "unassigned":
+		return 15
 	}
-	return 14
+	return 16
 }
 
 // FrameIn counts a frame read from a device, by its type.

@@ -308,8 +308,8 @@ parley_messages_stored_total 1
 		"parley_messages_delivered_total", "parley_messages_retransmitted_total"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(reg, "parley_frames_received_total"); n != 7 {
-		t.Errorf("parley_frames_received_total has %d series, want one per frame type (7)", n)
+	if n := testutil.CollectAndCount(reg, "parley_frames_received_total"); n != 12 {
+		t.Errorf("parley_frames_received_total has %d series, want one per frame type (12)", n)
 	}
 }
 

@@ -63,7 +63,9 @@ func Launch(ctx context.Context, o LaunchOptions) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch parley: %w", err)
 	}
-	cmd := exec.Command(o.Binary, append([]string{"-ready-file", ready}, o.Args...)...)
+	// No metrics listener unless Args ask for one (a later flag wins):
+	// many parleys run side by side in tests and would share its port.
+	cmd := exec.Command(o.Binary, append([]string{"-ready-file", ready, "-metrics-addr", ""}, o.Args...)...)
 	cmd.Dir, cmd.Env = o.Dir, o.Env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = dieWithParent()

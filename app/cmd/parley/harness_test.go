@@ -60,7 +60,7 @@ func startNode(t *testing.T, m mode, extra ...string) *node {
 	ready := filepath.Join(dir, "ready")
 	logPath := filepath.Join(dir, "parley.log")
 	args := append([]string{
-		"-addr", "127.0.0.1:0", "-ready-file", ready, "-log-format", "json", "-log-level", "info",
+		"-addr", "127.0.0.1:0", "-ready-file", ready, "-log-format", "json", "-log-level", "info", "-metrics-addr", "",
 		"-app-id", daprdtest.UniqueName("parley-e2e"), "-dev-tokens", "-shutdown-timeout", "5s",
 	}, m.args...)
 	args = append(args, extra...)
