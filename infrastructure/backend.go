@@ -9,6 +9,11 @@ type Backend struct {
 	PubSub  PubSub
 	Config  ConfigStore
 	Invoker Invoker
+	// Routes is the state store every unit of a deployment shares: the
+	// home unit of each conversation (package app/units). It is a store of
+	// its own, not State, because State belongs to one unit and prefixes
+	// its keys with the unit's app-id. Nil when the adapter has none.
+	Routes StateStore
 	// Ready reports whether the backend answers now: for Dapr, whether the
 	// sidecar is reachable. The gateway's /readyz calls it.
 	Ready func(ctx context.Context) error

@@ -1,7 +1,9 @@
 package chat
 
 import (
+	"cmp"
 	"context"
+	"slices"
 
 	"github.com/parley-im/parley/app/store"
 	"github.com/parley-im/parley/domain"
@@ -23,7 +25,33 @@ type HistoryPage struct {
 }
 
 // HistoryHandler reads history for members only. Safe for concurrent use.
-type HistoryHandler struct{ store *store.Store }
+type HistoryHandler struct {
+	store *store.Store
+	homes Homes
+}
+
+// WithHomes makes the handler ask the home unit of a direct conversation
+// homed elsewhere.
+func (h *HistoryHandler) WithHomes(homes Homes) *HistoryHandler {
+	h.homes = homes
+	return h
+}
+
+// remoteDirect reports whether convID names a direct conversation of u
+// homed in another unit, and returns its canonical id. Anything else,
+// including a conversation u is not a member of, is answered here, which
+// refuses it the same way in every unit.
+func remoteDirect(ctx context.Context, homes Homes, u domain.UserID, convID string) (string, bool, error) {
+	if homes == nil || domain.ConversationID(convID).Kind() != domain.Direct {
+		return "", false, nil
+	}
+	c, err := resolveMember(u, convID)
+	if err != nil {
+		return "", false, nil
+	}
+	remote, err := homes.Remote(ctx, c.ID, false)
+	return string(c.ID), remote, err
+}
 
 // NewHistoryHandler wires the handler.
 func NewHistoryHandler(s *store.Store) *HistoryHandler { return &HistoryHandler{store: s} }
@@ -32,6 +60,12 @@ func NewHistoryHandler(s *store.Store) *HistoryHandler { return &HistoryHandler{
 func (h *HistoryHandler) Handle(ctx context.Context, q History) (HistoryPage, error) {
 	if q.Limit < 0 || q.Limit > store.MaxPage {
 		return HistoryPage{}, domain.ErrInvalidLimit
+	}
+	if id, remote, err := remoteDirect(ctx, h.homes, q.Reader, q.Conv); err != nil {
+		return HistoryPage{}, err
+	} else if remote {
+		q.Conv = id
+		return h.homes.ForwardHistory(ctx, q)
 	}
 	c, win, err := readWindow(ctx, h.store, q.Reader, q.Conv)
 	if err != nil {
@@ -73,7 +107,17 @@ type ConversationView struct {
 
 // ListConversationsHandler lists a user's conversations with the last
 // message and unread count. Safe for concurrent use.
-type ListConversationsHandler struct{ store *store.Store }
+type ListConversationsHandler struct {
+	store *store.Store
+	homes Homes
+}
+
+// WithHomes makes the handler add the user's conversations homed in the
+// other units to the listing.
+func (h *ListConversationsHandler) WithHomes(homes Homes) *ListConversationsHandler {
+	h.homes = homes
+	return h
+}
 
 // NewListConversationsHandler wires the handler.
 func NewListConversationsHandler(s *store.Store) *ListConversationsHandler {
@@ -110,6 +154,45 @@ func (h *ListConversationsHandler) Handle(ctx context.Context, u domain.UserID) 
 		}
 		out = append(out, v)
 	}
+	if h.homes != nil {
+		return h.withRemote(ctx, u, out)
+	}
+	return out, nil
+}
+
+// withRemote merges the conversations homed in other units into local,
+// newest first. A conversation listed twice (one that moved) keeps the
+// entry that is further ahead.
+func (h *ListConversationsHandler) withRemote(ctx context.Context, u domain.UserID, local []ConversationView) ([]ConversationView, error) {
+	remote, err := h.homes.ForwardList(ctx, u)
+	if err != nil || len(remote) == 0 {
+		return local, err
+	}
+	at := make(map[domain.ConversationID]int, len(local)+len(remote))
+	out := local
+	for i, v := range out {
+		at[v.Conversation.ID] = i
+	}
+	for _, v := range remote {
+		if i, ok := at[v.Conversation.ID]; ok {
+			if v.LastSeq > out[i].LastSeq {
+				out[i] = v
+			}
+			continue
+		}
+		at[v.Conversation.ID] = len(out)
+		out = append(out, v)
+	}
+	newest := func(v ConversationView) int64 {
+		if v.Last != nil {
+			return v.Last.ServerMs
+		}
+		return v.Conversation.CreatedMs
+	}
+	slices.SortStableFunc(out, func(a, b ConversationView) int { return cmp.Compare(newest(b), newest(a)) })
+	if len(out) > MaxConversations {
+		out = out[:MaxConversations]
+	}
 	return out, nil
 }
 
@@ -127,6 +210,14 @@ type MarkReadHandler struct {
 	store    *store.Store
 	notify   Notifier
 	receipts *ReadReceipts
+	homes    Homes
+}
+
+// WithHomes makes the handler move cursors of a direct conversation homed
+// elsewhere in its home unit.
+func (h *MarkReadHandler) WithHomes(homes Homes) *MarkReadHandler {
+	h.homes = homes
+	return h
 }
 
 // NewMarkReadHandler wires the handler.
@@ -141,6 +232,12 @@ func (h *MarkReadHandler) WithReceipts(n Notifier, r *ReadReceipts) *MarkReadHan
 
 // Handle returns the cursor after the change.
 func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, error) {
+	if id, remote, err := remoteDirect(ctx, h.homes, cmd.Reader, cmd.Conv); err != nil {
+		return 0, err
+	} else if remote {
+		cmd.Conv = id
+		return h.homes.ForwardMarkRead(ctx, cmd)
+	}
 	c, win, err := readWindow(ctx, h.store, cmd.Reader, cmd.Conv)
 	if err != nil {
 		return 0, err

@@ -51,6 +51,7 @@ type SendMessageHandler struct {
 	limiter  *limiter
 	hook     Hook
 	service  *ServiceHandler
+	homes    Homes
 }
 
 // NewSendMessageHandler wires the handler.
@@ -72,6 +73,37 @@ func (h *SendMessageHandler) WithService(svc *ServiceHandler) *SendMessageHandle
 	return h
 }
 
+// Homes routes the traffic of a conversation to the unit that homes it,
+// for a deployment of several units (package app/units). The unit that
+// homes a conversation assigns its seqs and stores its messages; the
+// others forward to it. Implementations are safe for concurrent use.
+type Homes interface {
+	// Remote reports whether conv is homed in another unit. With bind, a
+	// conversation that has no home yet is given one first (a send); a
+	// read of a conversation without a home is answered here.
+	Remote(ctx context.Context, conv domain.ConversationID, bind bool) (bool, error)
+	// ForwardSend has the home unit of cmd.Conv handle cmd.
+	ForwardSend(ctx context.Context, cmd SendMessage) (SendResult, error)
+	// ForwardHistory has the home unit of q.Conv answer q.
+	ForwardHistory(ctx context.Context, q History) (HistoryPage, error)
+	// ForwardMarkRead has the home unit of cmd.Conv move the cursor.
+	ForwardMarkRead(ctx context.Context, cmd MarkRead) (uint64, error)
+	// ForwardList lists u's conversations homed in the other units.
+	ForwardList(ctx context.Context, u domain.UserID) ([]ConversationView, error)
+	// Delivered hands a message stored in this unit to the other units,
+	// whose devices it reaches through their own delivery. It does not
+	// wait for them.
+	Delivered(ctx context.Context, conv *domain.Conversation, m *domain.Message, origin string)
+}
+
+// WithHomes makes the handler forward sends to a direct conversation homed
+// in another unit to that unit, and hand the messages it stores to the
+// other units for their devices.
+func (h *SendMessageHandler) WithHomes(homes Homes) *SendMessageHandler {
+	h.homes = homes
+	return h
+}
+
 // Handle validates, rate limits, asks the hook, appends and delivers. It
 // returns only after the message is durable and its send recorded: the
 // caller may acknowledge it.
@@ -89,6 +121,18 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 	conv, group, err := h.resolve(ctx, cmd, now.UnixMilli())
 	if err != nil {
 		return SendResult{}, err
+	}
+	if h.homes != nil && conv.Kind == domain.Direct {
+		remote, err := h.homes.Remote(ctx, conv.ID, true)
+		if err != nil {
+			return SendResult{}, err
+		}
+		if remote {
+			// The home unit validates, dedupes on (sender, cmid) and
+			// stores; a retry through any unit finds the same message.
+			cmd.Conv, cmd.To = string(conv.ID), ""
+			return h.homes.ForwardSend(ctx, cmd)
+		}
 	}
 	draft, err := newDraft(conv.ID, cmd)
 	if err != nil {
@@ -128,6 +172,9 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 		IdempotencyTTL: cfg.IdempotencyTTL,
 		Stored: func(m *domain.Message) {
 			h.deliver.Deliver(ctx, &conv, m, cmd.Origin)
+			if h.homes != nil {
+				h.homes.Delivered(ctx, &conv, m, cmd.Origin)
+			}
 		},
 	})
 	if err != nil {

@@ -44,6 +44,11 @@ type Config struct {
 	// "configstore". A profile without one still works: ConfigStore calls
 	// then fail with ErrNotFound.
 	ConfigStore string
+	// RouteStore is the name of the state component that every unit of a
+	// deployment shares for its route table (components/units). Zero value
+	// means "routes". A sidecar without it still works: route calls then
+	// fail, and only a node started as a unit makes them.
+	RouteStore string
 	// ReadyTimeout bounds how long New waits for the sidecar to become ready.
 	// Zero value means 10 * time.Second.
 	ReadyTimeout time.Duration
@@ -78,6 +83,9 @@ func (c *Config) setDefaults() {
 	if c.ConfigStore == "" {
 		c.ConfigStore = "configstore"
 	}
+	if c.RouteStore == "" {
+		c.RouteStore = "routes"
+	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 10 * time.Second
 	}
@@ -96,14 +104,16 @@ type Client struct {
 	healthURL string
 
 	state   *stateStore
+	routes  *stateStore
 	pubsub  *pubSub
 	config  *configStore
 	invoker *invoker
 
-	// hasConfigStore and stateType cache metadata answers: a component
+	// hasConfigStore and stateTypes cache metadata answers: a component
 	// that daprd loaded keeps its name and type while daprd runs.
+	// stateTypes maps a state component's name to a *string.
 	hasConfigStore atomic.Bool
-	stateType      atomic.Pointer[string]
+	stateTypes     sync.Map
 
 	mu     sync.Mutex
 	closed bool
@@ -160,6 +170,7 @@ func newClient(ctx context.Context, cfg Config, dialOpts ...grpc.DialOption) (*C
 		live:      make(map[io.Closer]struct{}),
 	}
 	c.state = newStateStore(c, cfg.StateStore)
+	c.routes = newStateStore(c, cfg.RouteStore)
 	c.pubsub = &pubSub{c: c, name: cfg.PubSub}
 	c.config = &configStore{c: c, store: cfg.ConfigStore}
 	c.invoker = &invoker{c: c, handlers: make(map[string]infrastructure.InvocationHandler)}
@@ -224,6 +235,7 @@ func (c *Client) ready(ctx context.Context) error {
 func (c *Client) Backend() infrastructure.Backend {
 	return infrastructure.Backend{
 		State:   c.state,
+		Routes:  c.routes,
 		PubSub:  c.pubsub,
 		Config:  c.config,
 		Invoker: c.invoker,
@@ -257,20 +269,21 @@ func (c *Client) HasConfigStore(ctx context.Context) bool {
 	return false
 }
 
-// stateStoreType returns the type of the state component, e.g.
-// "state.redis", or "" when the sidecar cannot tell right now.
-func (c *Client) stateStoreType(ctx context.Context) string {
-	if t := c.stateType.Load(); t != nil {
-		return *t
+// stateStoreType returns the type of the state component named store,
+// e.g. "state.redis", or "" when the sidecar cannot tell right now. The
+// state store and the route store may be of different types.
+func (c *Client) stateStoreType(ctx context.Context, store string) string {
+	if t, ok := c.stateTypes.Load(store); ok {
+		return *t.(*string)
 	}
 	md, err := c.sdk.GetMetadata(ctx)
 	if err != nil {
 		return ""
 	}
 	for _, comp := range md.RegisteredComponents {
-		if comp.Name == c.cfg.StateStore {
+		if comp.Name == store {
 			t := comp.Type
-			c.stateType.Store(&t)
+			c.stateTypes.Store(store, &t)
 			return t
 		}
 	}
@@ -299,6 +312,7 @@ func (c *Client) Close() error {
 	}
 	c.sdk.Close()
 	c.state.close()
+	c.routes.close()
 	return nil
 }
 

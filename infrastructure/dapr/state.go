@@ -327,7 +327,7 @@ func hasChecks(ops []infrastructure.StateOp) bool {
 // write: on Redis a transaction racing another writer can still be applied
 // in part. Concurrent IfAbsent writers are still decided by the store.
 func (s *stateStore) needsPreCheck(ctx context.Context, ops []infrastructure.StateOp) bool {
-	return hasChecks(ops) && s.c.stateStoreType(ctx) == "state.redis"
+	return hasChecks(ops) && s.c.stateStoreType(ctx, s.store) == "state.redis"
 }
 
 // checkFailed re-reads the keys that ops check and reports whether a check

@@ -43,7 +43,7 @@ var coalescingStores = map[string]bool{
 // coalesces reports whether state calls may be coalesced. Until daprd's
 // metadata names the store's type, they are not.
 func (s *stateStore) coalesces(ctx context.Context) bool {
-	t := s.c.stateStoreType(ctx)
+	t := s.c.stateStoreType(ctx, s.store)
 	if !coalescingStores[t] {
 		return false
 	}

@@ -8,17 +8,27 @@ import (
 
 // NewBackend returns a Backend whose parts all live in this process. config
 // seeds the configuration store; net may be shared by several backends to let
-// their apps invoke each other, or nil for a private one.
+// their apps invoke each other, or nil for a private one. Its route store is
+// its own; backends standing for several units share one with WithRoutes.
 func NewBackend(appID string, config map[string]string, net *Network) infrastructure.Backend {
 	if net == nil {
 		net = &Network{}
 	}
 	return infrastructure.Backend{
 		State:   NewStateStore(),
+		Routes:  NewStateStore(),
 		PubSub:  NewPubSub(),
 		Config:  NewConfigStore(config),
 		Invoker: NewInvoker(net, appID),
 		Ready:   func(context.Context) error { return nil },
 		Close:   func() error { return nil },
 	}
+}
+
+// WithRoutes returns b with routes as its route store, so that in-process
+// units share one route table as the units of a deployment share one
+// component.
+func WithRoutes(b infrastructure.Backend, routes *StateStore) infrastructure.Backend {
+	b.Routes = routes
+	return b
 }

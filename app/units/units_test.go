@@ -1,0 +1,398 @@
+package units_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/settings"
+	"github.com/parley-im/parley/app/store"
+	"github.com/parley-im/parley/app/units"
+	"github.com/parley-im/parley/domain"
+	"github.com/parley-im/parley/infrastructure"
+	"github.com/parley-im/parley/infrastructure/memory"
+	"github.com/parley-im/parley/tools/testkit"
+)
+
+// TestMain fails the package's tests when one of them leaves a goroutine
+// running.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var twoUnits = []units.Unit{{Name: "onprem", AppID: "parley-onprem"}, {Name: "cloud", AppID: "parley-cloud"}}
+
+// pushes is a Deliverer that records what a unit's devices are pushed.
+type pushes struct {
+	mu   sync.Mutex
+	msgs []domain.Message
+	orig []string
+}
+
+func (p *pushes) Deliver(_ context.Context, _ *domain.Conversation, m *domain.Message, origin string) {
+	p.mu.Lock()
+	p.msgs = append(p.msgs, *m)
+	p.orig = append(p.orig, origin)
+	p.mu.Unlock()
+}
+
+func (p *pushes) seqs(conv domain.ConversationID) []uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []uint64
+	for _, m := range p.msgs {
+		if m.Conv == conv {
+			out = append(out, m.Seq)
+		}
+	}
+	return out
+}
+
+// downable is an Invoker whose calls to some apps fail, as calls to a unit
+// whose sidecar is down do.
+type downable struct {
+	infrastructure.Invoker
+	down sync.Map // app-id → bool
+}
+
+func (d *downable) Invoke(ctx context.Context, appID, method string, data []byte) ([]byte, error) {
+	if _, ok := d.down.Load(appID); ok {
+		return nil, &infrastructure.OpError{Op: "invoke", Key: appID + "/" + method, Kind: infrastructure.ErrUnavailable, Err: errors.New("connection refused")}
+	}
+	return d.Invoker.Invoke(ctx, appID, method, data)
+}
+
+// unit is one in-process unit: its own store and delivery, the shared
+// route store and network.
+type unit struct {
+	name    string
+	units   *units.Units
+	send    *chat.SendMessageHandler
+	history *chat.HistoryHandler
+	read    *chat.MarkReadHandler
+	list    *chat.ListConversationsHandler
+	pushed  *pushes
+	inv     *downable
+}
+
+// newUnits starts onprem and cloud over one route store and network.
+func newUnits(t *testing.T, routes infrastructure.StateStore) (onprem, cloud *unit) {
+	t.Helper()
+	net := &memory.Network{}
+	mk := func(u units.Unit) *unit {
+		live := settings.NewLive(settings.Defaults())
+		if errs := live.Update(map[string]string{"parley.send_rate_per_sec": "100000"}); len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		st := store.New(memory.NewStateStore())
+		t.Cleanup(st.Close)
+		inv := &downable{Invoker: memory.NewInvoker(net, u.AppID)}
+		us, err := units.New(units.Config{Self: u.Name, Units: twoUnits, Routes: routes, Invoker: inv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { us.Stop(context.Background()) })
+		p := &pushes{}
+		x := &unit{
+			name: u.Name, units: us, pushed: p, inv: inv,
+			send:    chat.NewSendMessageHandler(st, live, p, time.Now).WithHomes(us),
+			history: chat.NewHistoryHandler(st).WithHomes(us),
+			read:    chat.NewMarkReadHandler(st).WithHomes(us),
+			list:    chat.NewListConversationsHandler(st).WithHomes(us),
+		}
+		if err := us.Serve(inv, units.Local{Send: x.send, History: x.history, MarkRead: x.read, List: x.list, Deliver: p}); err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	return mk(twoUnits[0]), mk(twoUnits[1])
+}
+
+func waitSeqs(t *testing.T, p *pushes, conv domain.ConversationID, want []uint64) {
+	t.Helper()
+	testkit.Eventually(t, 5*time.Second, func() bool { return fmt.Sprint(p.seqs(conv)) == fmt.Sprint(want) },
+		"pushed seqs of %s: want %v", conv, want)
+}
+
+// TestChatAcrossUnits: a direct conversation is homed in the unit its
+// first message went through; the peer's messages, sent through the other
+// unit, are stored there too, in one gap-free seq order, and each unit's
+// devices are pushed every message. History, read cursors and the listing
+// read the same from both units.
+func TestChatAcrossUnits(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	const conv = domain.ConversationID("d:alice~bob")
+
+	a1, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "hi bob", Origin: "alice-conn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b1", Body: "hi alice", Origin: "bob-conn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.Message.Seq != 1 || b1.Message.Seq != 2 {
+		t.Fatalf("seqs %d, %d: want 1, 2 from the one home", a1.Message.Seq, b1.Message.Seq)
+	}
+	if r, ok, _ := onprem.units.Table().Lookup(ctx, conv); !ok || r.Unit != "onprem" {
+		t.Fatalf("route %+v, %v: want onprem, where the first message went", r, ok)
+	}
+	// A retry of bob's send through either unit finds his message.
+	again, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", Conv: string(conv), ClientMsgID: "b1", Body: "hi alice"})
+	if err != nil || !again.Duplicate || again.Message.ID != b1.Message.ID {
+		t.Fatalf("retry through cloud: %+v, %v: want the same message, duplicate", again, err)
+	}
+	waitSeqs(t, onprem.pushed, conv, []uint64{1, 2})
+	waitSeqs(t, cloud.pushed, conv, []uint64{1, 2})
+	cloud.pushed.mu.Lock()
+	if cloud.pushed.orig[1] != "bob-conn" {
+		t.Errorf("cloud was handed bob's message with origin %q: the sending connection would be pushed its own message", cloud.pushed.orig[1])
+	}
+	cloud.pushed.mu.Unlock()
+
+	for _, u := range []*unit{onprem, cloud} {
+		page, err := u.history.Handle(ctx, chat.History{Reader: "bob", Conv: string(conv)})
+		if err != nil || len(page.Messages) != 2 || page.Messages[1].ID != b1.Message.ID {
+			t.Fatalf("history through %s: %+v, %v", u.name, page, err)
+		}
+	}
+	if seq, err := cloud.read.Handle(ctx, chat.MarkRead{Reader: "bob", Conv: string(conv), Seq: 9}); err != nil || seq != 2 {
+		t.Fatalf("read through cloud: %d, %v: want the cursor at the head, 2", seq, err)
+	}
+	for _, u := range []*unit{onprem, cloud} {
+		views, err := u.list.Handle(ctx, "bob")
+		if err != nil || len(views) != 1 || views[0].ReadSeq != 2 || views[0].LastSeq != 2 {
+			t.Fatalf("bob's listing through %s: %+v, %v: want the conversation, read to 2", u.name, views, err)
+		}
+	}
+	// Someone else's conversation is refused the same way everywhere.
+	if _, err := cloud.history.Handle(ctx, chat.History{Reader: "carol", Conv: string(conv)}); !errors.Is(err, domain.ErrNotMember) {
+		t.Fatalf("carol reads through cloud: %v, want not a member", err)
+	}
+}
+
+// TestForwardingErrors: the home unit's refusals reach the caller as the
+// errors the edge sorts into codes, and a home that cannot be reached is
+// ErrUnitUnavailable, retryable, with nothing stored.
+func TestForwardingErrors(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		cmd   chat.SendMessage
+		check func(error) bool
+	}{
+		{"body_too_large", chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b1", Body: strings.Repeat("x", 20000)},
+			func(err error) bool {
+				var tl *domain.BodyTooLargeError
+				return errors.As(err, &tl) && tl.Limit == settings.Defaults().MaxBodyBytes
+			}},
+		{"empty_body", chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b2"},
+			func(err error) bool { return errors.Is(err, domain.ErrEmptyBody) }},
+		{"reused_cmid", chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "other"},
+			func(err error) bool { return errors.Is(err, store.ErrClientMsgIDReused) }},
+		{"bad_reply", chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b3", Body: "re", ReplyTo: 99},
+			func(err error) bool { return errors.Is(err, domain.ErrInvalidReply) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := cloud.send.Handle(ctx, tc.cmd)
+			if !tc.check(err) {
+				t.Fatalf("got %v (%T)", err, err)
+			}
+			if errors.Is(err, units.ErrUnitUnavailable) {
+				t.Fatalf("a refusal reads as unavailable: %v", err)
+			}
+		})
+	}
+
+	onprem.inv.down.Store("parley-onprem", true)
+	cloud.inv.down.Store("parley-onprem", true)
+	_, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b9", Body: "while down"})
+	if !errors.Is(err, units.ErrUnitUnavailable) || !errors.Is(err, infrastructure.ErrUnavailable) {
+		t.Fatalf("send while the home is down: %v, want ErrUnitUnavailable", err)
+	}
+	if _, err := cloud.history.Handle(ctx, chat.History{Reader: "bob", Conv: "d:alice~bob"}); !errors.Is(err, units.ErrUnitUnavailable) {
+		t.Fatalf("history while the home is down: %v, want ErrUnitUnavailable", err)
+	}
+	// A conversation homed in cloud is not held up by onprem.
+	if _, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "carol", ClientMsgID: "b10", Body: "hi"}); err != nil {
+		t.Fatalf("a conversation homed in the live unit: %v", err)
+	}
+	cloud.inv.down.Delete("parley-onprem")
+	res, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b9", Body: "while down"})
+	if err != nil || res.Duplicate || res.Message.Seq != 2 {
+		t.Fatalf("retry once the home is back: %+v, %v: want it stored once, seq 2", res, err)
+	}
+}
+
+// TestBindRaceOneHome: two units binding the same new conversation at the
+// same moment agree on one home, every time.
+func TestBindRaceOneHome(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	routes := memory.NewStateStore()
+	a, b := units.NewTable(routes, 0), units.NewTable(routes, 0)
+	for i := range 200 {
+		conv := domain.ConversationID(fmt.Sprintf("d:u%d~v%d", i, i))
+		var ra, rb units.Route
+		var ea, eb error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); ra, ea = a.Bind(ctx, conv, "onprem") }()
+		go func() { defer wg.Done(); rb, eb = b.Bind(ctx, conv, "cloud") }()
+		wg.Wait()
+		if ea != nil || eb != nil {
+			t.Fatal(ea, eb)
+		}
+		if ra != rb || ra.Epoch != 1 {
+			t.Fatalf("%s: onprem says %+v, cloud says %+v", conv, ra, rb)
+		}
+	}
+}
+
+// failing is a StateStore whose reads fail once broken.
+type failing struct {
+	infrastructure.StateStore
+	broken atomic.Bool
+	gets   atomic.Int64
+}
+
+func (f *failing) Get(ctx context.Context, key string) (infrastructure.Item, error) {
+	f.gets.Add(1)
+	if f.broken.Load() {
+		return infrastructure.Item{}, &infrastructure.OpError{Op: "get", Key: key, Kind: infrastructure.ErrUnavailable, Err: errors.New("down")}
+	}
+	return f.StateStore.Get(ctx, key)
+}
+
+// TestRouteCache: a bound route is read once; the cache answers while the
+// route store is down, and a conversation it does not hold is refused as
+// unavailable rather than given a second home.
+func TestRouteCache(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	routes := &failing{StateStore: memory.NewStateStore()}
+	onprem, cloud := newUnits(t, routes)
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b1", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	before := routes.gets.Load()
+	for i := range 20 {
+		if _, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: fmt.Sprint("c", i), Body: "hi"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := routes.gets.Load() - before; n != 0 {
+		t.Fatalf("20 sends read the route store %d times: want the cache to answer", n)
+	}
+	routes.broken.Store(true)
+	if _, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "d1", Body: "store down"}); err != nil {
+		t.Fatalf("cached route while the route store is down: %v", err)
+	}
+	_, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "dave", ClientMsgID: "d2", Body: "new"})
+	if !errors.Is(err, units.ErrUnitUnavailable) {
+		t.Fatalf("new conversation while the route store is down: %v, want ErrUnitUnavailable", err)
+	}
+}
+
+// TestBurstBindsNewConversationsOnly: with bind_to naming cloud, new
+// conversations started through onprem are homed in cloud; conversations
+// bound before keep their home.
+func TestBurstBindsNewConversationsOnly(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	onprem.units.SetBindTo("cloud")
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "carol", ClientMsgID: "a2", Body: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a3", Body: "old one"}); err != nil {
+		t.Fatal(err)
+	}
+	for conv, want := range map[domain.ConversationID]string{"d:alice~bob": "onprem", "d:alice~carol": "cloud"} {
+		if r, ok, _ := cloud.units.Table().Lookup(ctx, conv); !ok || r.Unit != want {
+			t.Errorf("%s is homed in %+v, want %s", conv, r, want)
+		}
+	}
+	// The message went where the conversation lives.
+	page, err := cloud.history.Handle(ctx, chat.History{Reader: "carol", Conv: "d:alice~carol"})
+	if err != nil || len(page.Messages) != 1 {
+		t.Fatalf("carol's history: %+v, %v", page, err)
+	}
+	onprem.units.SetBindTo("mars")
+	if got := onprem.units.BindTo(); got != "onprem" {
+		t.Fatalf("bind_to naming no unit: binds to %q, want onprem", got)
+	}
+}
+
+// TestMovedConversation: a unit whose cached route is stale is told so by
+// the old home, drops the route and reaches the new home.
+func TestMovedConversation(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	routes := memory.NewStateStore()
+	onprem, cloud := newUnits(t, routes)
+	const conv = domain.ConversationID("d:alice~bob")
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b1", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	// An operator moves the conversation to cloud (epoch 2); onprem learns
+	// it by reading the store, cloud still caches onprem.
+	if err := routes.Set(ctx, units.RouteKey(conv), []byte(`{"unit":"cloud","epoch":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	onprem.units.Table().Forget(conv)
+	res, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b2", Body: "after the move"})
+	if err != nil {
+		t.Fatalf("send with a stale route: %v", err)
+	}
+	if r, _, _ := cloud.units.Table().Lookup(ctx, conv); r.Unit != "cloud" || r.Epoch != 2 {
+		t.Fatalf("cloud's route after the send: %+v", r)
+	}
+	if res.Message.Seq != 1 {
+		t.Fatalf("stored at seq %d in the new home: history is not copied yet, want 1", res.Message.Seq)
+	}
+}
+
+func TestParseUnits(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, in string
+		want     int
+		ok       bool
+	}{
+		{"two", "onprem=parley-onprem, cloud=parley-cloud", 2, true},
+		{"empty", "", 0, false},
+		{"no_app_id", "onprem", 0, false},
+		{"twice", "a=x,a=y", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := units.ParseUnits(tc.in)
+			if (err == nil) != tc.ok || len(got) != tc.want {
+				t.Fatalf("ParseUnits(%q) = %v, %v", tc.in, got, err)
+			}
+		})
+	}
+}
