@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -150,18 +151,41 @@ func createGroup(ctx context.Context, t *testing.T, base func() string, owner st
 type ledger struct {
 	mu    sync.Mutex
 	seqs  map[uint64]string
+	cmids map[uint64]string // for messages sent through sendAll
 	sent  atomic.Int64
 	tries atomic.Int64
 }
 
-func (l *ledger) ack(seq uint64, id string) error {
+func (l *ledger) ack(seq uint64, id, cmid string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.cmids == nil {
+		l.cmids = map[uint64]string{}
+	}
+	l.cmids[seq] = cmid
 	if prev, ok := l.seqs[seq]; ok && prev != id {
 		return fmt.Errorf("seq %d ACKed for two messages: %s and %s", seq, prev, id)
 	}
 	l.seqs[seq] = id
 	return nil
+}
+
+// missing lists the ACKed messages, by seq and cmid, that got lacks.
+func (l *ledger) missing(got []*pb.Message) []string {
+	have := map[uint64]bool{}
+	for _, m := range got {
+		have[m.Seq] = true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for seq := range l.seqs {
+		if !have[seq] {
+			out = append(out, fmt.Sprintf("#%d(%s)", seq, l.cmids[seq]))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (l *ledger) len() int {
@@ -208,7 +232,7 @@ func sendAll(ctx context.Context, t *testing.T, l *ledger, base func() string, u
 			}
 			pause(ctx, 100*time.Millisecond) // the sender's retry backoff
 		}
-		if err := l.ack(m.Seq, m.Id); err != nil {
+		if err := l.ack(m.Seq, m.Id, cmid); err != nil {
 			t.Error(err)
 		}
 		pause(ctx, pace) // a pace, so that a fault lands mid-traffic
@@ -346,6 +370,9 @@ func TestGroupClusterFaults(t *testing.T) {
 			}
 			if !caughtUp {
 				t.Logf("not caught up live within 60s, before the final sync: %v", behind)
+				for _, d := range devs[:min(3, len(devs))] {
+					t.Logf("%s misses %v", d.name, l.missing(d.inbox.Messages(conv)))
+				}
 			}
 			// A last sync on a fresh connection, as a client that comes back
 			// later would.
@@ -503,6 +530,11 @@ func TestGroupAtScale(t *testing.T) {
 	// What did not arrive live is looked for by sync on the same
 	// connection; what sync does not return either is lost.
 	var live, synced, dups, lost int64
+	missedBy := map[string]int{}
+	senderOf := map[string]string{}
+	for seq, id := range want {
+		senderOf[id] = l.cmids[seq]
+	}
 	var firstSeq uint64 = ^uint64(0)
 	for seq := range want {
 		firstSeq = min(firstSeq, seq)
@@ -522,6 +554,9 @@ func TestGroupAtScale(t *testing.T) {
 		d.mu.Unlock()
 		if len(missing) == 0 {
 			continue
+		}
+		for _, id := range missing {
+			missedBy[fmt.Sprintf("n%d missed %s", d.home+1, senderOf[id])]++
 		}
 		msgs, err := d.c.Sync(ctx, conv, firstSeq-1)
 		if err != nil {
@@ -548,6 +583,9 @@ func TestGroupAtScale(t *testing.T) {
 		created.Round(time.Millisecond), connected.Round(time.Millisecond), delivered.Round(time.Millisecond), time.Since(start).Round(time.Second))
 	if lost > 0 {
 		t.Errorf("%d deliveries lost", lost)
+	}
+	if len(missedBy) > 0 {
+		t.Logf("live deliveries missed, by the devices' node and the message: %v", missedBy)
 	}
 	if synced > 0 {
 		t.Errorf("%d deliveries reached connected devices only by sync: live delivery missed them", synced)
