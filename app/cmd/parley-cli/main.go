@@ -317,19 +317,14 @@ func groupCommand(ctx context.Context, s *client.Session, t *terminal, args []st
 		t.setName(res.Conv, res.Group.GetName())
 		t.line(fmt.Sprintf("created %s  %s  (%d members); write to it with %s;;text", res.Conv, res.Group.GetName(), res.Group.GetCount(), res.Conv))
 	case args[0] == "invite" && len(args) == 3 && strings.HasPrefix(args[1], "g:"):
-		res, err := s.ChangeGroup(ctx, args[1], client.GroupChange{Op: client.OpInvite, Users: splitUsers(args[2])})
-		if err != nil {
+		// The event prints when the session delivers it, as for everyone.
+		if _, err := s.ChangeGroup(ctx, args[1], client.GroupChange{Op: client.OpInvite, Users: splitUsers(args[2])}); err != nil {
 			t.line("not invited: " + err.Error())
-			return
 		}
-		t.line(t.format(res.Event))
 	case args[0] == "leave" && len(args) == 2 && strings.HasPrefix(args[1], "g:"):
-		res, err := s.ChangeGroup(ctx, args[1], client.GroupChange{Op: client.OpLeave})
-		if err != nil {
+		if _, err := s.ChangeGroup(ctx, args[1], client.GroupChange{Op: client.OpLeave}); err != nil {
 			t.line("not left: " + err.Error())
-			return
 		}
-		t.line(t.format(res.Event))
 	default:
 		t.line(groupUsage)
 	}
