@@ -10,6 +10,7 @@ import (
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/hook"
 	"github.com/parley-im/parley/app/store"
+	"github.com/parley-im/parley/app/units"
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 )
@@ -63,6 +64,7 @@ const (
 	CodeNoChange           = "no_change"
 	CodeUnknownGroupOp     = "unknown_group_op"
 	CodeBanned             = "banned"
+	CodeUnitUnavailable    = "unit_unavailable"
 )
 
 // apiError is an error as the client sees it.
@@ -178,6 +180,8 @@ func toAPIError(err error) apiError {
 		return apiError{http.StatusBadRequest, CodeInvalidLimit, "limit must be between 0 and 200", false, 0}
 	case errors.Is(err, chat.ErrRateLimited):
 		return apiError{http.StatusTooManyRequests, CodeRateLimited, err.Error(), true, 0}
+	case errors.Is(err, units.ErrUnitUnavailable):
+		return apiError{http.StatusServiceUnavailable, CodeUnitUnavailable, "the conversation's home unit is unavailable; nothing was stored, retry with the same cmid", true, 0}
 	case errors.Is(err, infrastructure.ErrUnavailable), errors.Is(err, infrastructure.ErrConflict),
 		errors.Is(err, context.DeadlineExceeded):
 		return apiError{http.StatusServiceUnavailable, CodeUnavailable, "storage is unavailable; nothing was stored, retry with the same cmid", true, 0}

@@ -79,6 +79,8 @@ type options struct {
 	// a token on a command line shows in the process list.
 	daprAPIToken string
 	appAPIToken  string
+	// units makes the node one unit of several (units.go).
+	units unitOptions
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -132,6 +134,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	o.appAPIToken = os.Getenv("APP_API_TOKEN")
 	appPort, _ := strconv.Atoi(envOr("PARLEY_APP_PORT", "0"))
 	fs.IntVar(&o.appPort, "app-port", appPort, "port on 127.0.0.1 where daprd delivers invocations to parley; 0 picks a free one (env PARLEY_APP_PORT)")
+	o.units.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

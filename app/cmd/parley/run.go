@@ -220,6 +220,9 @@ type application struct {
 	presence *presence.Registry
 	service  *chat.ServiceHandler
 	receipts *chat.ReadReceipts
+	// stopUnits ends the hand-offs to other units (a no-op when the node
+	// is no unit).
+	stopUnits func(context.Context)
 }
 
 // newApplication builds the whole application from a backend: the one place
@@ -296,8 +299,14 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		router.Stop(ctx)
 		return nil, fmt.Errorf("serve invocations: %w", err)
 	}
+	stopUnits, err := setupUnits(ctx, o.units, o.settingsPrefix, log.Named("units"), b, &uc, router)
+	if err != nil {
+		reg.Stop(ctx)
+		router.Stop(ctx)
+		return nil, fmt.Errorf("units: %w", err)
+	}
 	receipts.Start()
-	return &application{store: st, gateway: gw, router: router, presence: reg, service: svc, receipts: receipts}, nil
+	return &application{store: st, gateway: gw, router: router, presence: reg, service: svc, receipts: receipts, stopUnits: stopUnits}, nil
 }
 
 // noticeNotifier tells users' devices of chat notices through the router.
@@ -318,6 +327,7 @@ func (a *application) stop(ctx context.Context) {
 		_ = a.service.Stop(ctx)
 	}
 	a.receipts.Stop()
+	a.stopUnits(ctx)
 	a.presence.Stop(ctx)
 	a.router.Stop(ctx)
 	a.store.Close()
