@@ -14,6 +14,10 @@ type Backend struct {
 	// its own, not State, because State belongs to one unit and prefixes
 	// its keys with the unit's app-id. Nil when the adapter has none.
 	Routes StateStore
+	// Bindings sends to systems outside parley through named output
+	// bindings (offline push, package app/push). Nil when the adapter has
+	// none.
+	Bindings OutputBinding
 	// Ready reports whether the backend answers now: for Dapr, whether the
 	// sidecar is reachable. The gateway's /readyz calls it.
 	Ready func(ctx context.Context) error
