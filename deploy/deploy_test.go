@@ -46,6 +46,9 @@ var componentTypePrefix = map[string]string{
 	"statestore":  "state.",
 	"pubsub":      "pubsub.",
 	"configstore": "configuration.",
+	"secretstore": "secretstores.",
+	"routes":      "state.",    // the route table units share
+	"push":        "bindings.", // offline push
 }
 
 // connectionKeys are component metadata that an overlay may change when it
@@ -180,7 +183,7 @@ func checkComponent(d doc) error {
 	name := str(d, "metadata", "name")
 	prefix, known := componentTypePrefix[name]
 	if !known {
-		return fmt.Errorf("component %q: the name must be statestore, pubsub or configstore", name)
+		return fmt.Errorf("component %q: the name must be one parley uses (statestore, pubsub, configstore, secretstore, routes, push)", name)
 	}
 	var errs []error
 	typ := str(d, "spec", "type")
@@ -1289,7 +1292,7 @@ apps:
 		{"rejects_object_without_api_version", object("kind: Service\nmetadata: {name: x}\n"), "apiVersion"},
 		{"rejects_component_without_version", component(strings.Replace(validComponent, "  version: v1\n", "", 1)), "spec.version"},
 		{"rejects_component_without_type", component(strings.Replace(validComponent, "  type: state.redis\n", "", 1)), "no spec.type"},
-		{"rejects_component_with_unknown_name", component(strings.Replace(validComponent, "name: statestore", "name: cache", 1)), "must be statestore"},
+		{"rejects_component_with_unknown_name", component(strings.Replace(validComponent, "name: statestore", "name: cache", 1)), "the name must be one parley uses"},
 		{"rejects_component_type_not_matching_name", component(strings.Replace(validComponent, "state.redis", "pubsub.redis", 1)), "does not start with"},
 		{"rejects_metadata_with_value_and_secret_ref", component(strings.Replace(validComponent, "secretKeyRef:", "value: x\n      secretKeyRef:", 1)), "both value and secretKeyRef"},
 		{"rejects_scopes_without_app_id", component(strings.Replace(validComponent, "scopes: [parley]", "scopes: [other]", 1)), "do not include the app-id"},
