@@ -57,6 +57,16 @@ type Settings struct {
 	// many members read their messages. Key parley.receipts_group_max,
 	// default 500, from 0 (none) to 10,000.
 	ReceiptsGroupMax int
+	// PushInterval is the least time between two offline pushes to one
+	// user for one conversation (package push); the messages in between
+	// are not pushed. Key parley.push_interval_s, default 30s, from 0
+	// (every message) to 86400.
+	PushInterval time.Duration
+	// PushPreview is how many characters of a message's text an offline
+	// push carries. Key parley.push_preview, default 0: no preview, so that
+	// no message text reaches a push gateway unless an operator asks.
+	// From 0 to 1000.
+	PushPreview int
 	// Abuse are the rules that suspend abusive users and addresses (see
 	// package abuse). Keys parley.abuse.*; a zero field means the abuse
 	// package's default.
@@ -102,7 +112,7 @@ var Keys = []string{
 	"parley.heartbeat_idle_ms", "parley.send_rate_per_sec", "parley.idempotency_ttl_s",
 	"parley.hook_timeout_ms", "parley.hook_fail_open",
 	"parley.group_member_cap", "parley.recall_window_s", "parley.edit_window_s",
-	"parley.receipts_group_max",
+	"parley.receipts_group_max", "parley.push_interval_s", "parley.push_preview",
 	"parley.abuse.window_s", "parley.abuse.max_connects_per_user", "parley.abuse.max_connects_per_ip",
 	"parley.abuse.max_auth_failures", "parley.abuse.max_rate_limited", "parley.abuse.max_banned_attempts",
 	"parley.abuse.first_ban_s", "parley.abuse.max_ban_s", "parley.abuse.forget_s", "parley.abuse.disabled",
@@ -123,6 +133,7 @@ func Defaults() Settings {
 		RecallWindow:     2 * time.Minute,
 		EditWindow:       15 * time.Minute,
 		ReceiptsGroupMax: 500,
+		PushInterval:     30 * time.Second,
 	}
 }
 
@@ -154,6 +165,8 @@ func (s Settings) Apply(kv map[string]string) (Settings, []error) {
 	intIn("parley.recall_window_s", 1, 30*24*3600, func(n int64) { s.RecallWindow = time.Duration(n) * time.Second })
 	intIn("parley.edit_window_s", 1, 30*24*3600, func(n int64) { s.EditWindow = time.Duration(n) * time.Second })
 	intIn("parley.receipts_group_max", 0, 10_000, func(n int64) { s.ReceiptsGroupMax = int(n) })
+	intIn("parley.push_interval_s", 0, 24*3600, func(n int64) { s.PushInterval = time.Duration(n) * time.Second })
+	intIn("parley.push_preview", 0, 1000, func(n int64) { s.PushPreview = int(n) })
 	secs := func(d *time.Duration) func(int64) { return func(n int64) { *d = time.Duration(n) * time.Second } }
 	num := func(v *int) func(int64) { return func(n int64) { *v = int(n) } }
 	a := &s.Abuse
