@@ -16,6 +16,7 @@
 //	loadgen connections -target http://127.0.0.1:8080 -n 19000 -hold 10s
 //	loadgen direct      -target http://127.0.0.1:8080 -pairs 50 -duration 10s [-rate 20000]
 //	loadgen reconnect   -target http://127.0.0.1:8080 -clients 1000 -missed 20
+//	loadgen group       -target http://127.0.0.1:8080 -members 2000 -senders 10 -duration 10s [-rate 30]
 //	loadgen suite       [-duration 10s] [-modes memory,dapr-local,dapr-redis] [-reference memory,redis]
 //	loadgen centrifugo  -engine memory -pairs 50 -duration 10s
 //
@@ -65,6 +66,8 @@ const usage = `loadgen puts load on a parley server on this machine.
   loadgen connections  hold N idle authenticated WebSocket connections; report server RSS per connection
   loadgen direct       P pairs exchange messages; report throughput, send→ACK and send→deliver latency, losses
   loadgen reconnect    N clients drop, miss M messages each, reconnect at once; report time to fully synced
+  loadgen group        one group of N members all online, S of them send; report deliveries/s (messages ×
+                       recipients), send→deliver latency, losses, CPU per delivery
   loadgen suite        build parley, run the three scenarios against -backend memory, dapr local and
                        dapr redis, with Centrifugo's memory and redis engines beside them in the
                        direct scenario, and print markdown tables
@@ -79,7 +82,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return flag.ErrHelp
 	}
 	switch args[0] {
-	case "connections", "direct", "reconnect":
+	case "connections", "direct", "reconnect", "group":
 		return runScenario(ctx, args[0], args[1:], stdout, stderr)
 	case "suite":
 		return runSuite(ctx, args[1:], stdout, stderr)
@@ -189,6 +192,7 @@ func runScenario(ctx context.Context, name string, args []string, stdout, stderr
 	var cc connectionsConfig
 	var dc directConfig
 	var rc reconnectConfig
+	var gc groupConfig
 	switch name {
 	case "connections":
 		cc.register(fs)
@@ -196,6 +200,8 @@ func runScenario(ctx context.Context, name string, args []string, stdout, stderr
 		dc.register(fs)
 	case "reconnect":
 		rc.register(fs)
+	case "group":
+		gc.register(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -212,6 +218,8 @@ func runScenario(ctx context.Context, name string, args []string, stdout, stderr
 		bound, conns = dc.duration+dc.drain, 2*dc.pairs
 	case "reconnect":
 		bound, conns = 0, rc.clients+rc.senders
+	case "group":
+		bound, conns = gc.duration+gc.drain, gc.members
 	}
 	if c.timeout <= 0 {
 		c.timeout = bound + 3*time.Minute
@@ -255,6 +263,12 @@ func runScenario(ctx context.Context, name string, args []string, stdout, stderr
 			return err
 		}
 		res, series, summary = r, []latencySeries{{"reconnect→synced", r.syncedHist}}, r.text()
+	case "group":
+		r, err := runGroup(ctx, e, gc)
+		if err != nil {
+			return err
+		}
+		res, series, summary = r, []latencySeries{{"send→ACK", r.ackHist}, {"send→deliver", r.deliverHist}}, r.text()
 	}
 	dir, err := outputDir(c.outDir)
 	if err != nil {
