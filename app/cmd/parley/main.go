@@ -44,6 +44,7 @@ type options struct {
 	settingsFile   string
 	logFormat      string
 	logLevel       string
+	logFile        logFile
 	shutdown       time.Duration
 	readyFile      string
 	publicURL      string
@@ -100,6 +101,10 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.settingsFile, "settings", envOr("PARLEY_SETTINGS", ""), "YAML file of live settings, re-read when it changes, for profiles without a configuration store (env PARLEY_SETTINGS)")
 	fs.StringVar(&o.logFormat, "log-format", envOr("PARLEY_LOG_FORMAT", "auto"), "auto (console on a terminal, JSON otherwise), console or json (env PARLEY_LOG_FORMAT)")
 	fs.StringVar(&o.logLevel, "log-level", envOr("PARLEY_LOG_LEVEL", "info"), "debug, info, warn or error (env PARLEY_LOG_LEVEL)")
+	fs.StringVar(&o.logFile.path, "log-file", envOr("PARLEY_LOG_FILE", ""), "write the log to this file, rotated by size, instead of stderr; empty means stderr (env PARLEY_LOG_FILE)")
+	fs.IntVar(&o.logFile.maxSizeMB, "log-max-size", envInt("PARLEY_LOG_MAX_SIZE", 100), "with -log-file: megabytes a log file grows to before it is rotated (env PARLEY_LOG_MAX_SIZE)")
+	fs.IntVar(&o.logFile.maxBackups, "log-max-backups", envInt("PARLEY_LOG_MAX_BACKUPS", 10), "with -log-file: rotated files kept; 0 means all (env PARLEY_LOG_MAX_BACKUPS)")
+	fs.IntVar(&o.logFile.maxAgeDays, "log-max-age", envInt("PARLEY_LOG_MAX_AGE", 30), "with -log-file: days a rotated file is kept; 0 means no limit by age (env PARLEY_LOG_MAX_AGE)")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write the listen address to this file once serving (for scripts and tests)")
 	fs.StringVar(&o.publicURL, "public-url", envOr("PARLEY_PUBLIC_URL", ""), "where clients reach this node, for GET /v1/route; empty means http://<-addr> (env PARLEY_PUBLIC_URL)")
@@ -155,6 +160,15 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	if (o.jwtSecretName != "" || o.jwksURLSecretName != "") && o.secretStore == "" {
 		return o, errors.New("-jwt-secret-name and -jwks-url-secret-name need -secret-store")
 	}
+	if o.logFile.maxSizeMB < 1 {
+		return o, fmt.Errorf("-log-max-size %d: want 1 megabyte or more (PARLEY_LOG_MAX_SIZE)", o.logFile.maxSizeMB)
+	}
+	if o.logFile.maxBackups < 0 {
+		return o, fmt.Errorf("-log-max-backups %d: want 0 (keep all) or more (PARLEY_LOG_MAX_BACKUPS)", o.logFile.maxBackups)
+	}
+	if o.logFile.maxAgeDays < 0 {
+		return o, fmt.Errorf("-log-max-age %d: want 0 (no limit) or more days (PARLEY_LOG_MAX_AGE)", o.logFile.maxAgeDays)
+	}
 	if o.traceSample < 0 || o.traceSample > 1 {
 		return o, fmt.Errorf("-trace-sample %v: want a share between 0 and 1 (PARLEY_TRACE_SAMPLE)", o.traceSample)
 	}
@@ -172,6 +186,20 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 		return o, fmt.Errorf("-sidecar %q: use launch or external", o.sidecar)
 	}
 	return o, nil
+}
+
+// envInt reads an integer from the environment. A value that is not one
+// gives -1, which the flags it feeds refuse with their own name.
+func envInt(key string, def int) int {
+	v, ok := os.LookupEnv(key)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 func envOr(key, def string) string {

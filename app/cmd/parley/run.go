@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/parley-im/parley/app/abuse"
 	"github.com/parley-im/parley/app/auth"
@@ -42,7 +43,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, stopLog, err := newLogger(o.logFormat, o.logLevel, stderr)
+	log, stopLog, err := newLogger(o.logFormat, o.logLevel, stderr, o.logFile)
 	if err != nil {
 		return err
 	}
@@ -444,14 +445,46 @@ func serveMetrics(addr string, reg *prometheus.Registry, log *zap.Logger) (stop 
 	return func() { _ = srv.Close() }
 }
 
+// logFile says where the log goes when it goes to a file, and how the file
+// is rotated. The zero path means the log goes to the writer run is given.
+type logFile struct {
+	path       string
+	maxSizeMB  int // rotate once the file would grow past this
+	maxBackups int // rotated files kept; 0 keeps all
+	maxAgeDays int // days a rotated file is kept; 0 means no limit
+}
+
 // newLogger builds the process logger. JSON logs go through a buffer that
 // is flushed every logFlushInterval and at exit: one write(2) per send line
 // cost about a tenth of a node's CPU at full load. A console on a terminal
-// is written at once. stop flushes and stops the flusher.
-func newLogger(format, level string, out io.Writer) (log *zap.Logger, stop func(), err error) {
+// is written at once. With a log file, the buffer's flushes go to a file
+// that lumberjack renames aside with a timestamp (parley-2026-01-02T15-04-05.000.log)
+// once it would pass its size, removing the oldest beyond the backups and
+// age kept. stop flushes, stops the flusher and closes the file.
+func newLogger(format, level string, out io.Writer, file logFile) (log *zap.Logger, stop func(), err error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, nil, fmt.Errorf("-log-level %q: use debug, info, warn or error", level)
+	}
+	ws := zapcore.AddSync(out)
+	closeFile := func() {}
+	if file.path != "" {
+		// lumberjack opens the file at the first write; a path that cannot
+		// be written is refused now rather than lost with every line.
+		if err := os.MkdirAll(filepath.Dir(file.path), 0o755); err != nil {
+			return nil, nil, fmt.Errorf("-log-file %s: %w", file.path, err)
+		}
+		f, err := os.OpenFile(file.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-log-file: %w", err)
+		}
+		_ = f.Close()
+		// lumberjack also starts one goroutine, on the first write, that
+		// removes old files after each rotation; it lives as long as the
+		// process (v2.2.1 never stops it), so a node has exactly one.
+		lj := &lumberjack.Logger{Filename: file.path, MaxSize: file.maxSizeMB, MaxBackups: file.maxBackups, MaxAge: file.maxAgeDays}
+		ws, out = zapcore.AddSync(lj), lj
+		closeFile = func() { _ = lj.Close() }
 	}
 	if format == "auto" {
 		format = "json"
@@ -464,17 +497,21 @@ func newLogger(format, level string, out io.Writer) (log *zap.Logger, stop func(
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
-	ws := zapcore.AddSync(out)
-	stop = func() { _ = ws.Sync() }
+	stop = func() { _ = ws.Sync(); closeFile() }
 	switch format {
 	case "json":
 		enc = zapcore.NewJSONEncoder(encCfg)
 		buf := &zapcore.BufferedWriteSyncer{WS: ws, Size: 256 << 10, FlushInterval: logFlushInterval}
-		ws, stop = buf, func() { _ = buf.Stop() }
+		ws, stop = buf, func() { _ = buf.Stop(); closeFile() }
 	case "console":
-		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		// Colours only for a terminal: in a file they are escape codes.
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		if file.path == "" {
+			encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	default:
+		closeFile()
 		return nil, nil, fmt.Errorf("-log-format %q: use auto, console or json", format)
 	}
 	return zap.New(zapcore.NewCore(enc, ws, lvl)), stop, nil
