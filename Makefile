@@ -15,6 +15,14 @@ DAPRD        := sidecar/bin/daprd
 run: $(DAPRD) parley
 	./bin/parley -backend dapr -sidecar launch -profile local -settings deploy/local/settings.yaml
 
+# units: two units of parley on this machine, onprem on postgres-rabbitmq
+# and cloud on redis, each with its own daprd, sharing the route table of
+# components/units; prints each unit's page. Needs PostgreSQL, RabbitMQ
+# and Redis running. Ctrl-C stops both.
+.PHONY: units
+units: $(DAPRD) parley
+	deploy/units/run.sh
+
 # run-memory: parley alone, with the in-memory adapter and no sidecar.
 run-memory: parley
 	./bin/parley -backend memory -settings deploy/local/settings.yaml

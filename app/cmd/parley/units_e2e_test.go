@@ -60,7 +60,7 @@ func startUnits(t *testing.T) *unitsEnv {
 	env := &unitsEnv{
 		onprem: &unitEnv{name: "onprem", appID: daprdtest.UniqueName("parley-onprem"), profile: daprdtest.PostgresRabbitMQ},
 		cloud:  &unitEnv{name: "cloud", appID: daprdtest.UniqueName("parley-cloud"), profile: daprdtest.Redis},
-		prefix: daprdtest.UniqueName("units") + ".",
+		prefix: strings.ReplaceAll(daprdtest.UniqueName("units"), "-", "_") + ".",
 	}
 	unitsFlag := fmt.Sprintf("onprem=%s,cloud=%s", env.onprem.appID, env.cloud.appID)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -243,19 +243,19 @@ func testUnitsChat(t *testing.T, env *unitsEnv) {
 					t.Fatalf("%s synced %d messages, %d were ACKed", d.name, len(msgs), len(acked))
 				}
 			}
-			// bob reads through cloud, ann through onprem; each side's
-			// listing shows both cursors where they were moved.
+			// ben reads through cloud, ann through onprem; each one's
+			// listing, through either unit, shows the cursor moved.
 			last := uint64(len(acked))
 			if seq, err := bCloud.c.MarkRead(ctx, conv, last); err != nil || seq != last {
 				t.Fatalf("ben marks read through cloud: %d, %v", seq, err)
 			}
-			if seq, err := aOn.c.MarkRead(ctx, conv, last-1); err != nil || seq != last-1 {
+			if seq, err := aOn.c.MarkRead(ctx, conv, last); err != nil || seq != last {
 				t.Fatalf("ann marks read through onprem: %d, %v", seq, err)
 			}
 			for _, c := range []struct {
 				d    *device
 				read uint64
-			}{{bCloud, last}, {aOn, last - 1}, {aCloud, last - 1}} {
+			}{{bCloud, last}, {aOn, last}, {aCloud, last}} {
 				convs, err := c.d.c.Conversations(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -353,41 +353,56 @@ func testUnitsBurst(t *testing.T, env *unitsEnv) {
 func testUnitsLatency(t *testing.T, env *unitsEnv) {
 	ctx := ctxT(t, 2*time.Minute)
 	const n = 100
-	measure := func(homeIn *unitEnv) []time.Duration {
+	// pair is a sender and a receiver, both on onprem, in a conversation
+	// homed in homeIn.
+	type pair struct {
+		conv, to string
+		sender   *device
+		receiver *client.Client
+		took     []time.Duration
+	}
+	newPair := func(homeIn *unitEnv) *pair {
 		a, b := daprdtest.UniqueName("lat"), daprdtest.UniqueName("lat")
-		conv := directConv(a, b)
+		p := &pair{conv: directConv(a, b), to: b, sender: connectDevice(t, env.onprem.node(), a, "web"),
+			receiver: dial(t, env.onprem.node(), b, "web")}
 		// The first message, sent through the home unit, binds it there.
 		if _, _, err := httpSend(ctx, homeIn.parley.base, token(t, homeIn.node(), a), b, "", "bind", "bind"); err != nil {
 			t.Fatal(err)
 		}
-		sender := connectDevice(t, env.onprem.node(), a, "web")
-		receiver := dial(t, env.onprem.node(), b, "web")
-		var out []time.Duration
-		for i := range n {
-			start := time.Now()
-			if _, err := sender.c.Send(ctx, b, "", fmt.Sprint("m", i), "ping"); err != nil {
-				t.Fatal(err)
-			}
-			for {
-				select {
-				case m := <-receiver.Messages:
-					if m.Conv != conv || m.Cmid != fmt.Sprint("m", i) {
-						continue
-					}
-				case <-ctx.Done():
-					t.Fatalf("message %d not delivered", i)
-				}
-				break
-			}
-			out = append(out, time.Since(start))
-		}
-		slices.Sort(out)
-		return out
+		return p
 	}
-	local, remote := measure(env.onprem), measure(env.cloud)
-	pct := func(d []time.Duration, p int) time.Duration { return d[len(d)*p/100] }
-	t.Logf("send→deliver between two devices on onprem, %d sends: homed on onprem p50 %v p99 %v; homed on cloud p50 %v p99 %v",
-		n, pct(local, 50), pct(local, 99), pct(remote, 50), pct(remote, 99))
+	// roundTrip sends one message and waits for its push to the receiver.
+	roundTrip := func(p *pair, i int) {
+		cmid := fmt.Sprint("m", i)
+		start := time.Now()
+		if _, err := p.sender.c.Send(ctx, p.to, "", cmid, "ping"); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			select {
+			case m := <-p.receiver.Messages:
+				if m.Conv != p.conv || m.Cmid != cmid {
+					continue
+				}
+			case <-ctx.Done():
+				t.Fatalf("message %d of %s not delivered", i, p.conv)
+			}
+			break
+		}
+		p.took = append(p.took, time.Since(start))
+	}
+	local, remote := newPair(env.onprem), newPair(env.cloud)
+	// Interleaved, so that both see the same load on the machine.
+	for i := range n {
+		roundTrip(local, i)
+		roundTrip(remote, i)
+	}
+	pct := func(d []time.Duration, p int) time.Duration {
+		slices.Sort(d)
+		return d[len(d)*p/100]
+	}
+	t.Logf("send→deliver between two devices on onprem, %d sends each: homed on onprem p50 %v p99 %v; homed on cloud p50 %v p99 %v",
+		n, pct(local.took, 50), pct(local.took, 99), pct(remote.took, 50), pct(remote.took, 99))
 
 	// Throughput: 4 senders on onprem, each to its own conversation homed
 	// on cloud.
@@ -396,10 +411,10 @@ func testUnitsLatency(t *testing.T, env *unitsEnv) {
 	start := time.Now()
 	for s := range senders {
 		a, b := daprdtest.UniqueName("tp"), daprdtest.UniqueName("tp")
+		d := dial(t, env.onprem.node(), a, "web")
 		if _, _, err := httpSend(ctx, env.cloud.parley.base, token(t, env.cloud.node(), b), a, "", "bind", "bind"); err != nil {
 			t.Fatal(err)
 		}
-		d := dial(t, env.onprem.node(), a, "web")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -489,6 +504,40 @@ func testUnitsKill(t *testing.T, env *unitsEnv) {
 			if acked[m.Seq] != m.ID {
 				t.Errorf("%s: seq %d is %s, the ACK said %s", base, m.Seq, m.ID, acked[m.Seq])
 			}
+		}
+	}
+}
+
+// TestUnitComponentsShareTheRouteStore: every unit's folder in
+// components/units holds the same routes component, so that all units
+// read and bind one route table, and a resiliency policy for its peers.
+func TestUnitComponentsShareTheRouteStore(t *testing.T) {
+	t.Parallel()
+	root, err := testkit.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs, err := filepath.Glob(filepath.Join(root, "components", "units", "*"))
+	if err != nil || len(dirs) < 2 {
+		t.Fatalf("unit folders: %v, %v", dirs, err)
+	}
+	var first []byte
+	for _, d := range dirs {
+		routes, err := os.ReadFile(filepath.Join(d, "routes.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(routes), "value: \"none\"") {
+			t.Errorf("%s/routes.yaml: keyPrefix is not none; each unit would see only its own routes", d)
+		}
+		if first == nil {
+			first = routes
+		} else if string(routes) != string(first) {
+			t.Errorf("%s/routes.yaml differs from %s/routes.yaml: the units would not share one route table", d, dirs[0])
+		}
+		res, err := os.ReadFile(filepath.Join(d, "resiliency.yaml"))
+		if err != nil || !strings.Contains(string(res), "kind: Resiliency") {
+			t.Errorf("%s: no resiliency for calls to other units: %v", d, err)
 		}
 	}
 }
