@@ -508,9 +508,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-func (s *Server) logSend(m *domain.Message, connID string, dup bool, took time.Duration) {
-	s.log.Info("send",
+// logSend writes a send's one line, with the ids that follow the message
+// across nodes. traced are the send's trace and span ids (traceFields of
+// the send's ctx): present when the send is traced, absent otherwise.
+func (s *Server) logSend(m *domain.Message, connID string, dup bool, took time.Duration, traced ...zap.Field) {
+	f := [9]zap.Field{
 		zap.String("conv", string(m.Conv)), zap.Uint64("seq", m.Seq), zap.String("msg_id", m.ID),
 		zap.String("sender", string(m.Sender)), zap.String("conn", connID), zap.Bool("duplicate", dup),
-		zap.Duration("took", took))
+		zap.Duration("took", took)}
+	n := 7 + copy(f[7:], traced)
+	s.log.Info("send", f[:n]...)
 }
