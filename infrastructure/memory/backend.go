@@ -9,7 +9,7 @@ import (
 // NewBackend returns a Backend whose parts all live in this process. config
 // seeds the configuration store; net may be shared by several backends to let
 // their apps invoke each other, or nil for a private one. Its route store is
-// its own; backends standing for several units share one with WithRoutes.
+// its own: a deployment of one unit.
 func NewBackend(appID string, config map[string]string, net *Network) infrastructure.Backend {
 	if net == nil {
 		net = &Network{}
@@ -25,10 +25,3 @@ func NewBackend(appID string, config map[string]string, net *Network) infrastruc
 	}
 }
 
-// WithRoutes returns b with routes as its route store, so that in-process
-// units share one route table as the units of a deployment share one
-// component.
-func WithRoutes(b infrastructure.Backend, routes *StateStore) infrastructure.Backend {
-	b.Routes = routes
-	return b
-}
