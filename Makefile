@@ -113,6 +113,8 @@ $(CENTRIFUGO):
 # modes (memory, daprd with components/local, daprd with components/redis),
 # measured in the same run, printed as one table, with Centrifugo (memory and
 # redis engines) as a reference column beside parley memory and daprd+redis:
-# its direct runs alternate with parley's. 5 to 6 minutes; loopback only.
+# its direct runs alternate with parley's. A group of 2,000 members all
+# online, 10 of them sending, runs in memory and daprd+redis mode on a parley
+# of its own. 6 to 7 minutes; loopback only.
 bench: $(DAPRD) $(CENTRIFUGO)
 	$(GO) run ./tools/loadgen suite -centrifugo $(CENTRIFUGO)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +117,51 @@ func TestGroupMemberMissing(t *testing.T) {
 	got := m.missing(acked, 7)
 	if want := []uint64{4, 300}; !slices.Equal(got, want) {
 		t.Errorf("missing %v, want %v (5 is its own)", got, want)
+	}
+}
+
+// TestSuiteTableGroupRows: the group's figures appear in each mode's
+// column, with the ratio to memory, and against the targets: memory
+// 60,000 deliveries/s and daprd + redis half of it, both at p99 ≤ 100 ms.
+func TestSuiteTableGroupRows(t *testing.T) {
+	t.Parallel()
+	group := func(members int, rate, p99 float64, lost int64) *GroupResult {
+		return &GroupResult{Members: members, Senders: 10, AckedPerSec: rate / float64(members-1), DeliveriesPerSec: rate,
+			DeliverLatency: Summary{P50Ms: p99 / 4, P99Ms: p99}, Lost: lost, DroppedConnections: 2, DroppedSenders: 1,
+			ServerCPUPerDeliveryUs: 9.5, LoadgenCPUPerDeliveryUs: 11.25}
+	}
+	res := &SuiteResult{Machine: "test", Modes: []*ModeResult{
+		{Mode: "memory", Group: group(2000, 64000, 80, 0)},
+		{Mode: "dapr-local"},
+		{Mode: "dapr-redis", Group: group(2000, 24000, 90, 0)},
+	}}
+	table := suiteTable(res)
+	for _, want := range []string{
+		"| **group, all online**: members × senders | 2000 × 10 | – | 2000 × 10 |",
+		"| deliveries/s (messages × recipients) | 64000 | – | 24000 |  | 0.38× |",
+		"| connections dropped (senders) | 2 (1) | – | 2 (1) |",
+		"| CPU per delivery, µs: server / sidecar / load generator | 9.50 / 0.00 / 11.25 | – |",
+		"| memory: a group of 2000 members all online on one node, ≥60000 deliveries/s, p99 send→deliver ≤100 ms | group of 2000: 64000 deliveries/s, p99 80.00 ms, lost 0 | yes |",
+		"| dapr-redis: a group of 2000 members all online on one node, ≥30000 deliveries/s, p99 send→deliver ≤100 ms | group of 2000: 24000 deliveries/s, p99 90.00 ms, lost 0 | **no** |",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		g    *GroupResult
+	}{
+		{"smaller_group", group(500, 90000, 50, 0)},
+		{"slow_p99", group(2000, 90000, 150, 0)},
+		{"lost", group(2000, 90000, 50, 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			table := suiteTable(&SuiteResult{Modes: []*ModeResult{{Mode: "memory", Group: tc.g}}})
+			if !strings.Contains(table, "ms, lost "+strconv.FormatInt(tc.g.Lost, 10)+" | **no** |") {
+				t.Errorf("target met by %+v:\n%s", tc.g, table)
+			}
+		})
 	}
 }

@@ -34,6 +34,8 @@ type suiteConfig struct {
 	runs        int
 	rates       string
 	reconnect   reconnectConfig
+	group       groupConfig
+	groupModes  string
 	concurrency int
 	centrifugo  string
 	reference   string
@@ -55,7 +57,7 @@ var suiteModes = []struct {
 
 func (c *suiteConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.modes, "modes", "memory,dapr-local,dapr-redis", "modes to measure, in order")
-	fs.StringVar(&c.scenarios, "scenarios", "connections,direct,rate,reconnect", "scenarios per mode: connections (on a parley of its own), direct, rate (direct at the mode's target rate), reconnect")
+	fs.StringVar(&c.scenarios, "scenarios", "connections,direct,rate,reconnect,group", "scenarios per mode: connections (on a parley of its own), direct, rate (direct at the mode's target rate), reconnect, group (on a parley of its own, in -group-modes only)")
 	fs.StringVar(&c.outDir, "out-dir", "", "folder for results, charts and parley logs; empty means a new folder under $TMPDIR")
 	fs.StringVar(&c.parley, "parley", "", "a parley binary to use; empty means build ./app/cmd/parley into the output folder")
 	fs.StringVar(&c.progress, "progress", "auto", "progress bar on stderr: auto (when a terminal), on or off")
@@ -72,6 +74,11 @@ func (c *suiteConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.rates, "rates", "", "rate scenario: msg/s per mode as mode=rate,...; empty means each mode's target (memory=40000, dapr-local=20000, dapr-redis=15000)")
 	fs.IntVar(&c.reconnect.clients, "clients", 1000, "reconnect scenario: clients")
 	fs.IntVar(&c.reconnect.missed, "missed", 20, "reconnect scenario: messages each client misses")
+	fs.IntVar(&c.group.members, "members", 2000, "group scenario: members of the group, all online")
+	fs.IntVar(&c.group.senders, "senders", 10, "group scenario: members that send")
+	fs.DurationVar(&c.group.duration, "group-duration", 5*time.Second, "group scenario: how long to send")
+	fs.IntVar(&c.group.inflight, "group-inflight", 2, "group scenario: sends in flight per sender")
+	fs.StringVar(&c.groupModes, "group-modes", "memory,dapr-redis", "modes that run the group scenario (it adds about 15 s to each)")
 	fs.IntVar(&c.concurrency, "dial-concurrency", 128, "connections dialled at once")
 	fs.StringVar(&c.centrifugo, "centrifugo", "", "the Centrifugo v"+centrifugoVersion+" binary of the reference columns; empty means "+centrifugoBinary+" in the checkout (`make centrifugo` builds it)")
 	fs.StringVar(&c.reference, "reference", "memory,redis", "Centrifugo engines to measure beside parley in the direct scenario, run for run alternating with a parley mode: memory beside memory, redis beside dapr-redis; empty for none")
@@ -79,6 +86,28 @@ func (c *suiteConfig) register(fs *flag.FlagSet) {
 	c.direct.drain = 10 * time.Second
 	c.direct.body = 64
 	c.reconnect.senders, c.reconnect.inflight, c.reconnect.settle = 16, 8, time.Second
+	c.group.drain, c.group.body = 10*time.Second, 64
+}
+
+// groupTargets are the issue's goals for the group scenario, in deliveries
+// per second (messages × recipients) of a 2,000-member group all online on
+// one node, each with a p99 send→deliver of at most groupTargetP99 ms:
+// daprd + redis is to reach half of memory mode's goal.
+var groupTargets = map[string]float64{"memory": 60_000, "dapr-redis": 30_000}
+
+const (
+	groupTargetP99     = 100
+	groupTargetMembers = 2000
+)
+
+// wantsGroup reports whether mode runs the group scenario.
+func (c *suiteConfig) wantsGroup(mode string) bool {
+	for _, m := range strings.Split(c.groupModes, ",") {
+		if strings.TrimSpace(m) == mode {
+			return true
+		}
+	}
+	return false
 }
 
 // ModeResult is one mode's figures.
@@ -96,6 +125,7 @@ type ModeResult struct {
 	DirectLost int64            `json:"direct_lost_all_runs"`
 	Rate       *DirectResult    `json:"rate,omitempty"`
 	Reconnect  *ReconnectResult `json:"reconnect,omitempty"`
+	Group      *GroupResult     `json:"group,omitempty"`
 	ServerLog  string           `json:"server_log"`
 	// Beside is, for a reference server, the parley mode whose direct
 	// runs it alternated with.
@@ -247,7 +277,7 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if m.name == "dapr-redis" && !cfg.keepRedis {
 			deleted := 0
-			for _, id := range []string{appID + "-c", appID} {
+			for _, id := range []string{appID + "-c", appID + "-g", appID} {
 				n, err := redisCleanup(cfg.redisAddr, id)
 				deleted += n
 				if err != nil {
@@ -280,6 +310,9 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if mr.Rate != nil {
 			deliver = append(deliver, latencySeries{fmt.Sprintf("%s send→deliver at %.0f/s", mr.Mode, mr.Rate.TargetRate), histFrom(mr.Rate.DeliverHist)})
+		}
+		if mr.Group != nil {
+			deliver = append(deliver, latencySeries{fmt.Sprintf("%s send→deliver, group of %d", mr.Mode, mr.Group.Members), histFrom(mr.Group.DeliverHist)})
 		}
 		if mr.Reconnect != nil {
 			recon = append(recon, latencySeries{mr.Mode + " reconnect→synced", histFrom(mr.Reconnect.SyncedHist)})
@@ -369,6 +402,26 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 				return fmt.Errorf("connections: %w", err)
 			}
 			fmt.Fprint(stderr, mr.Connections.text())
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// The group gets a parley of its own too: a fresh heap, not one that
+	// holds every message of the direct runs, and its clean-up after 2,000
+	// connections close does not slow the others down.
+	if want["group"] && cfg.wantsGroup(mr.Mode) {
+		err := serve(appID+"-g", "parley-"+mr.Mode+"-group.log", func(newE func(int) (*env, error)) error {
+			fmt.Fprintf(stderr, "-- %s group: %d members, %d senders for %s\n", mr.Mode, cfg.group.members, cfg.group.senders, cfg.group.duration)
+			e, err := newE(cfg.group.members)
+			if err != nil {
+				return err
+			}
+			if mr.Group, err = runGroup(ctx, e, cfg.group); err != nil {
+				return fmt.Errorf("group: %w", err)
+			}
+			fmt.Fprint(stderr, mr.Group.text())
 			return nil
 		})
 		if err != nil {
