@@ -28,6 +28,10 @@ type connectionsConfig struct {
 	hold    time.Duration
 	settle  time.Duration
 	route   bool
+	// groupSize > 0 puts the users, in order, into groups of that many
+	// before they connect: an idle connection should cost no more when its
+	// user is in a group.
+	groupSize int
 }
 
 func (c *connectionsConfig) register(fs *flag.FlagSet) {
@@ -35,6 +39,7 @@ func (c *connectionsConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.workers, "workers", 0, "worker processes; 0 means one per 10,000 connections")
 	fs.DurationVar(&c.hold, "hold", 10*time.Second, "how long to hold the connections once open")
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the last connect before reading the server's RSS")
+	fs.IntVar(&c.groupSize, "group-size", 0, "put the users into groups of this many (2 to 10,000) before they connect, so that RSS per connection counts group membership; 0 means no groups")
 	fs.BoolVar(&c.route, "route", false, "spread the workers over the nodes GET /v1/route lists (a cluster); RSS is then read on every node and divided by the connections each holds")
 }
 
@@ -73,6 +78,11 @@ type ConnectionsResult struct {
 	DroppedHeld int    `json:"dropped_while_held"`
 	Workers     int    `json:"workers"`
 	Sources     int    `json:"sources"`
+	// GroupSize is the size of the groups the users were put into before
+	// connecting (0: none), Groups how many there were.
+	GroupSize         int     `json:"group_size,omitempty"`
+	Groups            int     `json:"groups,omitempty"`
+	GroupSetupSeconds float64 `json:"group_setup_seconds,omitempty"`
 
 	ConnectSeconds float64 `json:"connect_seconds"`
 	ConnectPerSec  float64 `json:"connects_per_sec"`
@@ -140,6 +150,9 @@ func (r *ConnectionsResult) text() string {
 	if r.FirstError != "" {
 		fmt.Fprintf(&b, "  first error: %s\n", r.FirstError)
 	}
+	if r.Groups > 0 {
+		fmt.Fprintf(&b, "  every user in one of %d groups of up to %d (set up in %.2fs, before the baseline)\n", r.Groups, r.GroupSize, r.GroupSetupSeconds)
+	}
 	fmt.Fprintf(&b, "  connect rate: %.0f/s (%.2fs); dial p50 %.1f ms p99 %.1f ms; CPU per connect: server %.2f ms, load generator %.2f ms\n",
 		r.ConnectPerSec, r.ConnectSeconds, r.ConnectLatency.P50Ms, r.ConnectLatency.P99Ms, r.ServerCPUPerConnect, r.LoadgenCPUPerConn)
 	if len(r.Nodes) > 0 {
@@ -201,6 +214,9 @@ type workerProc struct {
 func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*ConnectionsResult, error) {
 	if cfg.n <= 0 {
 		return nil, errors.New("-n must be positive")
+	}
+	if cfg.groupSize != 0 && (cfg.groupSize < 2 || cfg.groupSize > 10_000) {
+		return nil, fmt.Errorf("-group-size %d: want 0, or 2 to 10,000 (the server's default member cap)", cfg.groupSize)
 	}
 	k := cfg.workers
 	if k <= 0 {
@@ -341,6 +357,13 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 		return nil, err
 	}
 	res := &ConnectionsResult{Scenario: "connections", Target: e.base, Requested: cfg.n, Workers: k, Sources: e.sources, ServerPID: e.probe.pid}
+	if cfg.groupSize > 0 {
+		t0 := time.Now()
+		if res.Groups, err = connectionGroups(ctx, e, cfg.n, cfg.groupSize); err != nil {
+			return nil, err
+		}
+		res.GroupSize, res.GroupSetupSeconds = cfg.groupSize, round2(time.Since(t0).Seconds())
+	}
 	res.Before = e.probe.sample(ctx)
 	for i := range nodes {
 		nodes[i].BeforeRSSKB = nodeRSS(nodes[i].PID)
@@ -440,6 +463,41 @@ func runConnections(ctx context.Context, e *env, cfg connectionsConfig) (*Connec
 		res.GoroutinesPerConn = round2(float64(res.Held.Goroutines-res.Before.Goroutines) / float64(res.Connected))
 	}
 	return res, nil
+}
+
+// connectionGroups puts the n users of the connections scenario into
+// groups of size, in order (the last one may be smaller, but never a group
+// of one), all groups at once, and returns how many it made.
+func connectionGroups(ctx context.Context, e *env, n, size int) (int, error) {
+	var groups [][]string
+	for first := 0; first+1 < n; first += size {
+		var users []string
+		for i := first; i < min(first+size, n); i++ {
+			users = append(users, userName(e.prefix, "c", i))
+		}
+		if len(users) >= 2 {
+			groups = append(groups, users)
+		}
+	}
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for k, users := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			token, err := client.DevToken(tctx, e.base, users[0])
+			cancel()
+			if err == nil {
+				_, err = setupGroup(ctx, e, users[0], token, users[1:])
+			}
+			if err != nil {
+				errs[k] = fmt.Errorf("group %d of %d (owner %s): %w", k+1, len(groups), users[0], err)
+			}
+		}()
+	}
+	wg.Wait()
+	return len(groups), errors.Join(errs...)
 }
 
 // nodePID finds the process that serves the node at base, by its

@@ -215,13 +215,13 @@ func setupGroup(ctx context.Context, e *env, owner string, token string, others 
 	first := others[:min(groupBatch, len(others))]
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	g, err := c.CreateGroup(rctx, client.NewGroup{Name: "loadgen " + e.prefix, Users: first, Cmid: e.prefix + "-group"})
+	g, err := c.CreateGroup(rctx, client.NewGroup{Name: "loadgen " + e.prefix, Users: first, Cmid: owner + "-group"})
 	if err != nil {
 		return "", fmt.Errorf("group_create: %w", err)
 	}
 	for i := len(first); i < len(others); i += groupBatch {
 		batch := others[i:min(i+groupBatch, len(others))]
-		if _, err := c.ChangeGroup(rctx, g.Conv, client.GroupChange{Op: client.OpInvite, Users: batch, Cmid: e.prefix + "-invite-" + strconv.Itoa(i)}); err != nil {
+		if _, err := c.ChangeGroup(rctx, g.Conv, client.GroupChange{Op: client.OpInvite, Users: batch, Cmid: owner + "-invite-" + strconv.Itoa(i)}); err != nil {
 			return "", fmt.Errorf("invite members %d-%d: %w", i+1, i+len(batch), err)
 		}
 	}

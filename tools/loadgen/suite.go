@@ -67,6 +67,7 @@ func (c *suiteConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.keepRedis, "keep-redis", false, "keep the run's keys in redis instead of deleting them afterwards")
 	fs.IntVar(&c.conns.n, "conns", 19_000, "connections scenario: connections to hold (the server may open 20,000 files)")
 	fs.DurationVar(&c.conns.hold, "hold", 5*time.Second, "connections scenario: how long to hold them")
+	fs.IntVar(&c.conns.groupSize, "conns-group-size", 2000, "connections scenario: put the users into groups of this many before they connect; 0 for none")
 	fs.IntVar(&c.direct.pairs, "pairs", 50, "direct scenario: pairs of users")
 	fs.DurationVar(&c.direct.duration, "duration", 10*time.Second, "direct scenario: how long each run sends")
 	fs.IntVar(&c.direct.inflight, "inflight", 4, "direct scenario: sends in flight per sender")
