@@ -6,6 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -20,10 +23,10 @@ type sinkCall struct {
 	body                              string
 }
 
-// TestOutputBindingPush invokes the push component every profile ships
-// (bindings.http, components/<profile>/push.yaml) through a real daprd whose
-// PARLEY_PUSH_URL names a sink on loopback: the body and the capitalised
-// metadata reach it as a POST and its headers, a 500 from it is
+// TestOutputBindingPush invokes the push component the local profile ships
+// (bindings.http, components/local/push.yaml), with its url pointed at a
+// sink on loopback, through a real daprd: the body and the capitalised
+// metadata reach the sink as a POST and its headers, a 500 from it is
 // ErrUnavailable, and Loaded finds the component and no other.
 func TestOutputBindingPush(t *testing.T) {
 	calls := make(chan sinkCall, 8)
@@ -39,9 +42,7 @@ func TestOutputBindingPush(t *testing.T) {
 	}))
 	defer sink.Close()
 
-	n := startNode(t, daprdtest.Local, func(o *daprd.Options) {
-		o.Env = append(o.Env, "PARLEY_PUSH_URL="+sink.URL+"/push")
-	})
+	n := startNode(t, daprdtest.Local, withPushURL(t, daprdtest.Local, sink.URL+"/push"))
 	b := n.client.OutputBinding()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -84,23 +85,52 @@ func TestOutputBindingPush(t *testing.T) {
 	}
 }
 
-// TestPushComponentWithoutURL starts daprd on profiles whose push component
-// names no URL (PARLEY_PUSH_URL unset), as every deployment without push
-// does: daprd starts, loads the binding, and a push fails as an outage
-// rather than reaching anything.
-func TestPushComponentWithoutURL(t *testing.T) {
-	t.Setenv("PARLEY_PUSH_URL", "")
-	for _, p := range []string{daprdtest.Local, daprdtest.Redis} {
+// withPushURL starts daprd on a copy of the profile's components whose push
+// component posts to url.
+func withPushURL(t *testing.T, profile, url string) daprdtest.Option {
+	t.Helper()
+	root := daprdtest.RequireBinary(t)
+	src := filepath.Join(root, "components", profile)
+	dir := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name() == "push.yaml" {
+			re := regexp.MustCompile(`(?m)^(\s*value: )"http://127\.0\.0\.1:9797/v1/push"$`)
+			if !re.Match(data) {
+				t.Fatalf("%s/push.yaml: no url to replace", src)
+			}
+			data = re.ReplaceAll(data, []byte(`${1}"`+url+`"`))
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return func(o *daprd.Options) { o.ResourcesPath = dir }
+}
+
+// TestPushComponentAsShipped starts daprd on each profile that ships a push
+// component, whose url names a port where nothing listens: daprd starts and
+// loads the binding, since bindings.http connects only when invoked, and a
+// push fails as an outage rather than reaching anything.
+func TestPushComponentAsShipped(t *testing.T) {
+	for _, p := range []string{daprdtest.Local, daprdtest.SQLite, daprdtest.JetStream} {
 		t.Run(p, func(t *testing.T) {
 			n := startNode(t, p)
 			b := n.client.OutputBinding()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			if _, ok, err := b.Loaded(ctx, "push"); !ok || err != nil {
-				t.Fatalf("Loaded(push) = %v, %v; want the component loaded", ok, err)
+			if typ, ok, err := b.Loaded(ctx, "push"); !ok || err != nil || typ != "bindings.http" {
+				t.Fatalf("Loaded(push) = %q, %v, %v; want bindings.http loaded", typ, ok, err)
 			}
 			if err := b.Invoke(ctx, "push", "post", []byte(`{}`), nil); !errors.Is(err, infrastructure.ErrUnavailable) {
-				t.Fatalf("invoke push with no URL: err = %v, want ErrUnavailable", err)
+				t.Fatalf("invoke push with nothing at its url: err = %v, want ErrUnavailable", err)
 			}
 		})
 	}
