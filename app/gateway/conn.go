@@ -239,11 +239,16 @@ func (c *conn) WriteFailed(error) {
 // start begins serving: the hello frame, the heartbeat timer, and the
 // poller's watch. From here on the connection has no goroutine of its own
 // until a frame arrives.
+// hello queues the hello frame. It is the first frame a device gets: it
+// is queued before the connection is registered, so no push can come first.
+func (c *conn) hello() {
+	c.send(&pb.Frame{Type: "hello", User: string(c.user), Conn: c.id, Node: c.srv.cfg.NodeID})
+}
+
 func (c *conn) start() {
 	c.mu.Lock()
 	c.armLocked(time.Now().Add(c.srv.settings.Load().HeartbeatIdle))
 	c.mu.Unlock()
-	c.send(&pb.Frame{Type: "hello", User: string(c.user), Conn: c.id, Node: c.srv.cfg.NodeID})
 	if !c.wc.Polled() {
 		go func() {
 			for c.readReady() {

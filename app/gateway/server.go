@@ -413,8 +413,9 @@ func (s *Server) releaseSlot(user domain.UserID) {
 }
 
 func (s *Server) serveConn(c *conn) {
-	// Register before the first frame, so that a message sent right after
-	// hello reaches this device wherever the sender is.
+	// hello first, then register: a message sent right after hello
+	// reaches this device wherever the sender is, and none comes before it.
+	c.hello()
 	n := s.hub.Add(c)
 	if s.presence != nil {
 		if err := s.presence.Connect(c.ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: c.sinceMs}); err != nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/store"
+	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 	"github.com/parley-im/parley/infrastructure/memory"
 )
@@ -105,5 +109,44 @@ func TestShutdownWaitsForTheFrameInHand(t *testing.T) {
 	}
 	if !st.done.Load() {
 		t.Fatal("Shutdown returned before the handler finished")
+	}
+}
+
+// TestHelloIsAlwaysTheFirstFrame: a message pushed to a user while one of
+// their devices connects never reaches that device before its hello.
+func TestHelloIsAlwaysTheFirstFrame(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	// Fifty users, each connecting once: one user's connection limit is
+	// not what this tests.
+	users := make([]domain.UserID, 50)
+	for i := range users {
+		users[i] = domain.UserID("u" + strconv.Itoa(i))
+	}
+	conv := &domain.Conversation{ID: "g:everyone", Kind: domain.Group, Members: users}
+	stop := make(chan struct{})
+	pushed := make(chan struct{})
+	go func() {
+		defer close(pushed)
+		for seq := uint64(1); ; seq++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e.hub.Deliver(context.Background(), conv, &domain.Message{ID: "m", Conv: conv.ID, Seq: seq, Sender: "u0", Body: "x"}, "")
+			runtime.Gosched()
+		}
+	}()
+	defer func() { close(stop); <-pushed }()
+	for _, u := range users {
+		ws, _, err := websocket.DefaultDialer.Dial(e.wsURL()+"?token="+e.token(string(u)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readFrame(t, ws); !strings.Contains(got, `"hello"`) {
+			t.Fatalf("first frame %s, want hello", got)
+		}
+		_ = ws.Close()
 	}
 }
