@@ -68,9 +68,9 @@ const usage = `loadgen puts load on a parley server on this machine.
   loadgen reconnect    N clients drop, miss M messages each, reconnect at once; report time to fully synced
   loadgen group        one group of N members all online, S of them send; report deliveries/s (messages ×
                        recipients), send→deliver latency, losses, CPU per delivery
-  loadgen suite        build parley, run the three scenarios against -backend memory, dapr local and
-                       dapr redis, with Centrifugo's memory and redis engines beside them in the
-                       direct scenario, and print markdown tables
+  loadgen suite        build parley, run the scenarios against -backend memory, dapr local and
+                       dapr redis (the group in memory and dapr redis), with Centrifugo's memory and
+                       redis engines beside them in the direct scenario, and print markdown tables
   loadgen centrifugo   start Centrifugo (make centrifugo builds it) and run the direct scenario against it
 
 Run "loadgen <scenario> -h" for its flags.
