@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -163,11 +164,42 @@ func Start(ctx context.Context, opts Options) (*Sidecar, error) {
 	}
 	s.env = append(s.env, opts.Env...)
 
-	if err := s.launch(ctx); err != nil {
-		s.removePrivDir()
-		return nil, err
+	// A port taken between the pick and daprd's bind makes daprd exit; a
+	// new pick of ports is tried then, a few times.
+	for attempt := 1; ; attempt++ {
+		err := s.launch(ctx)
+		if err == nil {
+			return s, nil
+		}
+		if attempt == 3 || !s.portTaken() {
+			s.removePrivDir()
+			return nil, err
+		}
+		if s.ports, err = freePorts(); err != nil {
+			s.removePrivDir()
+			return nil, err
+		}
+		s.args = buildArgs(opts, s.ports, resources)
 	}
-	return s, nil
+}
+
+// portTaken reports whether daprd's last start failed because a port was
+// taken, from the end of its log.
+func (s *Sidecar) portTaken() bool {
+	f, err := os.Open(s.opts.LogPath)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > 8192 {
+		_, _ = f.Seek(st.Size()-8192, io.SeekStart)
+	}
+	tail, _ := io.ReadAll(f)
+	// Only the last start's lines: launch writes a "=== " line first.
+	if i := bytes.LastIndex(tail, []byte("\n=== ")); i >= 0 {
+		tail = tail[i:]
+	}
+	return bytes.Contains(tail, []byte("address already in use"))
 }
 
 func buildArgs(opts Options, p ports, resources []string) []string {
@@ -262,8 +294,13 @@ func copyToPrivateDir(file string) (string, error) {
 	return dir, nil
 }
 
-// freePorts asks the kernel for four free loopback ports, holding all of
-// them until the last is chosen so that they differ.
+// freePorts picks four free ports below the kernel's ephemeral range
+// (32768 and up on Linux), holding all of them until the last is chosen so
+// that they differ. daprd binds some of them seconds after it starts (the
+// internal gRPC port, on every interface, once its components are up); a
+// port from the ephemeral range may meanwhile become the source port of
+// any outgoing connection on the machine, and a busy test run makes
+// thousands.
 func freePorts() (ports, error) {
 	var ls []net.Listener
 	defer func() {
@@ -273,12 +310,20 @@ func freePorts() (ports, error) {
 	}()
 	var got [4]int
 	for i := range got {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return ports{}, fmt.Errorf("daprd: pick a free port: %w", err)
+		for try := 0; ; try++ {
+			if try == 200 {
+				return ports{}, errors.New("daprd: no free port between 20000 and 32767")
+			}
+			port := 20000 + rand.IntN(32768-20000)
+			// On every interface: that is how daprd binds its internal port.
+			l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+			if err != nil {
+				continue
+			}
+			ls = append(ls, l)
+			got[i] = port
+			break
 		}
-		ls = append(ls, l)
-		got[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return ports{grpc: got[0], http: got[1], metrics: got[2], internal: got[3]}, nil
 }
