@@ -44,10 +44,16 @@ func NewConfirmDeliveryHandler(history *HistoryHandler, n DeliveryNotifier) *Con
 const lookupTimeout = 2 * time.Second
 
 // Handle notifies the sender unless the reader is the sender (a device
-// acknowledging its user's own message from another device). A message that
+// acknowledging its user's own message from another device) or the
+// conversation is a group. A message that
 // does not exist (a seq past the conversation's head) or a conversation the
 // reader is not in tells no one.
 func (h *ConfirmDeliveryHandler) Handle(ctx context.Context, cmd ConfirmDelivery) error {
+	if cmd.Conv.Kind() == domain.Group {
+		// One message to a group of thousands would make thousands of
+		// notices for its sender; groups have read_by counts instead.
+		return nil
+	}
 	sender := cmd.Sender
 	if sender == "" {
 		if cmd.Seq == 0 || h.history == nil {

@@ -87,3 +87,17 @@ func TestConfirmDelivery(t *testing.T) {
 		})
 	}
 }
+
+// TestConfirmDeliveryInAGroupTellsNoOne: in a group the sender learns how
+// many read a message (read_by), not of every device that got it.
+func TestConfirmDeliveryInAGroupTellsNoOne(t *testing.T) {
+	t.Parallel()
+	n := &recordingNotifier{}
+	h := chat.NewConfirmDeliveryHandler(nil, n)
+	if err := h.Handle(context.Background(), chat.ConfirmDelivery{Reader: "bob", Conv: "g:aaaaaaaaaaaaaaaaaaaaaaaaaa", Seq: 3, Sender: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.got(); len(got) != 0 {
+		t.Fatalf("the sender was told %v", got)
+	}
+}
