@@ -139,12 +139,12 @@ type pushKey struct {
 
 // New returns a Pusher that delivers through next and pushes through b. Its
 // workers run until Stop.
-func New(cfg Config, next chat.Deliverer, b infrastructure.OutputBinding, p Presence, c Cursors, live *settings.Live) (*Pusher, error) {
+func New(cfg Config, next chat.Deliverer, b infrastructure.OutputBinding, pres Presence, c Cursors, live *settings.Live) (*Pusher, error) {
 	if cfg.Binding == "" {
-		return nil, errors.New("push: no binding named")
+		return nil, errors.New("no output binding named for pushes")
 	}
-	if next == nil || b == nil || p == nil || c == nil || live == nil {
-		return nil, errors.New("push: a deliverer, a binding, presence, cursors and live settings are required")
+	if next == nil || b == nil || pres == nil || c == nil || live == nil {
+		return nil, errors.New("pushes need a deliverer, a binding, presence, cursors and live settings")
 	}
 	if cfg.Operation == "" {
 		cfg.Operation = "post"
@@ -168,14 +168,14 @@ func New(cfg Config, next chat.Deliverer, b infrastructure.OutputBinding, p Pres
 		cfg.Now = time.Now
 	}
 	ctx, abort := context.WithCancel(context.Background())
-	p2 := &Pusher{cfg: cfg, next: next, binding: b, presence: p, cursors: c, live: live, log: cfg.Logger,
+	p := &Pusher{cfg: cfg, next: next, binding: b, presence: pres, cursors: c, live: live, log: cfg.Logger,
 		queue: make(chan job, cfg.QueueSize), abortCtx: ctx, abort: abort,
 		last: map[pushKey]time.Time{}, pruneOver: minPruneOver}
 	for range cfg.Workers {
-		p2.workers.Add(1)
-		go p2.work()
+		p.workers.Add(1)
+		go p.work()
 	}
-	return p2, nil
+	return p, nil
 }
 
 // minPruneOver is the size of the interval map below which it is never
@@ -204,7 +204,7 @@ func (p *Pusher) Deliver(ctx context.Context, conv *domain.Conversation, m *doma
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.stopped {
-		p.log.Warn("push: stopping; no push for this message", zap.String("conv", string(conv.ID)), zap.String("msg_id", m.ID))
+		p.log.Warn("stopping; no push for this message", zap.String("conv", string(conv.ID)), zap.String("msg_id", m.ID))
 		return
 	}
 	select {
@@ -245,7 +245,7 @@ func (p *Pusher) droppedOne(conv domain.ConversationID, m *domain.Message) {
 	if now-last < int64(dropLogEvery) || !p.lastDropLog.CompareAndSwap(last, now) {
 		return
 	}
-	p.log.Warn("push: queue full; pushes dropped, their recipients get the messages when a device syncs",
+	p.log.Warn("queue full; pushes dropped, their recipients get the messages when a device syncs",
 		zap.String("conv", string(conv)), zap.String("msg_id", m.ID), zap.Int64("dropped_total", n), zap.Int("queue", p.cfg.QueueSize))
 }
 
@@ -279,7 +279,7 @@ func (p *Pusher) Stop(ctx context.Context) error {
 		// of the queue, and exit.
 		p.abort()
 		<-done
-		return fmt.Errorf("push: stop: %d queued messages not pushed: %w", p.abandoned.Load(), ctx.Err())
+		return fmt.Errorf("stop pushes: %d queued messages not pushed: %w", p.abandoned.Load(), ctx.Err())
 	}
 }
 
@@ -317,7 +317,7 @@ func (p *Pusher) push(j job) {
 	if err != nil {
 		// Pushing to everyone might wake a user on a phone in hand; not
 		// pushing costs a notification the next message may bring.
-		p.log.Warn("push: presence not read; no push for this message", zap.String("conv", string(j.conv)), zap.String("msg_id", j.msg.ID), zap.Error(err))
+		p.log.Warn("presence not read; no push for this message", zap.String("conv", string(j.conv)), zap.String("msg_id", j.msg.ID), zap.Error(err))
 		return
 	}
 	due = slices.DeleteFunc(due, func(u domain.UserID) bool { return online[u] })
@@ -327,7 +327,7 @@ func (p *Pusher) push(j job) {
 	cursors, err := p.cursors.ReadCursors(ctx, j.conv, due)
 	if err != nil {
 		// The push still says there is something to read.
-		p.log.Warn("push: read cursors not read; unread counts say 1", zap.String("conv", string(j.conv)), zap.Error(err))
+		p.log.Warn("read cursors not read; unread counts say 1", zap.String("conv", string(j.conv)), zap.Error(err))
 		cursors = make([]uint64, len(due))
 		for i := range cursors {
 			cursors[i] = j.msg.Seq - 1
@@ -346,13 +346,13 @@ func (p *Pusher) push(j job) {
 		}
 		data, err := json.Marshal(Payload{User: u, Conv: j.conv, From: j.msg.Sender, Seq: j.msg.Seq, Preview: preview, Unread: unread})
 		if err != nil {
-			p.log.Error("push: encode payload", zap.String("conv", string(j.conv)), zap.Error(err))
+			p.log.Error("encode payload", zap.String("conv", string(j.conv)), zap.Error(err))
 			p.unclaim(u, j.conv)
 			continue
 		}
 		if err := p.binding.Invoke(ctx, p.cfg.Binding, p.cfg.Operation, data, map[string]string{"Content-Type": "application/json"}); err != nil {
 			p.unclaim(u, j.conv)
-			p.log.Warn("push: binding failed; the user gets the message when a device syncs", zap.String("binding", p.cfg.Binding),
+			p.log.Warn("binding failed; the user gets the message when a device syncs", zap.String("binding", p.cfg.Binding),
 				zap.String("user", string(u)), zap.String("conv", string(j.conv)), zap.String("msg_id", j.msg.ID), zap.Error(err))
 		}
 	}
