@@ -140,7 +140,7 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 		c.srv.metrics.MessageStored()
 	}
 	m := &res.Message
-	c.srv.logSend(m, c.id, res.Duplicate, time.Since(start))
+	c.srv.logSend(m, c.id, res.Duplicate, time.Since(start), traceFields(ctx)...)
 	ack := getMsgFrame()
 	pm := ack.Msg
 	pm.Id, pm.Conv, pm.Seq, pm.Cmid, pm.Ts = m.ID, string(m.Conv), m.Seq, m.ClientMsgID, m.ServerMs

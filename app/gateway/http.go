@@ -182,7 +182,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, user domain
 	if !res.Duplicate {
 		s.metrics.MessageStored()
 	}
-	s.logSend(&res.Message, "http", res.Duplicate, time.Since(start))
+	s.logSend(&res.Message, "http", res.Duplicate, time.Since(start), traceFields(ctx)...)
 	writeJSON(w, http.StatusOK, sendResponse{Message: toPB(&res.Message), Duplicate: res.Duplicate})
 }
 

@@ -155,7 +155,7 @@ func (s *Server) invokeSend(ctx context.Context, data []byte) ([]byte, error) {
 			if !res.Duplicate {
 				s.metrics.MessageStored()
 			}
-			s.logSend(&res.Message, "invoke", res.Duplicate, time.Since(start))
+			s.logSend(&res.Message, "invoke", res.Duplicate, time.Since(start), traceFields(ctx)...)
 			reply.Message, reply.Duplicate = toPB(&res.Message), res.Duplicate
 		}
 	}

@@ -217,9 +217,6 @@ func TestOneTraceAcrossNodes(t *testing.T) {
 // slow message found in the log leads to its trace.
 func TestSendLogCarriesTraceIDs(t *testing.T) {
 	t.Parallel()
-	// Remove once the gateway's three send paths (dispatch.go, http.go,
-	// invoke.go) pass traceFields(ctx) to logSend.
-	t.Skip("the send paths do not pass their trace ids to logSend yet")
 	zipkin := startZipkin(t)
 	// A process of its own: tracing is set up process-wide.
 	p := startProc(t, modes()[0], "-metrics-addr", "", "-trace-exporter", "zipkin", "-trace-endpoint", zipkin.url(), "-trace-sample", "1")
