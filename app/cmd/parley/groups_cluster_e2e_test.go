@@ -589,6 +589,9 @@ func TestGroupAtScale(t *testing.T) {
 	}
 	if synced > 0 {
 		t.Errorf("%d deliveries reached connected devices only by sync: live delivery missed them", synced)
+		for i, p := range cl.procs {
+			t.Logf("node %d, the end of its log:\n%s", i+1, testkit.Tail(p.log, 25))
+		}
 	}
 	if len(want) != senders*perSender {
 		t.Errorf("%d of %d sends were ACKed", len(want), senders*perSender)
