@@ -82,6 +82,8 @@ type options struct {
 	appAPIToken  string
 	// units makes the node one unit of several (units.go).
 	units unitOptions
+	// push sends offline members a push through an output binding (push.go).
+	push pushOptions
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -140,6 +142,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	appPort, _ := strconv.Atoi(envOr("PARLEY_APP_PORT", "0"))
 	fs.IntVar(&o.appPort, "app-port", appPort, "port on 127.0.0.1 where daprd delivers invocations to parley; 0 picks a free one (env PARLEY_APP_PORT)")
 	o.units.register(fs)
+	o.push.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

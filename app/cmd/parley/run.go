@@ -224,6 +224,8 @@ type application struct {
 	// stopUnits ends the hand-offs to other units (a no-op when the node
 	// is no unit).
 	stopUnits func(context.Context)
+	// stopPush drains the queued pushes (a no-op without -push-binding).
+	stopPush func(context.Context)
 }
 
 // newApplication builds the whole application from a backend: the one place
@@ -243,7 +245,13 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		reg.Stop(ctx)
 		return nil, err
 	}
-	send := chat.NewSendMessageHandler(st, live, router, time.Now)
+	deliver, stopPush, err := setupPush(ctx, o.push, log.Named("push"), b, live, st, hub, reg, router)
+	if err != nil {
+		reg.Stop(ctx)
+		router.Stop(ctx)
+		return nil, fmt.Errorf("push: %w", err)
+	}
+	send := chat.NewSendMessageHandler(st, live, deliver, time.Now)
 	if o.hookAppID != "" {
 		send.WithHook(hook.New(o.hookAppID, b.Invoker, live, log.Named("hook")))
 		log.Info("before-send hook enabled", zap.String("hook_app_id", o.hookAppID))
@@ -277,6 +285,7 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 	}
 	guard, err := abuse.New(b.State, abuse.Config{Rules: abuseRules(live.Load()), Logger: log.Named("abuse")})
 	if err != nil {
+		stopPush(ctx)
 		reg.Stop(ctx)
 		router.Stop(ctx)
 		return nil, fmt.Errorf("abuse guard: %w", err)
@@ -296,18 +305,20 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		AllowedOrigins: origins, AdminToken: o.adminToken, TrustForwardedFor: o.trustForwardedFor, Metrics: m},
 		log, verifier, live, hub, uc, reg, router).WithGuard(guard)
 	if err := gw.ServeInvocations(b.Invoker); err != nil {
+		stopPush(ctx)
 		reg.Stop(ctx)
 		router.Stop(ctx)
 		return nil, fmt.Errorf("serve invocations: %w", err)
 	}
 	stopUnits, err := setupUnits(ctx, o.units, o.settingsPrefix, log.Named("units"), b, &uc, router)
 	if err != nil {
+		stopPush(ctx)
 		reg.Stop(ctx)
 		router.Stop(ctx)
 		return nil, fmt.Errorf("units: %w", err)
 	}
 	receipts.Start()
-	return &application{store: st, gateway: gw, router: router, presence: reg, service: svc, receipts: receipts, stopUnits: stopUnits}, nil
+	return &application{store: st, gateway: gw, router: router, presence: reg, service: svc, receipts: receipts, stopUnits: stopUnits, stopPush: stopPush}, nil
 }
 
 // noticeNotifier tells users' devices of chat notices through the router.
@@ -329,6 +340,7 @@ func (a *application) stop(ctx context.Context) {
 	}
 	a.receipts.Stop()
 	a.stopUnits(ctx)
+	a.stopPush(ctx)
 	a.presence.Stop(ctx)
 	a.router.Stop(ctx)
 	a.store.Close()
@@ -395,6 +407,7 @@ func openBackend(ctx context.Context, o options, log *zap.Logger, m *metrics.Met
 		}
 	}
 	b := client.Backend()
+	b.Bindings = client.OutputBinding()
 	if !client.HasConfigStore(ctx) {
 		// Profiles without a configuration store read live settings from a file.
 		b.Config = nil
