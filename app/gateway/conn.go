@@ -72,6 +72,10 @@ type conn struct {
 	nextFire time.Time
 	pingedAt int64  // unix nanos of the last ping, 0 when none is outstanding
 	pushes   uint32 // pushes queued, for sampling the write-queue fill
+	// synced is, per conversation, the newest seq a sync answer gave this
+	// device: a push of that seq or an older one repeats what it has. Nil
+	// until the device syncs.
+	synced map[domain.ConversationID]uint64
 
 	// Touched only by the one readReady running at a time.
 	frames  frameBudget
@@ -112,6 +116,12 @@ func (c *conn) Push(env *delivery.Envelope) {
 	if c.closed {
 		c.mu.Unlock()
 		m.MessageDropped(metrics.DropConnClosed)
+		return
+	}
+	if env.Msg.Seq <= c.synced[env.Msg.Conv] {
+		// Its sync gave the device this one already: a node's backlog, or a
+		// hand-off that came late.
+		c.mu.Unlock()
 		return
 	}
 	// One clock read serves the ACK deadline and the delivery latency.
@@ -239,6 +249,20 @@ func (c *conn) WriteFailed(error) {
 // start begins serving: the hello frame, the heartbeat timer, and the
 // poller's watch. From here on the connection has no goroutine of its own
 // until a frame arrives.
+// maxSynced bounds the conversations a connection remembers syncing; past
+// it the record starts over, which costs at most a repeated push.
+const maxSynced = 1024
+
+// noteSynced records that a sync answer gave the device conv up to seq.
+func (c *conn) noteSynced(conv domain.ConversationID, seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.synced == nil || len(c.synced) >= maxSynced {
+		c.synced = make(map[domain.ConversationID]uint64)
+	}
+	c.synced[conv] = max(c.synced[conv], seq)
+}
+
 // hello queues the hello frame. It is the first frame a device gets: it
 // is queued before the connection is registered, so no push can come first.
 func (c *conn) hello() {

@@ -53,6 +53,13 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 			c.sendErr(f.Id, err)
 			return
 		}
+		top := f.Seq
+		if n := len(page.Messages); n > 0 {
+			top = page.Messages[n-1].Seq
+		}
+		// Before the answer is queued: a push from here on that it covers
+		// is not sent again.
+		c.noteSynced(page.Conv, top)
 		c.send(&pb.Frame{Type: "sync_result", Id: f.Id, Conv: string(page.Conv), Messages: toPBList(page.Messages), More: page.More})
 	case "read":
 		if f.Conv == "" {

@@ -1,10 +1,14 @@
 package gateway
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/parley-im/parley/domain"
 )
 
 // TestTextFrameNotUTF8: a JSON text frame that is not UTF-8 gets an error
@@ -61,5 +65,25 @@ func TestSyncAndReadNeedAConversation(t *testing.T) {
 		if got := readFrame(t, ws); !strings.Contains(got, `"code":"invalid_conversation"`) {
 			t.Fatalf("%s without conv: got %s", typ, got)
 		}
+	}
+}
+
+// TestNoPushOfWhatASyncGave: once a sync answer gave a device a
+// conversation up to a seq, a push of that seq or an older one (a node's
+// backlog, a late hand-off) is not sent to it; a newer one is.
+func TestNoPushOfWhatASyncGave(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	ws := e.dial("bob")
+	sendFrame(t, ws, map[string]any{"type": "sync", "id": "s", "conv": "d:alice~bob", "seq": 3})
+	if got := readFrame(t, ws); !strings.Contains(got, `"sync_result"`) {
+		t.Fatalf("got %s, want the sync answer", got)
+	}
+	conv := &domain.Conversation{ID: "d:alice~bob", Kind: domain.Direct, Members: []domain.UserID{"alice", "bob"}}
+	for _, seq := range []uint64{2, 3, 4} {
+		e.hub.Deliver(context.Background(), conv, &domain.Message{ID: fmt.Sprintf("m%d", seq), Conv: conv.ID, Seq: seq, Sender: "alice", Body: "x"}, "")
+	}
+	if got := readFrame(t, ws); !strings.Contains(got, `"seq":4`) {
+		t.Fatalf("first push %s, want seq 4 only", got)
 	}
 }
