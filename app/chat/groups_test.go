@@ -158,6 +158,20 @@ func TestGroupLifecycle(t *testing.T) {
 	if got := views[0].Conversation.Members; len(got) != 3 || slices.Contains(got, "bob") {
 		t.Fatalf("the listing names members %v, want the current ones: alice, carol, dave", got)
 	}
+	// A mention shows in the mentioned member's listing until they read it.
+	g.n++
+	mres := try(g.send_.Handle(ctx, chat.SendMessage{Sender: "alice", Conv: string(conv), ClientMsgID: fmt.Sprintf("m%d", g.n), Body: "@dave look", Mentions: []string{"dave"}})).ok(t)
+	mentioned := func(u domain.UserID) bool {
+		views := try(g.list.Handle(ctx, u)).ok(t)
+		return len(views) == 1 && views[0].Mentioned
+	}
+	if !mentioned("dave") || mentioned("carol") {
+		t.Fatalf("after alice mentions dave: dave %v, carol %v; want only dave", mentioned("dave"), mentioned("carol"))
+	}
+	try(g.fixture.read.Handle(ctx, chat.MarkRead{Reader: "dave", Conv: string(conv), Seq: mres.Message.Seq})).ok(t)
+	if mentioned("dave") {
+		t.Fatal("dave is still shown mentioned after reading the message")
+	}
 	// Join by request: erin asks, admins are told, alice approves.
 	try(g.change(t, chat.GroupChange{Actor: "alice", Conv: string(conv), Op: chat.OpPolicy, Policy: "approval"})).ok(t)
 	if res := try(g.change(t, chat.GroupChange{Actor: "erin", Conv: string(conv), Op: chat.OpJoin, Note: "hi, I'm on the team"})).ok(t); res.Event != nil {

@@ -101,6 +101,9 @@ type ConversationView struct {
 	// PeerReadSeq is the other member's read cursor in a direct
 	// conversation: the reader's messages up to it were seen.
 	PeerReadSeq uint64
+	// Mentioned is true when a message past the reader's read cursor (and
+	// in their window) mentions them, by name or as everyone.
+	Mentioned bool
 	// Group is the group's profile, for a group.
 	Group *domain.GroupInfo
 }
@@ -147,10 +150,12 @@ func (h *ListConversationsHandler) Handle(ctx context.Context, u domain.UserID) 
 			Conversation: s.Conversation, LastSeq: s.LastSeq, ReadSeq: s.ReadSeq,
 			Unread: domain.Unread(s.LastSeq, s.ReadSeq), Last: s.Last, Group: s.Group, PeerReadSeq: s.PeerReadSeq,
 		}
+		v.Mentioned = s.MentionSeq > s.ReadSeq && s.MentionSeq <= s.LastSeq
 		if s.Member != nil {
 			m := *s.Member
 			m.ReadSeq = max(m.ReadSeq, s.ReadSeq)
 			v.Unread = m.Unread(s.LastSeq)
+			v.Mentioned = v.Mentioned && m.CanRead(s.MentionSeq) && s.MentionSeq > m.LastSentSeq
 		}
 		out = append(out, v)
 	}

@@ -179,7 +179,7 @@ func toPBConvs(views []chat.ConversationView) []*pb.Conversation {
 			members[j] = string(m)
 		}
 		pc := &pb.Conversation{Id: string(v.Conversation.ID), Kind: string(v.Conversation.Kind), Members: members,
-			LastSeq: v.LastSeq, ReadSeq: v.ReadSeq, Unread: v.Unread, PeerReadSeq: v.PeerReadSeq}
+			LastSeq: v.LastSeq, ReadSeq: v.ReadSeq, Unread: v.Unread, PeerReadSeq: v.PeerReadSeq, Mentioned: v.Mentioned}
 		if v.Last != nil {
 			pc.Last = toPB(v.Last)
 		}

@@ -12,6 +12,7 @@
 //	read:{conv}:{user}   the user's read cursor
 //	idem:{user}:{cmid}   the reply to a send, for idempotent retries (TTL)
 //	chg:{conv}:{seq}     the message as a recall or edit left it
+//	mention:{conv}:{user} the newest seq that mentioned user ("*": @all)
 package store
 
 import (
@@ -70,6 +71,12 @@ func headKey(c domain.ConversationID) string      { return "head:" + string(c) }
 func idemKey(u domain.UserID, cmid string) string { return "idem:" + string(u) + ":" + cmid }
 func readKey(c domain.ConversationID, u domain.UserID) string {
 	return "read:" + string(c) + ":" + string(u)
+}
+
+// mentionKey holds the newest seq that mentioned u in conv; u "*" is
+// everyone (@all).
+func mentionKey(c domain.ConversationID, u domain.UserID) string {
+	return "mention:" + string(c) + ":" + string(u)
 }
 
 // changeKey holds a message as a recall or edit left it; msg:{conv}:{seq}
@@ -187,6 +194,26 @@ func (s *Store) commitSends(ctx context.Context, msgs []*domain.Message, idemTTL
 	}
 	for u, seq := range cursors {
 		ops = append(ops, infrastructure.StateOp{Key: readKey(last.Conv, u), Value: []byte(strconv.FormatUint(seq, 10))})
+	}
+	// Who was mentioned, and by which newest seq: the listing shows a
+	// conversation as mentioning its reader until the cursor passes it.
+	var mentioned map[domain.UserID]uint64
+	for _, m := range msgs {
+		if len(m.Mentions) == 0 && !m.MentionAll {
+			continue
+		}
+		if mentioned == nil {
+			mentioned = make(map[domain.UserID]uint64)
+		}
+		for _, u := range m.Mentions {
+			mentioned[u] = m.Seq
+		}
+		if m.MentionAll {
+			mentioned["*"] = m.Seq
+		}
+	}
+	for u, seq := range mentioned {
+		ops = append(ops, infrastructure.StateOp{Key: mentionKey(last.Conv, u), Value: []byte(strconv.FormatUint(seq, 10))})
 	}
 	if err := s.state.Transact(ctx, ops); err != nil {
 		return fmt.Errorf("commit %d sends up to %s#%d: %w", len(msgs), last.Conv, last.Seq, err)
@@ -384,6 +411,9 @@ type Summary struct {
 	LastSeq      uint64
 	ReadSeq      uint64
 	Last         *domain.Message
+	// MentionSeq is the newest seq that mentioned the reader (by name, or
+	// everyone in a group), 0 for none.
+	MentionSeq uint64
 	// PeerReadSeq is the other member's read cursor, for a direct
 	// conversation: what a client needs to show its messages as seen after
 	// a reload.
@@ -415,10 +445,10 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 				if peer == u {
 					peer = members[1]
 				}
-				keys = append(keys, readKey(c, peer))
+				keys = append(keys, readKey(c, peer), mentionKey(c, u))
 			}
 		case domain.Group:
-			keys = append(keys, groupKey(c), memberKey(c, u))
+			keys = append(keys, groupKey(c), memberKey(c, u), mentionKey(c, u), mentionKey(c, "*"))
 		}
 	}
 	first[len(convs)] = len(keys)
@@ -442,13 +472,17 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 		sum.ReadSeq, _ = strconv.ParseUint(string(read.Value), 10, 64)
 		switch c.Kind() {
 		case domain.Direct:
-			if len(at) > 3 {
+			if len(at) > 4 {
 				sum.PeerReadSeq, _ = strconv.ParseUint(string(at[3].Value), 10, 64)
+				sum.MentionSeq, _ = strconv.ParseUint(string(at[4].Value), 10, 64)
 			}
 		case domain.Group:
-			if len(at) < 5 || !at[3].Found || !at[4].Found {
+			if len(at) < 7 || !at[3].Found || !at[4].Found {
 				continue
 			}
+			mine, _ := strconv.ParseUint(string(at[5].Value), 10, 64)
+			all, _ := strconv.ParseUint(string(at[6].Value), 10, 64)
+			sum.MentionSeq = max(mine, all)
 			grp, mem := at[3], at[4]
 			var g groupRecord
 			var m domain.Member

@@ -536,7 +536,10 @@ type Conversation struct {
 	Group *Group `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
 	// peer_read_seq is the other member's read cursor in a direct
 	// conversation: your messages up to it were seen.
-	PeerReadSeq   uint64 `protobuf:"varint,9,opt,name=peer_read_seq,json=peerReadSeq,proto3" json:"peer_read_seq,omitempty"`
+	PeerReadSeq uint64 `protobuf:"varint,9,opt,name=peer_read_seq,json=peerReadSeq,proto3" json:"peer_read_seq,omitempty"`
+	// mentioned is true when a message past your read cursor mentions you
+	// (by name, or everyone in a group).
+	Mentioned     bool `protobuf:"varint,10,opt,name=mentioned,proto3" json:"mentioned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -632,6 +635,13 @@ func (x *Conversation) GetPeerReadSeq() uint64 {
 		return x.PeerReadSeq
 	}
 	return 0
+}
+
+func (x *Conversation) GetMentioned() bool {
+	if x != nil {
+		return x.Mentioned
+	}
+	return false
 }
 
 // Group is a group's profile.
@@ -879,7 +889,7 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\vmention_all\x18\v \x01(\bR\n" +
 	"mentionAll\x12\x16\n" +
 	"\x06edited\x18\f \x01(\bR\x06edited\x12\x1a\n" +
-	"\brecalled\x18\r \x01(\bR\brecalled\"\x8e\x02\n" +
+	"\brecalled\x18\r \x01(\bR\brecalled\"\xac\x02\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -889,7 +899,9 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\x06unread\x18\x06 \x01(\x04R\x06unread\x12&\n" +
 	"\x04last\x18\a \x01(\v2\x12.parley.v1.MessageR\x04last\x12&\n" +
 	"\x05group\x18\b \x01(\v2\x10.parley.v1.GroupR\x05group\x12\"\n" +
-	"\rpeer_read_seq\x18\t \x01(\x04R\vpeerReadSeq\"\x88\x02\n" +
+	"\rpeer_read_seq\x18\t \x01(\x04R\vpeerReadSeq\x12\x1c\n" +
+	"\tmentioned\x18\n" +
+	" \x01(\bR\tmentioned\"\x88\x02\n" +
 	"\x05Group\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
