@@ -133,3 +133,96 @@ func TestSecurityBanHoldsAcrossCluster(t *testing.T) {
 		}
 	}
 }
+
+// dialFrom is dialCode for a client whose address the proxy in front gives
+// in X-Forwarded-For.
+func dialFrom(t *testing.T, n *node, tok, addr string) string {
+	t.Helper()
+	h := http.Header{"X-Forwarded-For": {addr}}
+	ws, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(n.base, "http")+"/v1/ws?token="+tok, h)
+	if err == nil {
+		_ = ws.Close()
+		return ""
+	}
+	if resp == nil {
+		t.Fatalf("dial %s: %v", n.base, err)
+	}
+	defer resp.Body.Close()
+	var b struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	data, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(data, &b)
+	return b.Error.Code
+}
+
+// TestSecurityRulesHoldAcrossCluster: each automatic rule, broken on one
+// node of a three-node cluster over redis, suspends the user or address on
+// the other nodes too: too many connects by a user, too many refused
+// tokens from an address, too many rate-limited sends by a user.
+func TestSecurityRulesHoldAcrossCluster(t *testing.T) {
+	m := mode{name: "dapr-" + daprdtest.Redis, args: []string{"-backend", "dapr", "-sidecar", "launch", "-profile", daprdtest.Redis}}
+	requireMode(t, m)
+	appID := daprdtest.UniqueName("parley-rules")
+	settings := settingsFile(t, map[string]string{
+		"parley.abuse.max_connects_per_user": "3", "parley.abuse.max_auth_failures": "2",
+		"parley.abuse.max_rate_limited": "2", "parley.send_rate_per_sec": "1",
+	})
+	var nodes []*node
+	for i := range 3 {
+		p := startProc(t, m, "-app-id", appID, "-node-id", fmt.Sprintf("%s-n%d", appID, i+1), "-lease-ttl", "3s",
+			"-jwt-secret", "security-test-secret-security-test-secret", "-settings", settings, "-trust-forwarded-for")
+		nodes = append(nodes, p.node())
+	}
+	// refusedEverywhere waits until every node refuses a dial with banned.
+	refusedEverywhere := func(what string, dial func(n *node) string) {
+		t.Helper()
+		for _, n := range nodes {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			err := testkit.Until(ctx, func() bool { return dial(n) == "banned" })
+			cancel()
+			if err != nil {
+				t.Fatalf("%s: %s does not refuse with banned", what, n.base)
+			}
+		}
+	}
+
+	t.Run("connects_per_user", func(t *testing.T) {
+		tok := token(t, nodes[0], "connector")
+		for i := range 3 {
+			if code := dialCode(t, nodes[0], tok); code != "" {
+				t.Fatalf("connect %d refused with %s", i+1, code)
+			}
+		}
+		if code := dialCode(t, nodes[0], tok); code != "banned" {
+			t.Fatalf("the fourth connect on node 1: %q, want banned", code)
+		}
+		refusedEverywhere("a user who connected too often on node 1", func(n *node) string { return dialCode(t, n, tok) })
+	})
+
+	t.Run("auth_failures_per_address", func(t *testing.T) {
+		const addr = "203.0.113.9"
+		for i := range 2 {
+			if code := dialFrom(t, nodes[1], "forged", addr); code != "unauthorized" {
+				t.Fatalf("refused token %d: %q, want unauthorized", i+1, code)
+			}
+		}
+		if code := dialFrom(t, nodes[1], "forged", addr); code != "banned" {
+			t.Fatalf("the third refused token on node 2: %q, want banned", code)
+		}
+		good := token(t, nodes[0], "innocent")
+		refusedEverywhere("an address with too many refused tokens on node 2", func(n *node) string { return dialFrom(t, n, good, addr) })
+		if code := dialFrom(t, nodes[0], good, "203.0.113.10"); code != "" {
+			t.Fatalf("another address was refused with %s", code)
+		}
+	})
+
+	t.Run("rate_limited_sends", func(t *testing.T) {
+		d := wsConnect(t, nodes[2], "flooder")
+		for i := range 10 {
+			d.write(map[string]any{"type": "send", "id": fmt.Sprint(i), "to": "victim", "cmid": fmt.Sprintf("c%d", i), "body": "x"})
+		}
+		tok := token(t, nodes[0], "flooder")
+		refusedEverywhere("a user rate limited too often on node 3", func(n *node) string { return dialCode(t, n, tok) })
+	})
+}
