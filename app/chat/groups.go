@@ -334,14 +334,23 @@ func (h *GroupsHandler) Change(ctx context.Context, cmd GroupChange) (GroupResul
 		}
 	}
 	conv := domain.Conversation{ID: id, Kind: domain.Group, Members: recipients}
-	msg, err := appendEvent(ctx, h.store, conv, ev, cmd.ClientMsgID, nowMs, cfg.IdempotencyTTL, func(m *domain.Message) {
-		h.deliver.Deliver(ctx, &conv, m, "")
-	})
+	// An event that lets users in is delivered once their records exist,
+	// so that their devices can sync at once; the others in seq order with
+	// the conversation's messages.
+	joins := ev.Type == domain.EventMemberJoined
+	var stored func(*domain.Message)
+	if !joins {
+		stored = func(m *domain.Message) { h.deliver.Deliver(ctx, &conv, m, "") }
+	}
+	msg, err := appendEvent(ctx, h.store, conv, ev, cmd.ClientMsgID, nowMs, cfg.IdempotencyTTL, stored)
 	if err != nil {
 		return GroupResult{}, err
 	}
 	if err := h.store.ApplyGroupEvent(ctx, id, ev, msg.Seq, nowMs); err != nil {
 		return GroupResult{}, err
+	}
+	if joins {
+		h.deliver.Deliver(ctx, &conv, msg, "")
 	}
 	g.Apply(ev)
 	return GroupResult{Group: g, Event: msg}, nil

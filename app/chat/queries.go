@@ -73,8 +73,8 @@ func (h *HistoryHandler) Handle(ctx context.Context, q History) (HistoryPage, er
 	}
 	after := max(q.After, win.from-1)
 	if win.to != 0 && after >= win.to {
-		// A member who left has read to the end of their window.
-		return HistoryPage{Conv: c}, nil
+		// A member who left has nothing past their ceiling.
+		return HistoryPage{}, domain.ErrNotMember
 	}
 	msgs, more, err := h.store.Messages(ctx, c, after, q.Limit)
 	if err != nil {
@@ -155,7 +155,9 @@ func (h *ListConversationsHandler) Handle(ctx context.Context, u domain.UserID) 
 			m := *s.Member
 			m.ReadSeq = max(m.ReadSeq, s.ReadSeq)
 			v.Unread = m.Unread(s.LastSeq)
-			v.Mentioned = v.Mentioned && m.CanRead(s.MentionSeq) && s.MentionSeq > m.LastSentSeq
+			// What came before the join is never news, even when the
+			// member may read it.
+			v.Mentioned = v.Mentioned && m.CanRead(s.MentionSeq) && s.MentionSeq > max(m.JoinedSeq, m.LastSentSeq)
 		}
 		out = append(out, v)
 	}

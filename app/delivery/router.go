@@ -75,6 +75,8 @@ type Router struct {
 	// without the sender waiting on the presence read and the publish.
 	mu       sync.RWMutex
 	stopped  bool
+	stopping chan struct{} // closed when Stop begins: Deliver waits no more
+	stopOnce sync.Once
 	handoffs [handoffLanes]chan outgoing
 	lanes    sync.WaitGroup
 	seed     maphash.Seed
@@ -105,7 +107,7 @@ const (
 
 // NewRouter wires a router for node. Its hand-off lanes run until Stop.
 func NewRouter(hub *Hub, p Presence, ps infrastructure.PubSub, node string, log *zap.Logger) *Router {
-	r := &Router{hub: hub, presence: p, pubsub: ps, node: node, log: log, seed: maphash.MakeSeed()}
+	r := &Router{hub: hub, presence: p, pubsub: ps, node: node, log: log, seed: maphash.MakeSeed(), stopping: make(chan struct{})}
 	for i := range r.handoffs {
 		q := make(chan outgoing, handoffQueue)
 		r.handoffs[i] = q
@@ -154,6 +156,7 @@ func (r *Router) Start(ctx context.Context) error {
 // ends), tells the others this node is gone (call it after the lease was
 // deleted), then ends the subscription, waiting for deliveries in flight.
 func (r *Router) Stop(ctx context.Context) {
+	r.stopOnce.Do(func() { close(r.stopping) })
 	r.mu.Lock()
 	if !r.stopped {
 		r.stopped = true
@@ -263,8 +266,13 @@ func (r *Router) Deliver(ctx context.Context, conv *domain.Conversation, m *doma
 		r.log.Warn("node stopping: message not handed to other nodes; their devices will sync", zap.String("msg_id", m.ID))
 		return
 	}
-	r.handoffs[maphash.String(r.seed, string(conv.ID))%handoffLanes] <- outgoing{members: conv.Members, msg: m,
-		span: trace.SpanContextFromContext(ctx)}
+	select {
+	case r.handoffs[maphash.String(r.seed, string(conv.ID))%handoffLanes] <- outgoing{members: conv.Members, msg: m,
+		span: trace.SpanContextFromContext(ctx)}:
+	case <-r.stopping:
+		// A full lane while the node stops: Stop must not wait behind it.
+		r.log.Warn("node stopping: message not handed to other nodes; their devices will sync", zap.String("msg_id", m.ID))
+	}
 }
 
 // Notify sends ev to every device of u, wherever it is connected. Unlike

@@ -53,13 +53,12 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 			c.sendErr(f.Id, err)
 			return
 		}
-		top := f.Seq
-		if n := len(page.Messages); n > 0 {
-			top = page.Messages[n-1].Seq
-		}
 		// Before the answer is queued: a push from here on that it covers
-		// is not sent again.
-		c.noteSynced(page.Conv, top)
+		// is not sent again. Only what the answer holds counts, not the
+		// seq the client claims to have.
+		if n := len(page.Messages); n > 0 {
+			c.noteSynced(page.Conv, page.Messages[n-1].Seq)
+		}
 		c.send(&pb.Frame{Type: "sync_result", Id: f.Id, Conv: string(page.Conv), Messages: toPBList(page.Messages), More: page.More})
 	case "read":
 		if f.Conv == "" {

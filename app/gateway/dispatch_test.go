@@ -74,10 +74,17 @@ func TestSyncAndReadNeedAConversation(t *testing.T) {
 func TestNoPushOfWhatASyncGave(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
-	ws := e.dial("bob")
-	sendFrame(t, ws, map[string]any{"type": "sync", "id": "s", "conv": "d:alice~bob", "seq": 3})
-	if got := readFrame(t, ws); !strings.Contains(got, `"sync_result"`) {
-		t.Fatalf("got %s, want the sync answer", got)
+	alice := e.dial("alice")
+	for i := range 3 {
+		sendFrame(t, alice, map[string]any{"type": "send", "id": fmt.Sprint(i), "to": "bob", "cmid": fmt.Sprintf("c%d", i), "body": "x"})
+		if got := readFrame(t, alice); !strings.Contains(got, `"ack"`) {
+			t.Fatalf("got %s, want an ack", got)
+		}
+	}
+	ws := e.dial("bob") // connects after the three were stored: none is pushed
+	sendFrame(t, ws, map[string]any{"type": "sync", "id": "s", "conv": "d:alice~bob", "seq": 0})
+	if got := readFrame(t, ws); !strings.Contains(got, `"sync_result"`) || !strings.Contains(got, `"seq":3`) {
+		t.Fatalf("got %s, want the sync answer up to seq 3", got)
 	}
 	conv := &domain.Conversation{ID: "d:alice~bob", Kind: domain.Direct, Members: []domain.UserID{"alice", "bob"}}
 	for _, seq := range []uint64{2, 3, 4} {

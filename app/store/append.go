@@ -158,11 +158,26 @@ const commitTimeout = 10 * time.Second
 // seq before it re-reads the head.
 const maxProbe = 64
 
+// maxKnown and maxHeadsPerStripe bound what a node remembers of the
+// conversations it served; past them it starts over.
+const (
+	maxKnown          = 1 << 20
+	maxHeadsPerStripe = 4096
+)
+
 // claim stores the message at the next free seq; st is locked.
 func (s *Store) claim(ctx context.Context, st *stripe, conv domain.Conversation, draft domain.Draft, o AppendOptions) (domain.Message, bool, error) {
-	if _, ok := s.known.Load(conv.ID); !ok {
+	// A group's record and its members' indexes are written when it is
+	// created and as members join (CreateGroup, ApplyGroupEvent), not by
+	// its first message on each node, which would re-index every member.
+	if _, ok := s.known.Load(conv.ID); !ok && conv.Kind != domain.Group {
 		if err := s.CreateConversation(ctx, conv); err != nil {
 			return domain.Message{}, false, err
+		}
+		if s.knownCount.Add(1) > maxKnown {
+			// Bounded: forgetting costs one create-if-absent per send.
+			s.known.Clear()
+			s.knownCount.Store(0)
 		}
 		s.known.Store(conv.ID, struct{}{})
 	}
@@ -177,6 +192,10 @@ func (s *Store) claim(ctx context.Context, st *stripe, conv domain.Conversation,
 	if err != nil {
 		delete(st.heads, conv.ID)
 		return domain.Message{}, false, err
+	}
+	if len(st.heads) >= maxHeadsPerStripe {
+		// Bounded: a forgotten head costs one read of the hint.
+		clear(st.heads)
 	}
 	st.heads[conv.ID] = msg.Seq
 	return msg, dup, nil
@@ -216,7 +235,10 @@ func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uin
 				return domain.Message{}, false, herr
 			}
 			if fresh <= head {
-				return domain.Message{}, false, fmt.Errorf("no free seq in %s after %d: %w", d.Conv, head, infrastructure.ErrConflict)
+				// The hint lags more than maxProbe behind (a batch whose
+				// commit never happened): seqs have no gaps, so probing on
+				// finds the end.
+				fresh = head + maxProbe
 			}
 			head, probe = fresh, 0
 		}

@@ -230,6 +230,7 @@ func (s *Store) putMembers(ctx context.Context, conv domain.ConversationID, memb
 func (s *Store) ApplyGroupEvent(ctx context.Context, conv domain.ConversationID, e domain.SystemEvent, seq uint64, nowMs int64) error {
 	var joined []domain.Member
 	listChanged := false
+	var listVersion uint64
 	err := infrastructure.Update(ctx, s.state, groupKey(conv), func(cur infrastructure.Item) ([]byte, infrastructure.Change, error) {
 		if !cur.Found {
 			return nil, 0, fmt.Errorf("group %s: %w", conv, domain.ErrNotMember)
@@ -245,6 +246,7 @@ func (s *Store) ApplyGroupEvent(ctx context.Context, conv domain.ConversationID,
 			rec.MembersVersion++
 			listChanged = true
 		}
+		listVersion = rec.MembersVersion
 		data, err := json.Marshal(rec)
 		return data, infrastructure.Put, err
 	})
@@ -311,11 +313,10 @@ func (s *Store) ApplyGroupEvent(ctx context.Context, conv domain.ConversationID,
 		case domain.EventMemberKicked:
 			list.Users = slices.DeleteFunc(list.Users, func(u domain.UserID) bool { return slices.Contains(e.Users, u) })
 		}
-		// The list and the group record move their versions together,
-		// once per change of membership. Should they part (a node died
-		// between the two writes), nodes stop caching the list and read it
-		// on each send: slower, never wrong.
-		list.Version++
+		// The list takes the group record's version, written just before:
+		// should a write between the two have failed, the next change of
+		// membership brings them together again.
+		list.Version = listVersion
 		data, err := json.Marshal(list)
 		return data, infrastructure.Put, err
 	})

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	jsoniter "github.com/json-iterator/go"
@@ -50,7 +51,8 @@ type Store struct {
 	inflight inflight
 	// known holds conversations this node already created, to skip the
 	// create-if-absent writes on every send.
-	known sync.Map
+	known      sync.Map
+	knownCount atomic.Int64
 	// lists caches groups' member lists: see groups.go.
 	lists memberLists
 	// retries are the background writes of records whose commit failed;
@@ -495,12 +497,10 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 			if m.JoinedSeq == 0 {
 				continue
 			}
-			// The record lists the first members; the list is current.
-			users, err := s.members(ctx, c, g.MembersVersion)
-			if err != nil {
-				return nil, err
-			}
-			sum.Conversation.Members = users
+			// A group's listing names no members: the record holds the
+			// first ones, and a current list of thousands would not fit a
+			// listing. The profile counts them; GET the group for more.
+			sum.Conversation.Members = nil
 			sum.Group, sum.Member = &g.GroupInfo, &m
 			if m.LeftSeq != 0 {
 				sum.LastSeq = min(sum.LastSeq, m.LeftSeq)
