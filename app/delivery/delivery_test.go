@@ -12,6 +12,7 @@ import (
 
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure/memory"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -119,10 +120,7 @@ func TestRouterHandsOffToOtherNodesInOrder(t *testing.T) {
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	n1.Stop(stopCtx) // hands on everything queued before it returns
-	deadline := time.Now().Add(10 * time.Second)
-	for len(bob.seqs()) < n && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // polling a condition: the subscriber runs apart
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(bob.seqs()) >= n }, "the hand-off did not arrive")
 	n2.Stop(stopCtx)
 	got := bob.seqs()
 	if len(got) != n {
@@ -168,10 +166,7 @@ func TestRouterBroadcastsLargeGroups(t *testing.T) {
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	n1.Stop(stopCtx)
-	deadline := time.Now().Add(10 * time.Second)
-	for len(in.seqs()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // polling a condition: the subscriber runs apart
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(in.seqs()) > 0 }, "the hand-off did not arrive")
 	n2.Stop(stopCtx)
 	if len(in.seqs()) != 1 || len(out.seqs()) != 0 {
 		t.Fatalf("member got %v, stranger got %v", in.seqs(), out.seqs())
@@ -207,10 +202,7 @@ func TestRouterSkipsBacklogOlderThanTheConnection(t *testing.T) {
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	n1.Stop(stopCtx)
-	deadline := time.Now().Add(10 * time.Second)
-	for len(bob.seqs()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // polling a condition: the subscriber runs apart
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(bob.seqs()) > 0 }, "the hand-off did not arrive")
 	n2.Stop(stopCtx)
 	if got := bob.seqs(); len(got) != 1 || got[0] != 2 {
 		t.Fatalf("bob's device was pushed %v, want only the fresh message [2]", got)
