@@ -61,7 +61,7 @@ FUZZ_TARGETS := \
 	./domain/:FuzzParseConversationID ./domain/:FuzzDraftValidate \
 	./domain/:FuzzParseExt ./domain/:FuzzParseMentions ./domain/:FuzzParseGroupProfile \
 	./domain/:FuzzParseSystemEvent ./domain/:FuzzMemberWindow \
-	./app/gateway/:FuzzDecodeFrame ./app/gateway/wsconn/:FuzzParseFrame \
+	./app/gateway/:FuzzDecodeFrame ./app/gateway/:FuzzHTTPBody ./app/gateway/wsconn/:FuzzParseFrame \
 	./proto/parley/v1/:FuzzAppendJSON ./app/auth/:FuzzVerify ./app/abuse/:FuzzParseSubject
 FUZZTIME ?= 15s
 fuzz:
