@@ -26,8 +26,6 @@ const (
 type Subject struct {
 	Kind Kind
 	ID   string
-	// lo marks a loopback source address, which rules never suspend.
-	lo bool
 }
 
 // User is the subject for a user id.
@@ -39,13 +37,26 @@ func IP(a netip.Addr) Subject {
 	a = a.Unmap().WithZone("")
 	if a.Is6() {
 		p, _ := a.Prefix(64)
-		return Subject{Kind: KindIP, ID: p.String(), lo: a.IsLoopback()}
+		return Subject{Kind: KindIP, ID: p.String()}
 	}
-	return Subject{Kind: KindIP, ID: a.String(), lo: a.IsLoopback()}
+	return Subject{Kind: KindIP, ID: a.String()}
 }
 
-// loopback reports whether s is a loopback source address.
-func (s Subject) loopback() bool { return s.lo }
+// loopback reports whether s is a loopback source address: 127.0.0.0/8,
+// or the IPv6 /64 that holds ::1 (in practice nothing else reaches a
+// server from it).
+func (s Subject) loopback() bool {
+	if s.Kind != KindIP {
+		return false
+	}
+	if a, err := netip.ParseAddr(s.ID); err == nil {
+		return a.IsLoopback()
+	}
+	return s.ID == loopback6
+}
+
+// loopback6 is the subject of ::1.
+var loopback6 = func() string { p, _ := netip.MustParseAddr("::1").Prefix(64); return p.String() }()
 
 // String is "user:<id>" or "ip:<address>", the form ParseSubject reads.
 func (s Subject) String() string {
