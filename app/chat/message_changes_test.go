@@ -108,3 +108,20 @@ func TestReadReceipts(t *testing.T) {
 		t.Fatalf("alice got read_by %+v, want one notice: seq %d read by 2", readBy, m)
 	}
 }
+
+// TestSeenAfterTheReadersOwnReply: a reader who replied before marking
+// the message read (their send moved their cursor first) still tells the
+// sender it was seen.
+func TestSeenAfterTheReadersOwnReply(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g := newGroupFixture(t)
+	read := chat.NewMarkReadHandler(g.st).WithReceipts(g.notices, nil)
+	first := try(g.send(t, "alice", "d:alice~bob", "hi")).ok(t)
+	reply := try(g.send(t, "bob", "d:alice~bob", "hi back")).ok(t)
+	try(read.Handle(ctx, chat.MarkRead{Reader: "bob", Conv: "d:alice~bob", Seq: first})).ok(t)
+	got := g.notices.of("alice")
+	if len(got) != 1 || got[0].Type != "seen" || got[0].Seq != reply {
+		t.Fatalf("alice was told %+v, want seen up to %d", got, reply)
+	}
+}

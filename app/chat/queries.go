@@ -258,10 +258,12 @@ func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, err
 	}
 	want := min(cmd.Seq, head)
 	cur, err := h.store.AdvanceReadCursor(ctx, c, cmd.Reader, want)
-	if err != nil || cur != want || want == 0 {
-		// Not moved by this call: nobody needs telling again.
+	if err != nil || want == 0 {
 		return cur, err
 	}
+	// Told even when this call did not move the cursor: the reader's own
+	// send may have moved it first (a send records its sender's cursor),
+	// and nobody was told then. A repeated notice is harmless.
 	switch {
 	case c.Kind() == domain.Group && h.receipts != nil:
 		h.receipts.moved(c)

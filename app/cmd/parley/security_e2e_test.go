@@ -21,21 +21,7 @@ import (
 // code, or "" when the connection was accepted (it is closed at once).
 func dialCode(t *testing.T, n *node, tok string) string {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(n.base, "http")+"/v1/ws?token="+tok, nil)
-	if err == nil {
-		_ = ws.Close()
-		return ""
-	}
-	if resp == nil {
-		t.Fatalf("dial %s: %v", n.base, err)
-	}
-	defer resp.Body.Close()
-	var b struct {
-		Error struct{ Code string } `json:"error"`
-	}
-	data, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(data, &b)
-	return b.Error.Code
+	return dialFrom(t, n, tok, "")
 }
 
 func adminCall(t *testing.T, n *node, method, path, body string) (int, string) {
@@ -135,10 +121,13 @@ func TestSecurityBanHoldsAcrossCluster(t *testing.T) {
 }
 
 // dialFrom is dialCode for a client whose address the proxy in front gives
-// in X-Forwarded-For.
+// in X-Forwarded-For (none when addr is empty).
 func dialFrom(t *testing.T, n *node, tok, addr string) string {
 	t.Helper()
-	h := http.Header{"X-Forwarded-For": {addr}}
+	h := http.Header{}
+	if addr != "" {
+		h.Set("X-Forwarded-For", addr)
+	}
 	ws, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(n.base, "http")+"/v1/ws?token="+tok, h)
 	if err == nil {
 		_ = ws.Close()
