@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/client"
+	pb "github.com/parley-im/parley/proto/parley/v1"
 )
 
 type directConfig struct {
@@ -366,12 +367,18 @@ func finalSync(ctx context.Context, e *env, p *directPeer, miss []uint64) (int, 
 	if conv == "" {
 		return 0, errors.New("no conversation id: no send was ACKed")
 	}
-	c := p.c
+	return syncMissing(ctx, e, p.c, p.token, conv, miss, func(m *pb.Message) bool { return m.From == p.other.user })
+}
+
+// syncMissing reads conv from just before the first of the missing seqs,
+// on c or, if c ended, on a new connection made with token, and reports
+// how many of them it found among the messages counts accepts.
+func syncMissing(ctx context.Context, e *env, c *client.Client, token, conv string, miss []uint64, counts func(*pb.Message) bool) (int, error) {
 	select {
 	case <-c.Done():
 		var err error
 		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		c, err = client.Dial(dctx, e.base, p.token, client.Options{Device: "loadgen-sync", Proto: e.proto, Buffer: 16, NetDialContext: e.pool.dialFunc(0)})
+		c, err = client.Dial(dctx, e.base, token, client.Options{Device: "loadgen-sync", Proto: e.proto, Buffer: 16, NetDialContext: e.pool.dialFunc(0)})
 		cancel()
 		if err != nil {
 			return 0, err
@@ -390,9 +397,9 @@ func finalSync(ctx context.Context, e *env, p *directPeer, miss []uint64) (int, 
 	if err != nil {
 		return 0, err
 	}
-	have := map[uint64]bool{}
+	have := make(map[uint64]bool, len(msgs))
 	for _, m := range msgs {
-		if m.From == p.other.user {
+		if counts(m) {
 			have[m.Seq] = true
 		}
 	}

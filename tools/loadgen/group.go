@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/client"
+	pb "github.com/parley-im/parley/proto/parley/v1"
 )
 
 // groupMaxMembers bounds the group scenario: every member is a connection
@@ -461,41 +462,5 @@ func groupFinalSync(ctx context.Context, e *env, conv string, members []*groupMe
 // syncMember reads conv after the first missing seq's predecessor and
 // reports how many of the missing seqs it found.
 func syncMember(ctx context.Context, e *env, conv string, m *groupMember, miss []uint64) (int, error) {
-	c := m.c
-	select {
-	case <-c.Done():
-		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		var err error
-		c, err = client.Dial(dctx, e.base, m.token, client.Options{Device: "loadgen-sync", Proto: e.proto, Buffer: 16, NetDialContext: e.pool.dialFunc(0)})
-		cancel()
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		go func() {
-			for range c.Messages {
-			}
-		}()
-	default:
-	}
-	slices.Sort(miss)
-	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	msgs, err := c.Sync(sctx, conv, miss[0]-1)
-	if err != nil {
-		return 0, err
-	}
-	have := make(map[uint64]bool, len(msgs))
-	for _, msg := range msgs {
-		if !client.IsSystem(msg) {
-			have[msg.Seq] = true
-		}
-	}
-	found := 0
-	for _, s := range miss {
-		if have[s] {
-			found++
-		}
-	}
-	return found, nil
+	return syncMissing(ctx, e, m.c, m.token, conv, miss, func(msg *pb.Message) bool { return !client.IsSystem(msg) })
 }
