@@ -249,7 +249,9 @@ func (c *Client) readLoop() {
 		}
 		switch f.Type {
 		case "msg":
-			if !c.opts.NoAck && f.Msg != nil {
+			// A push marked no_ack (a large group's) is not acknowledged:
+			// the server does not wait for it.
+			if !c.opts.NoAck && !f.NoAck && f.Msg != nil {
 				_ = c.write(&pb.Frame{Type: "recv", Conv: f.Msg.Conv, Seq: f.Msg.Seq})
 			}
 			if f.Msg != nil {

@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/parley-im/parley/domain"
 )
@@ -34,7 +35,11 @@ const (
 // Envelope carries one message to many sessions and encodes it once per
 // wire format, however many devices receive it. Safe for concurrent use.
 type Envelope struct {
-	Msg     *domain.Message
+	Msg *domain.Message
+	// NoAck says devices do not acknowledge this push and it is not sent
+	// again: the message is of a group above the acknowledged size (see
+	// Hub.SetGroupAckMax).
+	NoAck   bool
 	encoded [numEncodings]struct {
 		once sync.Once
 		data []byte
@@ -42,11 +47,16 @@ type Envelope struct {
 	}
 }
 
-// Encoded returns the message in enc, calling encode only the first time.
-func (e *Envelope) Encoded(enc Encoding, encode func(*domain.Message) ([]byte, error)) ([]byte, error) {
+// Encoded returns the push in enc, calling encode only the first time.
+func (e *Envelope) Encoded(enc Encoding, encode func(*Envelope) ([]byte, error)) ([]byte, error) {
 	slot := &e.encoded[enc]
-	slot.once.Do(func() { slot.data, slot.err = encode(e.Msg) })
+	slot.once.Do(func() { slot.data, slot.err = encode(e) })
 	return slot.data, slot.err
+}
+
+// newEnvelope wraps m for a delivery to members users.
+func (h *Hub) newEnvelope(m *domain.Message, members int) *Envelope {
+	return &Envelope{Msg: m, NoAck: m.Conv.Kind() == domain.Group && int64(members) > h.groupAckMax.Load()}
 }
 
 // Event tells a device about something that is not a message of a stream:
@@ -69,8 +79,10 @@ type Event struct {
 // Hub is the registry of this node's sessions by user. The zero value is
 // not usable; use NewHub. Safe for concurrent use.
 type Hub struct {
-	seed   maphash.Seed
-	shards [64]struct {
+	seed maphash.Seed
+	// groupAckMax is the largest group whose pushes devices acknowledge.
+	groupAckMax atomic.Int64
+	shards      [64]struct {
 		sync.RWMutex
 		users map[domain.UserID][]Session
 	}
@@ -79,11 +91,22 @@ type Hub struct {
 // NewHub returns an empty hub.
 func NewHub() *Hub {
 	h := &Hub{seed: maphash.MakeSeed()}
+	h.groupAckMax.Store(DefaultGroupAckMax)
 	for i := range h.shards {
 		h.shards[i].users = make(map[domain.UserID][]Session)
 	}
 	return h
 }
+
+// DefaultGroupAckMax is the largest group whose pushes devices acknowledge
+// until SetGroupAckMax says otherwise (the live setting
+// parley.group_ack_max).
+const DefaultGroupAckMax = 500
+
+// SetGroupAckMax sets the largest group whose pushes devices acknowledge
+// with recv, and that are sent again until they do. Pushes of larger
+// groups are marked NoAck. Safe to call at any time.
+func (h *Hub) SetGroupAckMax(n int) { h.groupAckMax.Store(int64(n)) }
 
 func (h *Hub) shard(u domain.UserID) int {
 	return int(maphash.String(h.seed, string(u)) % uint64(len(h.shards)))
@@ -129,7 +152,7 @@ func (h *Hub) Sessions(u domain.UserID) []Session {
 // sender's other devices included, except the session origin that sent it:
 // its ACK carries the message's id and seq already.
 func (h *Hub) Deliver(_ context.Context, conv *domain.Conversation, m *domain.Message, origin string) {
-	env := &Envelope{Msg: m}
+	env := h.newEnvelope(m, len(conv.Members))
 	for _, u := range conv.Members {
 		for _, s := range h.Sessions(u) {
 			if origin == "" || s.ID() != origin {

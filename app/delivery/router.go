@@ -207,7 +207,7 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 			_, span = tracer.Start(ctx, "deliver", trace.WithSpanKind(trace.SpanKindConsumer))
 			defer span.End()
 		}
-		e := &Envelope{Msg: env.Msg}
+		e := r.hub.newEnvelope(env.Msg, len(env.Users))
 		for _, u := range env.Users {
 			for _, s := range r.hub.Sessions(u) {
 				if stale(s, env.Msg) {

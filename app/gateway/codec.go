@@ -9,6 +9,7 @@ import (
 	jsoniter "github.com/json-iterator/go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/app/delivery"
 	"github.com/parley-im/parley/domain"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
@@ -113,10 +114,10 @@ func toPBList(ms []domain.Message) []*pb.Message {
 }
 
 // encodeMsg encodes the msg frame of a push.
-func (c *conn) encodeMsg(m *domain.Message) ([]byte, error) {
+func (c *conn) encodeMsg(env *delivery.Envelope) ([]byte, error) {
 	f := getMsgFrame()
-	setPB(f.Msg, m)
-	f.Type = "msg"
+	setPB(f.Msg, env.Msg)
+	f.Type, f.NoAck = "msg", env.NoAck
 	data, err := c.codec.encode(f)
 	putMsgFrame(f)
 	return data, err

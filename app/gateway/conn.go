@@ -126,7 +126,7 @@ func (c *conn) Push(env *delivery.Envelope) {
 	}
 	// One clock read serves the ACK deadline and the delivery latency.
 	now := time.Now()
-	if !c.trackLocked(env, now) {
+	if !env.NoAck && !c.trackLocked(env, now) {
 		c.mu.Unlock()
 		m.MessageDropped(metrics.DropPendingFull)
 		m.SlowConsumerCut(metrics.SlowPendingFull)

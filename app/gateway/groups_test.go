@@ -391,3 +391,65 @@ func TestGroupsOverHTTP(t *testing.T) {
 		t.Fatalf("requests: %d %s", resp.StatusCode, data)
 	}
 }
+
+// TestLargeGroupPushesNeedNoAck: pushes of a group above
+// parley.group_ack_max say no_ack and are not sent again when the device
+// does not answer, while a smaller group's are, as direct ones are.
+func TestLargeGroupPushesNeedNoAck(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	e.hub.SetGroupAckMax(2)
+	if errs := e.live.Update(map[string]string{"parley.ack_timeout_ms": "150", "parley.ack_tries": "100"}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	alice, bob := e.dial("alice"), e.dial("bob")
+	e.dial("carol")
+	small := call(t, alice, map[string]any{"type": "group_create", "name": "two", "users": []string{"bob"}, "cmid": "g-small"}).str("conv")
+	large := call(t, alice, map[string]any{"type": "group_create", "name": "three", "users": []string{"bob", "carol"}, "cmid": "g-large"}).str("conv")
+
+	// Bob's frames, read as they come and never answered.
+	frames := make(chan frame, 64)
+	go func() {
+		defer close(frames)
+		for {
+			_, data, err := bob.ReadMessage()
+			if err != nil {
+				return
+			}
+			var f frame
+			if err := stdjson.Unmarshal(data, &f); err == nil {
+				frames <- f
+			}
+		}
+	}()
+	// rawMsgs returns the msg frames of conv that bob gets within d.
+	rawMsgs := func(conv string, d time.Duration) []frame {
+		var out []frame
+		timeout := time.After(d)
+		for {
+			select {
+			case f, ok := <-frames:
+				if !ok {
+					t.Fatal("bob's connection ended")
+				}
+				if f.str("type") == "msg" && f.obj("msg").str("conv") == conv && f.obj("msg").str("ctype") != "system" {
+					out = append(out, f)
+				}
+			case <-timeout:
+				return out
+			}
+		}
+	}
+
+	call(t, alice, map[string]any{"type": "send", "conv": large, "cmid": "l1", "body": "to three"})
+	got := rawMsgs(large, time.Second)
+	if len(got) != 1 || got[0]["no_ack"] != true || got[0].obj("msg").str("body") != "to three" {
+		t.Fatalf("a group of 3 above group_ack_max 2: bob got %v, want one push with no_ack and no resend", got)
+	}
+
+	call(t, alice, map[string]any{"type": "send", "conv": small, "cmid": "s1", "body": "to two"})
+	got = rawMsgs(small, time.Second)
+	if len(got) < 2 || got[0]["no_ack"] != nil || got[1].obj("msg").num("seq") != got[0].obj("msg").num("seq") {
+		t.Fatalf("a group of 2: bob got %v, want the push without no_ack, sent again when not acknowledged", got)
+	}
+}

@@ -57,6 +57,15 @@ type Settings struct {
 	// many members read their messages. Key parley.receipts_group_max,
 	// default 500, from 0 (none) to 10,000.
 	ReceiptsGroupMax int
+	// GroupAckMax is the largest group whose pushes a device acknowledges
+	// with recv and the server sends again until it does. Pushes of larger
+	// groups carry no_ack: on a connection that stays up TCP delivers them
+	// in order, and a device whose connection drops or falls behind syncs
+	// from its last contiguous seq when it reconnects. A recv per member per
+	// message was the largest cost of a big group's fan-out on both sides.
+	// Key parley.group_ack_max, default 500, from 0 (no group pushes are
+	// acknowledged) to 100,000.
+	GroupAckMax int
 	// PushInterval is the least time between two offline pushes to one
 	// user for one conversation (package push); the messages in between
 	// are not pushed. Key parley.push_interval_s, default 30s, from 0
@@ -112,7 +121,7 @@ var Keys = []string{
 	"parley.heartbeat_idle_ms", "parley.send_rate_per_sec", "parley.idempotency_ttl_s",
 	"parley.hook_timeout_ms", "parley.hook_fail_open",
 	"parley.group_member_cap", "parley.recall_window_s", "parley.edit_window_s",
-	"parley.receipts_group_max", "parley.push_interval_s", "parley.push_preview",
+	"parley.receipts_group_max", "parley.group_ack_max", "parley.push_interval_s", "parley.push_preview",
 	"parley.abuse.window_s", "parley.abuse.max_connects_per_user", "parley.abuse.max_connects_per_ip",
 	"parley.abuse.max_auth_failures", "parley.abuse.max_rate_limited", "parley.abuse.max_banned_attempts",
 	"parley.abuse.first_ban_s", "parley.abuse.max_ban_s", "parley.abuse.forget_s", "parley.abuse.disabled",
@@ -133,6 +142,7 @@ func Defaults() Settings {
 		RecallWindow:     2 * time.Minute,
 		EditWindow:       15 * time.Minute,
 		ReceiptsGroupMax: 500,
+		GroupAckMax:      500,
 		PushInterval:     30 * time.Second,
 	}
 }
@@ -165,6 +175,7 @@ func (s Settings) Apply(kv map[string]string) (Settings, []error) {
 	intIn("parley.recall_window_s", 1, 30*24*3600, func(n int64) { s.RecallWindow = time.Duration(n) * time.Second })
 	intIn("parley.edit_window_s", 1, 30*24*3600, func(n int64) { s.EditWindow = time.Duration(n) * time.Second })
 	intIn("parley.receipts_group_max", 0, 10_000, func(n int64) { s.ReceiptsGroupMax = int(n) })
+	intIn("parley.group_ack_max", 0, 100_000, func(n int64) { s.GroupAckMax = int(n) })
 	intIn("parley.push_interval_s", 0, 24*3600, func(n int64) { s.PushInterval = time.Duration(n) * time.Second })
 	intIn("parley.push_preview", 0, 1000, func(n int64) { s.PushPreview = int(n) })
 	secs := func(d *time.Duration) func(int64) { return func(n int64) { *d = time.Duration(n) * time.Second } }

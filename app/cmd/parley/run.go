@@ -234,6 +234,8 @@ type application struct {
 func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastructure.Backend, live *settings.Live, verifier gateway.Verifier, m *metrics.Metrics) (*application, error) {
 	st := store.New(b.State)
 	hub := delivery.NewHub()
+	hub.SetGroupAckMax(live.Load().GroupAckMax)
+	live.OnChange(func(s settings.Settings) { hub.SetGroupAckMax(s.GroupAckMax) })
 	reg := presence.New(presence.Config{Node: o.nodeID, URL: o.publicURL, LeaseTTL: o.leaseTTL, Metrics: m}, b.State, log.Named("presence"),
 		func() (int, []domain.UserID) { return hub.Count(), hub.OnlineUsers() })
 	router := delivery.NewRouter(hub, reg, b.PubSub, o.nodeID, log.Named("delivery"))

@@ -101,7 +101,12 @@ type Frame struct {
 	// count is how many members read message seq, in read_by notices.
 	Count uint64 `protobuf:"varint,33,opt,name=count,proto3" json:"count,omitempty"`
 	// requests are a group's pending join requests.
-	Requests      []*JoinRequest `protobuf:"bytes,34,rep,name=requests,proto3" json:"requests,omitempty"`
+	Requests []*JoinRequest `protobuf:"bytes,34,rep,name=requests,proto3" json:"requests,omitempty"`
+	// no_ack, on a msg frame, says the device must not answer it with recv:
+	// the server does not track or resend it. Pushes of groups above the live
+	// setting parley.group_ack_max carry it; a device that misses one (its
+	// connection dropped) syncs from its last contiguous seq on reconnect.
+	NoAck         bool `protobuf:"varint,40,opt,name=no_ack,json=noAck,proto3" json:"no_ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,6 +377,13 @@ func (x *Frame) GetRequests() []*JoinRequest {
 		return x.Requests
 	}
 	return nil
+}
+
+func (x *Frame) GetNoAck() bool {
+	if x != nil {
+		return x.NoAck
+	}
+	return false
 }
 
 // Message is a stored message.
@@ -837,7 +849,7 @@ var File_parley_v1_frame_proto protoreflect.FileDescriptor
 
 const file_parley_v1_frame_proto_rawDesc = "" +
 	"\n" +
-	"\x15parley/v1/frame.proto\x12\tparley.v1\"\xd9\x06\n" +
+	"\x15parley/v1/frame.proto\x12\tparley.v1\"\xf0\x06\n" +
 	"\x05Frame\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -873,7 +885,8 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\x04note\x18\x1f \x01(\tR\x04note\x12&\n" +
 	"\x05group\x18  \x01(\v2\x10.parley.v1.GroupR\x05group\x12\x14\n" +
 	"\x05count\x18! \x01(\x04R\x05count\x122\n" +
-	"\brequests\x18\" \x03(\v2\x16.parley.v1.JoinRequestR\brequests\"\xad\x02\n" +
+	"\brequests\x18\" \x03(\v2\x16.parley.v1.JoinRequestR\brequests\x12\x15\n" +
+	"\x06no_ack\x18( \x01(\bR\x05noAck\"\xad\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04conv\x18\x02 \x01(\tR\x04conv\x12\x10\n" +
