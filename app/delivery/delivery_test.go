@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -206,5 +207,61 @@ func TestRouterSkipsBacklogOlderThanTheConnection(t *testing.T) {
 	n2.Stop(stopCtx)
 	if got := bob.seqs(); len(got) != 1 || got[0] != 2 {
 		t.Fatalf("bob's device was pushed %v, want only the fresh message [2]", got)
+	}
+}
+
+// blockingDevice is a device whose pushes wait until release is closed.
+type blockingDevice struct {
+	device
+	release chan struct{}
+}
+
+func (d *blockingDevice) Push(env *Envelope) {
+	<-d.release
+	d.device.Push(env)
+}
+
+// TestLargeGroupFanOutDoesNotHoldTheSender: Deliver to a group above the
+// inline size returns while a device's push still waits, and every device
+// gets the group's messages in order; Close pushes what is queued, and a
+// delivery after it is pushed by the caller.
+func TestLargeGroupFanOutDoesNotHoldTheSender(t *testing.T) {
+	t.Parallel()
+	h := NewHub()
+	const n = inlineFanout * 3
+	group := &domain.Conversation{ID: "g:big", Kind: domain.Group}
+	var devs []*device
+	slow := &blockingDevice{device: device{id: "slow", user: "u0"}, release: make(chan struct{})}
+	h.Add(slow)
+	group.Members = append(group.Members, "u0")
+	for i := 1; i < n; i++ {
+		d := &device{id: fmt.Sprint("d", i), user: domain.UserID(fmt.Sprint("u", i))}
+		devs = append(devs, d)
+		h.Add(d)
+		group.Members = append(group.Members, d.user)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for seq := uint64(1); seq <= 50; seq++ {
+			h.Deliver(context.Background(), group, &domain.Message{Conv: group.ID, Seq: seq, Sender: "u1"}, "")
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Deliver waited for a device's push")
+	}
+	close(slow.release)
+	h.Close()
+	h.Deliver(context.Background(), group, &domain.Message{Conv: group.ID, Seq: 51, Sender: "u1"}, "")
+	want := make([]uint64, 51)
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	for _, d := range append(devs, &slow.device) {
+		if got := d.seqs(); !slices.Equal(got, want) {
+			t.Fatalf("%s got %v, want 1..51 in order", d.id, got)
+		}
 	}
 }

@@ -82,6 +82,13 @@ type Hub struct {
 	seed maphash.Seed
 	// groupAckMax is the largest group whose pushes devices acknowledge.
 	groupAckMax atomic.Int64
+
+	// The fan-out lanes of large conversations, started on first use.
+	lanesOnce   sync.Once
+	lanesMu     sync.RWMutex // held to send on lanes; taken to close them
+	lanesClosed bool
+	lanes       [fanoutLanes]chan fanout
+	lanesDone   sync.WaitGroup
 	shards      [64]struct {
 		sync.RWMutex
 		users map[domain.UserID][]Session
@@ -151,15 +158,92 @@ func (h *Hub) Sessions(u domain.UserID) []Session {
 // Deliver pushes m to every session of every member on this node, the
 // sender's other devices included, except the session origin that sent it:
 // its ACK carries the message's id and seq already.
+//
+// A conversation of more than inlineFanout members is pushed by a fan-out
+// lane, so that the caller (a send, before its ACK) does not wait for
+// thousands of pushes; one conversation always uses the same lane, so its
+// messages still reach each device in the order Deliver was called.
+// conv.Members must not change afterwards (the member lists of the store's
+// cache are replaced, never modified).
 func (h *Hub) Deliver(_ context.Context, conv *domain.Conversation, m *domain.Message, origin string) {
-	env := h.newEnvelope(m, len(conv.Members))
-	for _, u := range conv.Members {
+	if len(conv.Members) > inlineFanout && h.queueFanout(fanout{conv: conv.ID, members: conv.Members, msg: m, origin: origin}) {
+		return
+	}
+	h.push(conv.Members, m, origin)
+}
+
+// push delivers m to the sessions of users, except origin.
+func (h *Hub) push(users []domain.UserID, m *domain.Message, origin string) {
+	env := h.newEnvelope(m, len(users))
+	for _, u := range users {
 		for _, s := range h.Sessions(u) {
 			if origin == "" || s.ID() != origin {
 				s.Push(env)
 			}
 		}
 	}
+}
+
+const (
+	// inlineFanout is the most members Deliver pushes to itself.
+	inlineFanout = 64
+	// fanoutLanes is how many large conversations are pushed at once.
+	fanoutLanes = 4
+	// fanoutQueue bounds each lane. A full lane makes Deliver wait: the
+	// devices' node does not keep up, and the conversation's next sends
+	// wait with it rather than messages being dropped.
+	fanoutQueue = 256
+)
+
+// fanout is one message of a large conversation waiting for its pushes.
+type fanout struct {
+	conv    domain.ConversationID
+	members []domain.UserID
+	msg     *domain.Message
+	origin  string
+}
+
+// queueFanout hands f to its conversation's lane, starting the lanes on
+// first use. It reports false once the hub is closed: the caller pushes
+// itself.
+func (h *Hub) queueFanout(f fanout) bool {
+	h.lanesOnce.Do(func() {
+		for i := range h.lanes {
+			q := make(chan fanout, fanoutQueue)
+			h.lanes[i] = q
+			h.lanesDone.Add(1)
+			go func() {
+				defer h.lanesDone.Done()
+				for f := range q {
+					h.push(f.members, f.msg, f.origin)
+				}
+			}()
+		}
+	})
+	h.lanesMu.RLock()
+	defer h.lanesMu.RUnlock()
+	if h.lanesClosed {
+		return false
+	}
+	h.lanes[maphash.String(h.seed, string(f.conv))%fanoutLanes] <- f
+	return true
+}
+
+// Close pushes what the fan-out lanes hold and stops them; later
+// deliveries are pushed by their callers. Safe to call more than once.
+func (h *Hub) Close() {
+	h.lanesOnce.Do(func() {}) // no lanes start after this
+	h.lanesMu.Lock()
+	if !h.lanesClosed {
+		h.lanesClosed = true
+		for _, q := range h.lanes {
+			if q != nil {
+				close(q)
+			}
+		}
+	}
+	h.lanesMu.Unlock()
+	h.lanesDone.Wait()
 }
 
 // NotifyUser sends ev to every session of u on this node.

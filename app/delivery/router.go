@@ -152,10 +152,12 @@ func (r *Router) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop hands on the messages still queued for other nodes (until ctx
-// ends), tells the others this node is gone (call it after the lease was
-// deleted), then ends the subscription, waiting for deliveries in flight.
+// Stop pushes what the hub's fan-out lanes hold, hands on the messages
+// still queued for other nodes (until ctx ends), tells the others this node
+// is gone (call it after the lease was deleted), then ends the
+// subscription, waiting for deliveries in flight.
 func (r *Router) Stop(ctx context.Context) {
+	r.hub.Close()
 	r.stopOnce.Do(func() { close(r.stopping) })
 	r.mu.Lock()
 	if !r.stopped {
