@@ -504,10 +504,12 @@ func (g *Guard) putLocked(k string, c cached) {
 }
 
 // counter counts one subject's events over a sliding window, estimated
-// from the current and the previous fixed window.
+// from the current and the previous fixed window. There is one per user and
+// address seen within the window, so it is kept small: a count is reset when
+// it passes its threshold, far below the range of an int32.
 type counter struct {
 	start     time.Time
-	cur, prev [numEvents]int
+	cur, prev [numEvents]int32
 }
 
 // count adds one ev for s and reports whether its threshold was passed;
@@ -536,13 +538,13 @@ func (g *Guard) count(s Subject, ev Event, r *Rules, now time.Time) bool {
 	switch el := now.Sub(c.start); {
 	case el < w:
 	case el < 2*w:
-		c.prev, c.cur, c.start = c.cur, [numEvents]int{}, c.start.Add(w)
+		c.prev, c.cur, c.start = c.cur, [numEvents]int32{}, c.start.Add(w)
 	default:
-		c.prev, c.cur, c.start = [numEvents]int{}, [numEvents]int{}, now
+		c.prev, c.cur, c.start = [numEvents]int32{}, [numEvents]int32{}, now
 	}
 	c.cur[ev]++
 	rest := w - now.Sub(c.start)
-	est := c.cur[ev] + int(int64(c.prev[ev])*int64(rest)/int64(w))
+	est := int(c.cur[ev]) + int(int64(c.prev[ev])*int64(rest)/int64(w))
 	if est <= r.limit(ev, s.Kind) {
 		return false
 	}

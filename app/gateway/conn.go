@@ -69,7 +69,7 @@ type conn struct {
 	pending  map[ackKey]*pending
 	order    []ackKey // push order; acked entries are skipped lazily
 	timer    *time.Timer
-	nextFire time.Time
+	nextFire int64  // unix nanos the timer is set for, 0 when unset; not a time.Time, to keep conn in a 512-byte size class
 	pingedAt int64  // unix nanos of the last ping, 0 when none is outstanding
 	pushes   uint32 // pushes queued, for sampling the write-queue fill
 	// synced is, per conversation, the newest seq a sync answer gave this

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 )
@@ -185,5 +186,14 @@ func TestFrameFloodIsCut(t *testing.T) {
 	}
 	if got := readFrame(t, other); !strings.Contains(got, `"id":"fine"`) {
 		t.Fatalf("the other client got %s", got)
+	}
+}
+
+// TestConnStaysInItsSizeClass: an idle connection's largest allocation is
+// its conn; past 512 bytes Go rounds it up to 576, 64 bytes more for each
+// of tens of thousands of connections.
+func TestConnStaysInItsSizeClass(t *testing.T) {
+	if size := unsafe.Sizeof(conn{}); size > 512 {
+		t.Fatalf("conn is %d bytes, want at most 512: move rarely used state out of it", size)
 	}
 }

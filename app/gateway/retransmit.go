@@ -63,10 +63,10 @@ func (c *conn) untrack(conv domain.ConversationID, seq uint64) *pending {
 
 // armLocked makes the timer fire no later than at.
 func (c *conn) armLocked(at time.Time) {
-	if c.closed || (!c.nextFire.IsZero() && !at.Before(c.nextFire)) {
+	if c.closed || (c.nextFire != 0 && at.UnixNano() >= c.nextFire) {
 		return
 	}
-	c.nextFire = at
+	c.nextFire = at.UnixNano()
 	d := time.Until(at)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(d, c.onTimer)
@@ -85,7 +85,7 @@ func (c *conn) onTimer() {
 		c.mu.Unlock()
 		return
 	}
-	c.nextFire = time.Time{}
+	c.nextFire = 0
 	lastRead := c.wc.LastRead()
 	if c.pingedAt != 0 && lastRead > c.pingedAt {
 		c.pingedAt = 0
