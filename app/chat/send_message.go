@@ -78,10 +78,13 @@ func (h *SendMessageHandler) WithService(svc *ServiceHandler) *SendMessageHandle
 // homes a conversation assigns its seqs and stores its messages; the
 // others forward to it. Implementations are safe for concurrent use.
 type Homes interface {
-	// Remote reports whether conv is homed in another unit. With bind, a
-	// conversation that has no home yet is given one first (a send); a
-	// read of a conversation without a home is answered here.
-	Remote(ctx context.Context, conv domain.ConversationID, bind bool) (bool, error)
+	// Remote reports whether conv is homed in another unit. A send
+	// (HomeSend) gives a conversation that has no home yet one first; a
+	// read of a conversation without a home is answered here. When conv is
+	// homed here, the caller calls release once its writes are done: a
+	// move of the conversation to another unit waits for them, and a write
+	// while one runs is refused with a retryable error.
+	Remote(ctx context.Context, conv domain.ConversationID, use HomeUse) (remote bool, release func(), err error)
 	// ForwardSend has the home unit of cmd.Conv handle cmd.
 	ForwardSend(ctx context.Context, cmd SendMessage) (SendResult, error)
 	// ForwardHistory has the home unit of q.Conv answer q.
@@ -95,6 +98,21 @@ type Homes interface {
 	// wait for them.
 	Delivered(ctx context.Context, conv *domain.Conversation, m *domain.Message, origin string)
 }
+
+// HomeUse says what a request does to a conversation, for Homes.Remote.
+type HomeUse int
+
+const (
+	// HomeRead only reads (history): it is answered while the
+	// conversation moves.
+	HomeRead HomeUse = iota
+	// HomeWrite writes (a read cursor): refused while the conversation
+	// moves.
+	HomeWrite
+	// HomeSend stores a message: it binds a conversation that has no home
+	// yet, and is refused while the conversation moves.
+	HomeSend
+)
 
 // WithHomes makes the handler forward sends to a direct conversation homed
 // in another unit to that unit, and hand the messages it stores to the
@@ -123,10 +141,13 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 		return SendResult{}, err
 	}
 	if h.homes != nil && conv.Kind == domain.Direct {
-		remote, err := h.homes.Remote(ctx, conv.ID, true)
+		remote, release, err := h.homes.Remote(ctx, conv.ID, HomeSend)
 		if err != nil {
 			return SendResult{}, err
 		}
+		// Held until the message is stored and recorded: a move copies
+		// the conversation only once no send is under way.
+		defer release()
 		if remote {
 			// The home unit validates, dedupes on (sender, cmid) and
 			// stores; a retry through any unit finds the same message.

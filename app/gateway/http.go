@@ -42,6 +42,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/admin/bans", s.adminAuthed(s.postBan))
 	m.HandleFunc("GET /v1/admin/bans", s.adminAuthed(s.getBans))
 	m.HandleFunc("DELETE /v1/admin/bans/{subject}", s.adminAuthed(s.deleteBan))
+	s.unitRoutes(m)
 	m.HandleFunc("POST /v1/dev/token", s.postDevToken)
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.cfg.NodeID})

@@ -28,6 +28,9 @@ import (
 // unitsSecret signs the tokens of both units: a user signs in to either.
 const unitsSecret = "units-test-secret-units-test-secret-0123"
 
+// unitsAdminToken opens both units' operator API.
+const unitsAdminToken = "units-test-admin-token"
+
 // unitEnv is one unit: its own daprd, on its own profile, and one parley
 // node, started as separate processes so that the daprd can be killed
 // alone.
@@ -93,7 +96,7 @@ func startUnits(t *testing.T) *unitsEnv {
 			"-backend", "dapr", "-sidecar", "external", "-dapr-grpc", sc.GRPCAddr(), "-dapr-http", sc.HTTPAddr(),
 			"-app-id", u.appID, "-app-port", fmt.Sprint(appPort), "-node-id", u.appID + "-n1",
 			"-jwt-secret", unitsSecret, "-settings-prefix", env.prefix, "-metrics-addr", "",
-			"-unit", u.name, "-units", unitsFlag,
+			"-unit", u.name, "-units", unitsFlag, "-admin-token", unitsAdminToken,
 		}})
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -177,6 +180,7 @@ func TestUnits(t *testing.T) {
 	t.Run("bind_race", func(t *testing.T) { testUnitsBindRace(t, env) })
 	t.Run("burst", func(t *testing.T) { testUnitsBurst(t, env) })
 	t.Run("latency", func(t *testing.T) { testUnitsLatency(t, env) })
+	t.Run("move_busy", func(t *testing.T) { testUnitsMove(t, env) })
 	// Last: it kills a sidecar.
 	t.Run("home_unit_killed", func(t *testing.T) { testUnitsKill(t, env) })
 }
