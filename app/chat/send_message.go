@@ -26,6 +26,17 @@ type SendMessage struct {
 	// Origin is the connection the message comes from; it gets the ACK and
 	// no push. Empty when it comes over HTTP or from another service.
 	Origin string
+	// Route is the conversation's route as the client knows it, when
+	// parley runs as several units; zero when it knows none. It is never
+	// trusted: it only tells whether the reply must carry the current one.
+	Route Route
+}
+
+// Route is where a conversation lives when parley runs as several units:
+// its home unit, and the epoch that counts its moves.
+type Route struct {
+	Unit  string `json:"unit,omitempty"`
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // SendResult is the stored message. Duplicate is true when the same
@@ -33,6 +44,9 @@ type SendMessage struct {
 type SendResult struct {
 	Message   domain.Message
 	Duplicate bool
+	// Route is the conversation's current route when the send's Route was
+	// missing or stale, for the client to keep; zero otherwise.
+	Route Route
 }
 
 // Hook may rewrite or refuse a draft before it is stored.
@@ -93,6 +107,9 @@ type Homes interface {
 	ForwardMarkRead(ctx context.Context, cmd MarkRead) (uint64, error)
 	// ForwardList lists u's conversations homed in the other units.
 	ForwardList(ctx context.Context, u domain.UserID) ([]ConversationView, error)
+	// Route is conv's current route, as this node knows it; ok is false
+	// when it has none or cannot read it.
+	Route(ctx context.Context, conv domain.ConversationID) (r Route, ok bool)
 	// Delivered hands a message stored in this unit to the other units,
 	// whose devices it reaches through their own delivery. It does not
 	// wait for them.
@@ -134,12 +151,27 @@ func (h *SendMessageHandler) WithHomes(homes Homes) *SendMessageHandler {
 // that a retry after a lost reply finds this message instead of storing it
 // twice.
 func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendResult, error) {
+	var conv domain.Conversation
+	res, err := h.handle(ctx, cmd, &conv)
+	if err == nil && h.homes != nil && conv.Kind == domain.Direct {
+		// The client's route is corrected in the reply when it is
+		// missing or stale, as clients that cache routes expect.
+		if cur, ok := h.homes.Route(ctx, conv.ID); ok && cur != cmd.Route {
+			res.Route = cur
+		}
+	}
+	return res, err
+}
+
+// handle is Handle; it sets resolved to the conversation the send names.
+func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolved *domain.Conversation) (SendResult, error) {
 	cfg := h.settings.Load()
 	now := h.now()
 	conv, group, err := h.resolve(ctx, cmd, now.UnixMilli())
 	if err != nil {
 		return SendResult{}, err
 	}
+	*resolved = conv
 	if h.homes != nil && conv.Kind == domain.Direct {
 		remote, release, err := h.homes.Remote(ctx, conv.ID, HomeSend)
 		if err != nil {

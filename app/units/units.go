@@ -272,6 +272,15 @@ func (u *Units) Remote(ctx context.Context, conv domain.ConversationID, use chat
 
 func noRelease() {}
 
+// Route is conv's route as this node knows it: cached, or read.
+func (u *Units) Route(ctx context.Context, conv domain.ConversationID) (chat.Route, bool) {
+	r, ok, err := u.table.Lookup(ctx, conv)
+	if err != nil || !ok {
+		return chat.Route{}, false
+	}
+	return chat.Route{Unit: r.Unit, Epoch: r.Epoch}, true
+}
+
 // errHomeIsSelf says a conversation's route, read again after its old
 // home refused a request, names this unit: the conversation moved here.
 var errHomeIsSelf = errors.New("the conversation is homed in this unit")

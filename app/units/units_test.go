@@ -517,3 +517,49 @@ func TestParseUnits(t *testing.T) {
 		})
 	}
 }
+
+// TestRouteHintCorrected: a send that carries a wrong or stale route, or
+// none, is stored once and its result carries the current route; one that
+// carries the current route gets none back.
+func TestRouteHintCorrected(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	const conv = domain.ConversationID("d:alice~bob")
+	send := func(u *unit, cmid string, hint chat.Route) chat.SendResult {
+		t.Helper()
+		res, err := u.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: cmid, Body: "hi", Route: hint})
+		if err != nil {
+			t.Fatalf("send %s: %v", cmid, err)
+		}
+		return res
+	}
+	if res := send(onprem, "b1", chat.Route{}); res.Route != (chat.Route{Unit: "onprem", Epoch: 1}) {
+		t.Fatalf("first send, no route: the reply carries %+v, want onprem@1", res.Route)
+	}
+	for _, tc := range []struct {
+		name string
+		via  *unit
+		hint chat.Route
+		want chat.Route
+	}{
+		{"wrong_unit", cloud, chat.Route{Unit: "cloud", Epoch: 1}, chat.Route{Unit: "onprem", Epoch: 1}},
+		{"current", cloud, chat.Route{Unit: "onprem", Epoch: 1}, chat.Route{}},
+		{"current_at_home", onprem, chat.Route{Unit: "onprem", Epoch: 1}, chat.Route{}},
+	} {
+		if res := send(tc.via, tc.name, tc.hint); res.Route != tc.want || res.Duplicate {
+			t.Fatalf("%s: the reply carries %+v (duplicate %v), want %+v", tc.name, res.Route, res.Duplicate, tc.want)
+		}
+	}
+	if _, err := onprem.units.Move(ctx, conv, "cloud"); err != nil {
+		t.Fatal(err)
+	}
+	res := send(onprem, "stale", chat.Route{Unit: "onprem", Epoch: 1})
+	if res.Route != (chat.Route{Unit: "cloud", Epoch: 2}) || res.Message.Seq != 5 {
+		t.Fatalf("stale route after the move: %+v at seq %d, want cloud@2 at seq 5", res.Route, res.Message.Seq)
+	}
+	page, err := cloud.history.Handle(ctx, chat.History{Reader: "bob", Conv: string(conv)})
+	if err != nil || len(page.Messages) != 5 {
+		t.Fatalf("history: %d messages, %v; want each send once", len(page.Messages), err)
+	}
+}

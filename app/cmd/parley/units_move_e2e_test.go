@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	pb "github.com/parley-im/parley/proto/parley/v1"
+	"github.com/parley-im/parley/tools/testkit"
 )
 
 // moveConv asks base's operator API to move conv to the unit named to.
@@ -61,6 +65,7 @@ func testUnitsMove(t *testing.T, env *unitsEnv) {
 	a, b := daprdtest.UniqueName("mva"), daprdtest.UniqueName("mvb")
 	conv := directConv(a, b)
 	ta, tb := token(t, env.onprem.node(), a), token(t, env.cloud.node(), b)
+	bDev := connectDevice(t, env.cloud.node(), b, "web")
 	firstSeq, firstID, err := httpSend(ctx, env.onprem.parley.base, ta, b, "", "first", "homed on onprem")
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +73,6 @@ func testUnitsMove(t *testing.T, env *unitsEnv) {
 	if h := homeOf(t, ctx, conv); h != "onprem" {
 		t.Fatalf("%s is homed in %q, want onprem", conv, h)
 	}
-	bDev := connectDevice(t, env.cloud.node(), b, "web")
 	var mu sync.Mutex
 	acked := map[uint64]string{firstSeq: firstID}
 	var codes []string
@@ -159,7 +163,30 @@ func testUnitsMove(t *testing.T, env *unitsEnv) {
 			}
 		}
 	}
-	waitInbox(t, bDev, conv, len(acked), 30*time.Second)
+	// The device on cloud got every message pushed, from the old home
+	// until the move and from the new one after it.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_ = testkit.Until(wctx, func() bool { return len(bDev.inbox.Messages(conv)) >= len(acked) })
+	cancel()
+	if got := bDev.inbox.Messages(conv); len(got) != len(acked) {
+		held := map[uint64]bool{}
+		for _, m := range got {
+			held[m.Seq] = true
+		}
+		for seq := range acked {
+			if !held[seq] {
+				t.Logf("%s was not pushed seq %d (%s); what the units logged of it:", bDev.name, seq, acked[seq])
+				for _, u := range []*unitEnv{env.onprem, env.cloud} {
+					data, _ := os.ReadFile(u.parley.log)
+					for _, line := range strings.Split(string(data), "\n") {
+						if strings.Contains(line, acked[seq]) {
+							t.Logf("  %s: %s", u.name, line)
+						}
+					}
+				}
+			}
+		}
+	}
 	checkComplete(t, bDev, conv, acked)
 	// The idempotency records moved: a retry of the first send, through
 	// the old home, gets its seq back instead of a second copy.
@@ -168,6 +195,36 @@ func testUnitsMove(t *testing.T, env *unitsEnv) {
 	}
 	if seq, _, err := httpSend(ctx, env.onprem.parley.base, ta, b, "", "after", "after the move"); err != nil || seq != uint64(len(acked)+1) {
 		t.Fatalf("send after the move: seq %d, %v; want %d", seq, err, len(acked)+1)
+	}
+	testStaleRoute(t, ctx, env, a, conv, uint64(len(acked)+1))
+}
+
+// testStaleRoute: a client that sends with the route it cached before the
+// move (onprem at epoch 1) has its send stored once, and the ACK carries
+// the current route; a send with the current route gets an ACK without one.
+func testStaleRoute(t *testing.T, ctx context.Context, env *unitsEnv, user, conv string, last uint64) {
+	c := dial(t, env.onprem.node(), user, "cached-route")
+	for i, tc := range []struct {
+		unit      string
+		epoch     uint64
+		wantUnit  string
+		wantEpoch uint64
+	}{
+		{"onprem", 1, "cloud", 2},
+		{"cloud", 2, "", 0},
+	} {
+		reply, err := c.Request(ctx, &pb.Frame{Type: "send", Conv: conv, Cmid: fmt.Sprint("cached-", i), Body: "with a route", Unit: tc.unit, Epoch: tc.epoch})
+		if err != nil {
+			t.Fatalf("send with route %s@%d: %v", tc.unit, tc.epoch, err)
+		}
+		if reply.Type != "ack" || reply.Msg.GetSeq() != last+uint64(i)+1 || reply.Unit != tc.wantUnit || reply.Epoch != tc.wantEpoch {
+			t.Fatalf("send with route %s@%d: %s seq %d route %q@%d; want ack seq %d route %q@%d", tc.unit, tc.epoch,
+				reply.Type, reply.Msg.GetSeq(), reply.Unit, reply.Epoch, last+uint64(i)+1, tc.wantUnit, tc.wantEpoch)
+		}
+	}
+	seqs, _ := historyOf(t, ctx, env.cloud.parley.base, token(t, env.cloud.node(), user), conv)
+	if len(seqs) != int(last)+2 {
+		t.Fatalf("history holds %d messages after two sends with a route, want %d", len(seqs), last+2)
 	}
 }
 
