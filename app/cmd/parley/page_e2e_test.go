@@ -35,7 +35,8 @@ const waitFor = 15 * time.Second
 // live, in order, escaped, and that alice's reaches "delivered" and then
 // "seen" once bob's open pane read it. Then alice's connection drops: what
 // bob writes meanwhile reaches her after the reconnect, and what she writes
-// offline goes out then. A reload keeps her signed in with the history and
+// offline goes out then. A message the server refuses shows failed, with
+// the reason and a retry. A reload keeps her signed in with the history and
 // the ticks; a message to a conversation that is not open shows as unread
 // until opened; sign out clears the session, and a token the server refuses
 // signs the page out.
@@ -125,6 +126,16 @@ func TestChatPage(t *testing.T) {
 		p.screenshot(path)
 		t.Logf("screenshot of %s's page: %s", p.name, path)
 	}
+
+	// A message the server refuses shows as failed, with the reason and a
+	// retry, and takes no seq (the next message below still gets seq 5).
+	alice.text(`document.querySelector('#composer').value = 'x'.repeat(20000); ''`)
+	alice.do("alice sends a message over the size limit", pressEnter())
+	const refused = `document.querySelector('#messages li.msg.failed')`
+	alice.wait("the refused message shows failed with the reason and a retry",
+		`(m => !!m && !m.dataset.seq && m.querySelector('[data-state]').dataset.state === 'failed' && !m.querySelector('.retry').hidden)(`+refused+`)`+
+			` && !document.querySelector('#send-error').hidden && document.querySelector('#send-error').textContent !== ''`+
+			` && `+refused+`.querySelector('[data-state]').textContent === 'failed: ' + document.querySelector('#send-error').textContent`)
 
 	// A reload keeps alice signed in and reopens the conversation from history.
 	alice.do("reload", chromedp.Reload())
