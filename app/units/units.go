@@ -437,11 +437,27 @@ func (u *Units) Delivered(_ context.Context, conv *domain.Conversation, m *domai
 }
 
 // deliverLane hands messages to unit p in the order they were stored,
-// until Stop closes q.
+// until Stop closes q. What queued up while one call was under way goes in
+// the next call together, so that a busy lane costs one round trip per
+// batch rather than per message.
 func (u *Units) deliverLane(p Unit, q chan deliverEnvelope) {
 	defer u.wg.Done()
+	batch := make([]deliverEnvelope, 0, maxDeliverBatch)
 	for env := range q {
-		data, err := json.Marshal(env)
+		batch = append(batch[:0], env)
+	fill:
+		for len(batch) < maxDeliverBatch {
+			select {
+			case next, ok := <-q:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, next)
+			default:
+				break fill
+			}
+		}
+		data, err := json.Marshal(deliverBatch{Batch: batch})
 		if err != nil {
 			u.log.Error("units: encode hand-off", zap.String("msg_id", env.Msg.ID), zap.Error(err))
 			continue
@@ -451,10 +467,13 @@ func (u *Units) deliverLane(p Unit, q chan deliverEnvelope) {
 		cancel()
 		if err != nil {
 			u.log.Warn("units: hand-off to unit failed; its devices will sync", zap.String("unit", p.Name),
-				zap.String("conv", string(env.Conv.ID)), zap.Uint64("seq", env.Msg.Seq), zap.Error(err))
+				zap.String("conv", string(env.Conv.ID)), zap.Uint64("seq", env.Msg.Seq), zap.Int("messages", len(batch)), zap.Error(err))
 		}
 	}
 }
+
+// maxDeliverBatch bounds the messages of one hand-off call.
+const maxDeliverBatch = 64
 
 // Serve registers the methods the other units call on inv, answered by
 // local.
@@ -520,11 +539,23 @@ func (u *Units) serveList(ctx context.Context, body []byte) ([]byte, error) {
 }
 
 func (u *Units) serveDeliver(ctx context.Context, body []byte) ([]byte, error) {
-	var env deliverEnvelope
-	if err := json.Unmarshal(body, &env); err != nil || env.Msg == nil {
+	var b deliverBatch
+	if err := json.Unmarshal(body, &b); err != nil {
 		return nil, badRequest(MethodDeliver, fmt.Errorf("not a hand-off: %v", err))
 	}
-	u.local.Deliver.Deliver(ctx, &env.Conv, env.Msg, env.Origin)
+	if b.Msg != nil {
+		// One message, as a unit of the release before batches sends.
+		b.Batch = append(b.Batch, b.deliverEnvelope)
+	}
+	for i := range b.Batch {
+		if b.Batch[i].Msg == nil {
+			return nil, badRequest(MethodDeliver, errors.New("a hand-off without a message"))
+		}
+	}
+	for i := range b.Batch {
+		env := &b.Batch[i]
+		u.local.Deliver.Deliver(ctx, &env.Conv, env.Msg, env.Origin)
+	}
 	return nil, nil
 }
 

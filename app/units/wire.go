@@ -87,6 +87,14 @@ type deliverEnvelope struct {
 	Origin string              `json:"origin,omitempty"`
 }
 
+// deliverBatch is the body of MethodDeliver: messages in the order they
+// were stored. A body that is one deliverEnvelope (the embedded fields) is
+// read as a batch of one.
+type deliverBatch struct {
+	deliverEnvelope
+	Batch []deliverEnvelope `json:"batch,omitempty"`
+}
+
 // wireError carries a use case's error from one unit to another. Code
 // names the sentinel it matched, so that the receiving edge sorts it as it
 // would its own; Msg is its text, which the edge shows only for errors
