@@ -48,6 +48,13 @@ test: $(DAPRD)
 test-ts:
 	clients/ts/test.sh
 
+# web: the browser build of the TypeScript client (clients/ts) that the chat
+# page imports, in app/gateway/web/sdk, which is committed; run it after
+# changing clients/ts/src (make test-ts fails while the two differ).
+.PHONY: web
+web:
+	cd clients/ts && npm ci --no-audit --no-fund && rm -rf ../../app/gateway/web/sdk && npm run build:web
+
 # test-short: the unit tests only: no sidecar, no server, no parley process.
 # -short makes every end-to-end test in app/cmd/parley skip
 # (testkit.SkipShort); infrastructure/dapr, whose tests need daprd, is left

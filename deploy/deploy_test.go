@@ -815,9 +815,15 @@ func TestOverlaysMatchProfiles(t *testing.T) {
 				}
 				return out
 			}
-			want := comps("components/" + profile + "/")
+			// A unit's overlay, units-<name>, matches the unit's folder in
+			// components/units.
+			dir := profile
+			if unit, ok := strings.CutPrefix(profile, "units-"); ok {
+				dir = "units/" + unit
+			}
+			want := comps("components/" + dir + "/")
 			if len(want) == 0 {
-				t.Fatalf("overlay %s has no profile components/%s", profile, profile)
+				t.Fatalf("overlay %s has no profile components/%s", profile, dir)
 			}
 			if err := checkOverlayMatchesProfile(comps("deploy/kubernetes/overlays/"+profile+"/"), want); err != nil {
 				t.Error(err)
@@ -831,6 +837,113 @@ func TestOverlaysMatchProfiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnitOverlays: the overlays of a hybrid deployment's units
+// (units-<name>) form one IM: every one lists the same units in
+// PARLEY_UNITS, names itself in PARLEY_UNIT, reaches every other unit
+// through an HTTPEndpoint of the name it lists it by, with a resiliency
+// target of that name, and shares one route table (the same table and
+// keyPrefix none).
+func TestUnitOverlays(t *testing.T) {
+	t.Parallel()
+	overlays, err := filepath.Glob(filepath.Join(root, "deploy", "kubernetes", "overlays", "units-*"))
+	if err != nil || len(overlays) < 2 {
+		t.Fatalf("unit overlays: %v, %v; want two at least", overlays, err)
+	}
+	var names []string
+	var routes []doc
+	for _, dir := range overlays {
+		self := strings.TrimPrefix(filepath.Base(dir), "units-")
+		names = append(names, self)
+		t.Run(caseName(filepath.Base(dir)), func(t *testing.T) {
+			objs := objects(t, "deploy/kubernetes/overlays/"+filepath.Base(dir)+"/")
+			var unit, list string
+			for _, d := range objs["Deployment"] {
+				for _, c := range dig(d, "spec", "template", "spec", "containers").([]any) {
+					if v, _, ok := env(c.(map[string]any), "PARLEY_UNIT"); ok {
+						unit = v
+					}
+					if v, _, ok := env(c.(map[string]any), "PARLEY_UNITS"); ok {
+						list = v
+					}
+				}
+			}
+			if unit != self {
+				t.Errorf("PARLEY_UNIT is %q, want %q", unit, self)
+			}
+			endpoints := map[string]doc{}
+			for _, d := range objs["HTTPEndpoint"] {
+				endpoints[str(d, "metadata", "name")] = d
+			}
+			targets := map[string]bool{}
+			for _, d := range objs["Resiliency"] {
+				if m, ok := dig(d, "spec", "targets", "apps").(map[string]any); ok {
+					for k := range m {
+						targets[k] = true
+					}
+				}
+			}
+			var listed []string
+			for _, part := range strings.Split(list, ",") {
+				name, reach, ok := strings.Cut(part, "=")
+				if !ok {
+					t.Fatalf("PARLEY_UNITS %q: %q is not name=app-id", list, part)
+				}
+				listed = append(listed, name)
+				if name == self {
+					continue
+				}
+				ep, ok := endpoints[reach]
+				switch {
+				case !ok:
+					t.Errorf("unit %s is reached as %q, but no HTTPEndpoint has that name", name, reach)
+				case !strings.HasPrefix(str(ep, "spec", "baseUrl"), "https://") || !strings.Contains(str(ep, "spec", "baseUrl"), "/v1.0/invoke/"):
+					t.Errorf("HTTPEndpoint %s: baseUrl %q is not another daprd's invoke API over https", reach, str(ep, "spec", "baseUrl"))
+				}
+				if !targets[reach] {
+					t.Errorf("calls to unit %s (%s) have no resiliency target", name, reach)
+				}
+				if str(list0(ep, "spec", "headers"), "name") != "dapr-api-token" {
+					t.Errorf("HTTPEndpoint %s sends no dapr-api-token header", reach)
+				}
+			}
+			slices.Sort(listed)
+			want := []string{}
+			for _, o := range overlays {
+				want = append(want, strings.TrimPrefix(filepath.Base(o), "units-"))
+			}
+			slices.Sort(want)
+			if !slices.Equal(listed, want) {
+				t.Errorf("PARLEY_UNITS lists %v, the unit overlays are %v", listed, want)
+			}
+		})
+		for _, d := range objects(t, "deploy/kubernetes/overlays/"+filepath.Base(dir)+"/")["Component"] {
+			if str(d, "metadata", "name") == "routes" {
+				routes = append(routes, d)
+			}
+		}
+	}
+	if len(routes) != len(overlays) {
+		t.Fatalf("%d routes components for %d units (%v)", len(routes), len(overlays), names)
+	}
+	for _, r := range routes {
+		meta := map[string]string{}
+		for _, e := range list(r, "spec", "metadata") {
+			meta[str(e, "name")] = str(e, "value")
+		}
+		if meta["keyPrefix"] != "none" || meta["tablePrefix"] != "parley_units_" || str(r, "spec", "type") != str(routes[0], "spec", "type") {
+			t.Errorf("a routes component is %s with %v: every unit needs the same table, keyPrefix none", str(r, "spec", "type"), meta)
+		}
+	}
+}
+
+// list0 is the first element of a list, or nil.
+func list0(v any, path ...string) any {
+	if l := list(v, path...); len(l) > 0 {
+		return l[0]
+	}
+	return nil
 }
 
 func TestKustomizations(t *testing.T) {

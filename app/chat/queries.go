@@ -41,16 +41,21 @@ func (h *HistoryHandler) WithHomes(homes Homes) *HistoryHandler {
 // homed in another unit, and returns its canonical id. Anything else,
 // including a conversation u is not a member of, is answered here, which
 // refuses it the same way in every unit.
-func remoteDirect(ctx context.Context, homes Homes, u domain.UserID, convID string) (string, bool, error) {
+//
+// release is never nil: the caller calls it once its writes are done.
+func remoteDirect(ctx context.Context, homes Homes, u domain.UserID, convID string, use HomeUse) (id string, remote bool, release func(), err error) {
 	if homes == nil || domain.ConversationID(convID).Kind() != domain.Direct {
-		return "", false, nil
+		return "", false, func() {}, nil
 	}
 	c, err := resolveMember(u, convID)
 	if err != nil {
-		return "", false, nil
+		return "", false, func() {}, nil
 	}
-	remote, err := homes.Remote(ctx, c.ID, false)
-	return string(c.ID), remote, err
+	remote, release, err = homes.Remote(ctx, c.ID, use)
+	if err != nil {
+		return "", false, func() {}, err
+	}
+	return string(c.ID), remote, release, nil
 }
 
 // NewHistoryHandler wires the handler.
@@ -61,9 +66,9 @@ func (h *HistoryHandler) Handle(ctx context.Context, q History) (HistoryPage, er
 	if q.Limit < 0 || q.Limit > store.MaxPage {
 		return HistoryPage{}, domain.ErrInvalidLimit
 	}
-	if id, remote, err := remoteDirect(ctx, h.homes, q.Reader, q.Conv); err != nil {
+	if id, remote, release, err := remoteDirect(ctx, h.homes, q.Reader, q.Conv, HomeRead); err != nil {
 		return HistoryPage{}, err
-	} else if remote {
+	} else if release(); remote {
 		q.Conv = id
 		return h.homes.ForwardHistory(ctx, q)
 	}
@@ -239,9 +244,12 @@ func (h *MarkReadHandler) WithReceipts(n Notifier, r *ReadReceipts) *MarkReadHan
 
 // Handle returns the cursor after the change.
 func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, error) {
-	if id, remote, err := remoteDirect(ctx, h.homes, cmd.Reader, cmd.Conv); err != nil {
+	id, remote, release, err := remoteDirect(ctx, h.homes, cmd.Reader, cmd.Conv, HomeWrite)
+	if err != nil {
 		return 0, err
-	} else if remote {
+	}
+	defer release()
+	if remote {
 		cmd.Conv = id
 		return h.homes.ForwardMarkRead(ctx, cmd)
 	}

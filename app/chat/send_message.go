@@ -26,6 +26,17 @@ type SendMessage struct {
 	// Origin is the connection the message comes from; it gets the ACK and
 	// no push. Empty when it comes over HTTP or from another service.
 	Origin string
+	// Route is the conversation's route as the client knows it, when
+	// parley runs as several units; zero when it knows none. It is never
+	// trusted: it only tells whether the reply must carry the current one.
+	Route Route
+}
+
+// Route is where a conversation lives when parley runs as several units:
+// its home unit, and the epoch that counts its moves.
+type Route struct {
+	Unit  string `json:"unit,omitempty"`
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // SendResult is the stored message. Duplicate is true when the same
@@ -33,6 +44,9 @@ type SendMessage struct {
 type SendResult struct {
 	Message   domain.Message
 	Duplicate bool
+	// Route is the conversation's current route when the send's Route was
+	// missing or stale, for the client to keep; zero otherwise.
+	Route Route
 }
 
 // Hook may rewrite or refuse a draft before it is stored.
@@ -78,10 +92,13 @@ func (h *SendMessageHandler) WithService(svc *ServiceHandler) *SendMessageHandle
 // homes a conversation assigns its seqs and stores its messages; the
 // others forward to it. Implementations are safe for concurrent use.
 type Homes interface {
-	// Remote reports whether conv is homed in another unit. With bind, a
-	// conversation that has no home yet is given one first (a send); a
-	// read of a conversation without a home is answered here.
-	Remote(ctx context.Context, conv domain.ConversationID, bind bool) (bool, error)
+	// Remote reports whether conv is homed in another unit. A send
+	// (HomeSend) gives a conversation that has no home yet one first; a
+	// read of a conversation without a home is answered here. When conv is
+	// homed here, the caller calls release once its writes are done: a
+	// move of the conversation to another unit waits for them, and a write
+	// while one runs is refused with a retryable error.
+	Remote(ctx context.Context, conv domain.ConversationID, use HomeUse) (remote bool, release func(), err error)
 	// ForwardSend has the home unit of cmd.Conv handle cmd.
 	ForwardSend(ctx context.Context, cmd SendMessage) (SendResult, error)
 	// ForwardHistory has the home unit of q.Conv answer q.
@@ -90,11 +107,29 @@ type Homes interface {
 	ForwardMarkRead(ctx context.Context, cmd MarkRead) (uint64, error)
 	// ForwardList lists u's conversations homed in the other units.
 	ForwardList(ctx context.Context, u domain.UserID) ([]ConversationView, error)
+	// Route is conv's current route, as this node knows it; ok is false
+	// when it has none or cannot read it.
+	Route(ctx context.Context, conv domain.ConversationID) (r Route, ok bool)
 	// Delivered hands a message stored in this unit to the other units,
 	// whose devices it reaches through their own delivery. It does not
 	// wait for them.
 	Delivered(ctx context.Context, conv *domain.Conversation, m *domain.Message, origin string)
 }
+
+// HomeUse says what a request does to a conversation, for Homes.Remote.
+type HomeUse int
+
+const (
+	// HomeRead only reads (history): it is answered while the
+	// conversation moves.
+	HomeRead HomeUse = iota
+	// HomeWrite writes (a read cursor): refused while the conversation
+	// moves.
+	HomeWrite
+	// HomeSend stores a message: it binds a conversation that has no home
+	// yet, and is refused while the conversation moves.
+	HomeSend
+)
 
 // WithHomes makes the handler forward sends to a direct conversation homed
 // in another unit to that unit, and hand the messages it stores to the
@@ -116,17 +151,35 @@ func (h *SendMessageHandler) WithHomes(homes Homes) *SendMessageHandler {
 // that a retry after a lost reply finds this message instead of storing it
 // twice.
 func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendResult, error) {
+	var conv domain.Conversation
+	res, err := h.handle(ctx, cmd, &conv)
+	if err == nil && h.homes != nil && conv.Kind == domain.Direct {
+		// The client's route is corrected in the reply when it is
+		// missing or stale, as clients that cache routes expect.
+		if cur, ok := h.homes.Route(ctx, conv.ID); ok && cur != cmd.Route {
+			res.Route = cur
+		}
+	}
+	return res, err
+}
+
+// handle is Handle; it sets resolved to the conversation the send names.
+func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolved *domain.Conversation) (SendResult, error) {
 	cfg := h.settings.Load()
 	now := h.now()
 	conv, group, err := h.resolve(ctx, cmd, now.UnixMilli())
 	if err != nil {
 		return SendResult{}, err
 	}
+	*resolved = conv
 	if h.homes != nil && conv.Kind == domain.Direct {
-		remote, err := h.homes.Remote(ctx, conv.ID, true)
+		remote, release, err := h.homes.Remote(ctx, conv.ID, HomeSend)
 		if err != nil {
 			return SendResult{}, err
 		}
+		// Held until the message is stored and recorded: a move copies
+		// the conversation only once no send is under way.
+		defer release()
 		if remote {
 			// The home unit validates, dedupes on (sender, cmid) and
 			// stores; a retry through any unit finds the same message.

@@ -130,7 +130,7 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	defer span.End()
 	res, err := c.srv.send.Handle(ctx, chat.SendMessage{
 		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body, Origin: c.id,
-		ReplyTo: f.ReplyTo, Mentions: f.Mentions,
+		ReplyTo: f.ReplyTo, Mentions: f.Mentions, Route: chat.Route{Unit: f.Unit, Epoch: f.Epoch},
 	})
 	traceSend(span, &res, err)
 	if err != nil {
@@ -151,6 +151,7 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	pm := ack.Msg
 	pm.Id, pm.Conv, pm.Seq, pm.Cmid, pm.Ts = m.ID, string(m.Conv), m.Seq, m.ClientMsgID, m.ServerMs
 	ack.Type, ack.Id = "ack", f.Id
+	ack.Unit, ack.Epoch = res.Route.Unit, res.Route.Epoch
 	c.send(ack)
 	putMsgFrame(ack)
 	c.srv.metrics.SendAcked(time.Since(start))

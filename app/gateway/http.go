@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"embed"
 	"errors"
 	"io"
 	"net/http"
@@ -18,9 +17,6 @@ import (
 	"github.com/parley-im/parley/domain"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
-
-//go:embed web
-var webFS embed.FS
 
 // maxRequestBytes bounds an HTTP request body.
 const maxRequestBytes = 1 << 20
@@ -42,16 +38,15 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/admin/bans", s.adminAuthed(s.postBan))
 	m.HandleFunc("GET /v1/admin/bans", s.adminAuthed(s.getBans))
 	m.HandleFunc("DELETE /v1/admin/bans/{subject}", s.adminAuthed(s.deleteBan))
+	s.unitRoutes(m)
 	m.HandleFunc("POST /v1/dev/token", s.postDevToken)
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.cfg.NodeID})
 	})
 	m.HandleFunc("GET /readyz", s.getReady)
 	m.HandleFunc("GET /v1/route", s.getRoute)
-	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
-		http.ServeFileFS(w, r, webFS, "web/index.html")
-	})
+	m.HandleFunc("GET /{$}", s.getPage)
+	m.HandleFunc("GET /sdk/{file}", s.getSDK)
 	m.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		s.writeError(w, apiError{http.StatusNotFound, CodeNotFound, "no such endpoint or method; see the HTTP API section of the README", false, 0})
 	})

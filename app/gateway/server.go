@@ -155,6 +155,9 @@ type Server struct {
 	log      *zap.Logger
 	verifier Verifier
 	guard    *abuse.Guard
+	// mover moves conversations between units; nil when the node is
+	// not one of several units.
+	mover    Mover
 	settings *settings.Live
 	hub      *delivery.Hub
 	send     *chat.SendMessageHandler

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
@@ -17,6 +18,9 @@ import (
 type Route struct {
 	Unit  string `json:"unit"`
 	Epoch uint64 `json:"epoch"`
+	// Moving names the unit the conversation is being moved to, while the
+	// move runs: Unit still holds it, but takes no writes.
+	Moving string `json:"moving,omitempty"`
 }
 
 // RouteKey is the key of conv's route in the route store. The store is
@@ -27,24 +31,46 @@ func RouteKey(conv domain.ConversationID) string { return "route:" + string(conv
 // Table is the route table: conversation → Route, in the state store that
 // every unit shares, with an in-process cache in front. A route never
 // changes once bound unless the conversation moves, so the cache keeps
-// what it read until told otherwise (Forget). The zero value is not
-// usable; use NewTable. Safe for concurrent use.
+// what it read until told otherwise (Forget), with one exception: a route
+// naming the unit the table serves (self), or a move under way, is read
+// again once it is older than the lease. That is how the other nodes of a
+// conversation's home learn that a move started, and stop writing. The
+// zero value is not usable; use NewTable. Safe for concurrent use.
 type Table struct {
 	store infrastructure.StateStore
 	max   int
+	self  string
+	lease time.Duration
+	now   func() time.Time
 
 	mu    sync.RWMutex
-	cache map[domain.ConversationID]Route
+	cache map[domain.ConversationID]cachedRoute
+}
+
+type cachedRoute struct {
+	Route
+	at time.Time
 }
 
 // NewTable returns a table over store that caches up to cacheSize routes.
-// A cacheSize of 0 means 100,000.
-func NewTable(store infrastructure.StateStore, cacheSize int) *Table {
+// A cacheSize of 0 means 100,000. Routes naming self, or a move, are read
+// again after lease; a lease of 0 means DefaultLease.
+func NewTable(store infrastructure.StateStore, cacheSize int, self string, lease time.Duration) *Table {
 	if cacheSize <= 0 {
 		cacheSize = 100_000
 	}
-	return &Table{store: store, max: cacheSize, cache: make(map[domain.ConversationID]Route)}
+	if lease <= 0 {
+		lease = DefaultLease
+	}
+	return &Table{store: store, max: cacheSize, self: self, lease: lease, now: time.Now, cache: make(map[domain.ConversationID]cachedRoute)}
 }
+
+// DefaultLease is how long a node trusts a cached route that names its
+// own unit: a move waits this long after it starts before it copies.
+const DefaultLease = 2 * time.Second
+
+// Lease is how long a cached route naming this unit is trusted.
+func (t *Table) Lease() time.Duration { return t.lease }
 
 // Lookup returns conv's route; ok is false when it has none yet. A miss
 // is not cached: another unit may bind the conversation at any moment.
@@ -97,6 +123,35 @@ func (t *Table) Bind(ctx context.Context, conv domain.ConversationID, unit strin
 	}
 }
 
+// Read reads conv's route from the store, past the cache, with the ETag
+// that a compare-and-set (Swap) needs. ok is false when it has none.
+func (t *Table) Read(ctx context.Context, conv domain.ConversationID) (r Route, etag string, ok bool, err error) {
+	it, err := t.store.Get(ctx, RouteKey(conv))
+	if err != nil {
+		return Route{}, "", false, fmt.Errorf("read the route of %s: %w", conv, err)
+	}
+	if !it.Found {
+		return Route{}, "", false, nil
+	}
+	if r, err = decodeRoute(conv, it.Value); err != nil {
+		return Route{}, "", false, err
+	}
+	return r, it.ETag, true, nil
+}
+
+// Swap replaces conv's route, read with etag, by next: a compare-and-set
+// that fails with infrastructure.ErrConflict when the route changed since.
+func (t *Table) Swap(ctx context.Context, conv domain.ConversationID, etag string, next Route) error {
+	data, _ := json.Marshal(next)
+	if err := t.store.Set(ctx, RouteKey(conv), data, infrastructure.IfMatch(etag)); err != nil {
+		return fmt.Errorf("change the route of %s to %s@%d: %w", conv, next.Unit, next.Epoch, err)
+	}
+	t.mu.Lock()
+	t.cache[conv] = cachedRoute{Route: next, at: t.now()}
+	t.mu.Unlock()
+	return nil
+}
+
 // Forget drops conv's cached route, after a unit said it is not the home.
 func (t *Table) Forget(conv domain.ConversationID) {
 	t.mu.Lock()
@@ -115,7 +170,10 @@ func (t *Table) cached(conv domain.ConversationID) (Route, bool) {
 	t.mu.RLock()
 	r, ok := t.cache[conv]
 	t.mu.RUnlock()
-	return r, ok
+	if ok && (r.Unit == t.self || r.Moving != "") && t.now().Sub(r.at) > t.lease {
+		return Route{}, false
+	}
+	return r.Route, ok
 }
 
 func (t *Table) remember(conv domain.ConversationID, r Route) {
@@ -132,7 +190,7 @@ func (t *Table) remember(conv domain.ConversationID, r Route) {
 			break
 		}
 	}
-	t.cache[conv] = r
+	t.cache[conv] = cachedRoute{Route: r, at: t.now()}
 }
 
 func decodeRoute(conv domain.ConversationID, data []byte) (Route, error) {

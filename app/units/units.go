@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/parley-im/parley/app/chat"
+	"github.com/parley-im/parley/app/store"
 	"github.com/parley-im/parley/domain"
 	"github.com/parley-im/parley/infrastructure"
 )
@@ -109,6 +110,11 @@ type Config struct {
 	// DeliverQueue bounds the messages waiting for each other unit. Zero
 	// value means 4096.
 	DeliverQueue int
+	// Lease is how long a node trusts a cached route naming its own unit;
+	// a move waits it out before copying, so that every node of the
+	// conversation's home has seen the move start. Zero value means
+	// DefaultLease.
+	Lease time.Duration
 }
 
 // Local is this unit's own use cases, which serve the other units'
@@ -120,6 +126,11 @@ type Local struct {
 	MarkRead *chat.MarkReadHandler
 	List     *chat.ListConversationsHandler
 	Deliver  chat.Deliverer
+	// Store is this unit's store, which a move copies from and into.
+	Store *store.Store
+	// IdempotencyTTL is how long the retry of a send finds its message,
+	// for the records a move copies. Nil means they do not expire.
+	IdempotencyTTL func() time.Duration
 }
 
 // Units routes conversations to their home unit. It implements
@@ -133,6 +144,7 @@ type Units struct {
 	log    *zap.Logger
 	bindTo atomic.Pointer[string]
 	local  Local
+	gate   gate
 
 	mu      sync.RWMutex
 	stopped bool
@@ -160,7 +172,7 @@ func New(cfg Config) (*Units, error) {
 	if cfg.DeliverQueue <= 0 {
 		cfg.DeliverQueue = 4096
 	}
-	u := &Units{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Routes, cfg.CacheSize), lanes: map[string]chan deliverEnvelope{}}
+	u := &Units{cfg: cfg, log: cfg.Logger, table: NewTable(cfg.Routes, cfg.CacheSize, cfg.Self, cfg.Lease), lanes: map[string]chan deliverEnvelope{}}
 	// The lanes outlive any request: their context is the units', ended
 	// by Stop.
 	u.laneCtx, u.cancelLane = context.WithCancel(context.Background())
@@ -216,15 +228,18 @@ type forwardedKey struct{}
 
 func forwarded(ctx context.Context) bool { return ctx.Value(forwardedKey{}) != nil }
 
-// Remote reports whether conv is homed in another unit. With bind, a
-// conversation without a home is bound first, to BindTo. A request
-// another unit forwarded is answered here unless the route names a third
-// unit, which means the conversation moved: errWrongUnit.
-func (u *Units) Remote(ctx context.Context, conv domain.ConversationID, bind bool) (bool, error) {
+// Remote reports whether conv is homed in another unit. A send binds a
+// conversation without a home first, to BindTo. A request another unit
+// forwarded is answered here unless the route names another unit, which
+// means the conversation moved: errWrongUnit. A write to a conversation
+// homed here is refused, retryable, while the conversation moves away;
+// otherwise it holds the conversation until release, so that a move waits
+// for it.
+func (u *Units) Remote(ctx context.Context, conv domain.ConversationID, use chat.HomeUse) (bool, func(), error) {
 	var r Route
 	var ok bool
 	var err error
-	if bind && !forwarded(ctx) {
+	if use == chat.HomeSend && !forwarded(ctx) {
 		r, err = u.table.Bind(ctx, conv, u.BindTo())
 		ok = err == nil
 	} else {
@@ -233,16 +248,37 @@ func (u *Units) Remote(ctx context.Context, conv domain.ConversationID, bind boo
 	if err != nil {
 		// Without the route table nobody can tell where the conversation
 		// lives: storing it here could give it two homes.
-		return false, &unavailableError{unit: "routes", err: err}
+		return false, nil, &unavailableError{unit: "routes", err: err}
 	}
 	if !ok || r.Unit == u.self.Name {
-		return false, nil
+		if use == chat.HomeRead {
+			return false, noRelease, nil
+		}
+		if r.Moving != "" {
+			return false, nil, &unavailableError{unit: u.self.Name, err: errMoving}
+		}
+		release, ok := u.gate.enter(conv)
+		if !ok {
+			return false, nil, &unavailableError{unit: u.self.Name, err: errMoving}
+		}
+		return false, release, nil
 	}
 	if forwarded(ctx) {
 		u.table.Forget(conv)
-		return false, errWrongUnit
+		return false, nil, errWrongUnit
 	}
-	return true, nil
+	return true, noRelease, nil
+}
+
+func noRelease() {}
+
+// Route is conv's route as this node knows it: cached, or read.
+func (u *Units) Route(ctx context.Context, conv domain.ConversationID) (chat.Route, bool) {
+	r, ok, err := u.table.Lookup(ctx, conv)
+	if err != nil || !ok {
+		return chat.Route{}, false
+	}
+	return chat.Route{Unit: r.Unit, Epoch: r.Epoch}, true
 }
 
 // errHomeIsSelf says a conversation's route, read again after its old
@@ -271,39 +307,42 @@ func (u *Units) home(ctx context.Context, conv domain.ConversationID) (Unit, err
 // call invokes method on conv's home unit and decodes the reply into out.
 // A home that answers it is not the home any more (the conversation
 // moved) makes this unit drop its cached route and ask once again.
-func (u *Units) call(ctx context.Context, conv domain.ConversationID, method string, req any, out any, errOf func() *wireError) error {
+func call[R any](ctx context.Context, u *Units, conv domain.ConversationID, method string, req any, errOf func(*R) *wireError) (R, error) {
+	var zero R
 	data, err := json.Marshal(req)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", method, err)
+		return zero, fmt.Errorf("encode %s: %w", method, err)
 	}
 	for attempt := 0; ; attempt++ {
 		home, err := u.home(ctx, conv)
 		if err != nil {
-			return err
+			return zero, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 		reply, err := u.cfg.Invoker.Invoke(cctx, home.AppID, method, data)
 		cancel()
 		if err != nil {
-			return &unavailableError{unit: home.Name, err: err}
+			return zero, &unavailableError{unit: home.Name, err: err}
 		}
-		if err := json.Unmarshal(reply, out); err != nil {
-			return &unavailableError{unit: home.Name, err: fmt.Errorf("decode the reply to %s: %w", method, err)}
+		// A fresh reply each time: one decoded over the last would keep
+		// its error where the new one has none.
+		var out R
+		if err := json.Unmarshal(reply, &out); err != nil {
+			return zero, &unavailableError{unit: home.Name, err: fmt.Errorf("decode the reply to %s: %w", method, err)}
 		}
-		werr := errOf()
+		werr := errOf(&out)
 		if werr != nil && werr.Code == codeWrongUnit && attempt == 0 {
 			u.table.Forget(conv)
 			continue
 		}
-		return fromWire(werr)
+		return out, fromWire(werr)
 	}
 }
 
 // ForwardSend has the home unit of cmd.Conv store cmd. The home dedupes on
 // (sender, cmid), so a retry after a lost reply returns the same message.
 func (u *Units) ForwardSend(ctx context.Context, cmd chat.SendMessage) (chat.SendResult, error) {
-	var r sendReply
-	err := u.call(ctx, domain.ConversationID(cmd.Conv), MethodSend, cmd, &r, func() *wireError { return r.Err })
+	r, err := call(ctx, u, domain.ConversationID(cmd.Conv), MethodSend, cmd, func(r *sendReply) *wireError { return r.Err })
 	switch {
 	case errors.Is(err, errHomeIsSelf) && u.local.Send != nil:
 		return u.local.Send.Handle(ctx, cmd)
@@ -315,8 +354,7 @@ func (u *Units) ForwardSend(ctx context.Context, cmd chat.SendMessage) (chat.Sen
 
 // ForwardHistory has the home unit of q.Conv answer q.
 func (u *Units) ForwardHistory(ctx context.Context, q chat.History) (chat.HistoryPage, error) {
-	var r historyReply
-	err := u.call(ctx, domain.ConversationID(q.Conv), MethodHistory, q, &r, func() *wireError { return r.Err })
+	r, err := call(ctx, u, domain.ConversationID(q.Conv), MethodHistory, q, func(r *historyReply) *wireError { return r.Err })
 	switch {
 	case errors.Is(err, errHomeIsSelf) && u.local.History != nil:
 		return u.local.History.Handle(ctx, q)
@@ -328,8 +366,7 @@ func (u *Units) ForwardHistory(ctx context.Context, q chat.History) (chat.Histor
 
 // ForwardMarkRead has the home unit of cmd.Conv move the read cursor.
 func (u *Units) ForwardMarkRead(ctx context.Context, cmd chat.MarkRead) (uint64, error) {
-	var r readReply
-	err := u.call(ctx, domain.ConversationID(cmd.Conv), MethodRead, cmd, &r, func() *wireError { return r.Err })
+	r, err := call(ctx, u, domain.ConversationID(cmd.Conv), MethodRead, cmd, func(r *readReply) *wireError { return r.Err })
 	switch {
 	case errors.Is(err, errHomeIsSelf) && u.local.MarkRead != nil:
 		return u.local.MarkRead.Handle(ctx, cmd)
@@ -400,11 +437,27 @@ func (u *Units) Delivered(_ context.Context, conv *domain.Conversation, m *domai
 }
 
 // deliverLane hands messages to unit p in the order they were stored,
-// until Stop closes q.
+// until Stop closes q. What queued up while one call was under way goes in
+// the next call together, so that a busy lane costs one round trip per
+// batch rather than per message.
 func (u *Units) deliverLane(p Unit, q chan deliverEnvelope) {
 	defer u.wg.Done()
+	batch := make([]deliverEnvelope, 0, maxDeliverBatch)
 	for env := range q {
-		data, err := json.Marshal(env)
+		batch = append(batch[:0], env)
+	fill:
+		for len(batch) < maxDeliverBatch {
+			select {
+			case next, ok := <-q:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, next)
+			default:
+				break fill
+			}
+		}
+		data, err := json.Marshal(deliverBatch{Batch: batch})
 		if err != nil {
 			u.log.Error("units: encode hand-off", zap.String("msg_id", env.Msg.ID), zap.Error(err))
 			continue
@@ -414,10 +467,13 @@ func (u *Units) deliverLane(p Unit, q chan deliverEnvelope) {
 		cancel()
 		if err != nil {
 			u.log.Warn("units: hand-off to unit failed; its devices will sync", zap.String("unit", p.Name),
-				zap.String("conv", string(env.Conv.ID)), zap.Uint64("seq", env.Msg.Seq), zap.Error(err))
+				zap.String("conv", string(env.Conv.ID)), zap.Uint64("seq", env.Msg.Seq), zap.Int("messages", len(batch)), zap.Error(err))
 		}
 	}
 }
+
+// maxDeliverBatch bounds the messages of one hand-off call.
+const maxDeliverBatch = 64
 
 // Serve registers the methods the other units call on inv, answered by
 // local.
@@ -432,6 +488,8 @@ func (u *Units) Serve(inv infrastructure.Invoker, local Local) error {
 		{MethodRead, u.serveRead},
 		{MethodList, u.serveList},
 		{MethodDeliver, u.serveDeliver},
+		{MethodMove, u.serveMove},
+		{MethodImport, u.serveImport},
 	} {
 		if err := inv.Serve(m.method, m.h); err != nil {
 			return fmt.Errorf("serve %s: %w", m.method, err)
@@ -481,11 +539,23 @@ func (u *Units) serveList(ctx context.Context, body []byte) ([]byte, error) {
 }
 
 func (u *Units) serveDeliver(ctx context.Context, body []byte) ([]byte, error) {
-	var env deliverEnvelope
-	if err := json.Unmarshal(body, &env); err != nil || env.Msg == nil {
+	var b deliverBatch
+	if err := json.Unmarshal(body, &b); err != nil {
 		return nil, badRequest(MethodDeliver, fmt.Errorf("not a hand-off: %v", err))
 	}
-	u.local.Deliver.Deliver(ctx, &env.Conv, env.Msg, env.Origin)
+	if b.Msg != nil {
+		// One message, as a unit of the release before batches sends.
+		b.Batch = append(b.Batch, b.deliverEnvelope)
+	}
+	for i := range b.Batch {
+		if b.Batch[i].Msg == nil {
+			return nil, badRequest(MethodDeliver, errors.New("a hand-off without a message"))
+		}
+	}
+	for i := range b.Batch {
+		env := &b.Batch[i]
+		u.local.Deliver.Deliver(ctx, &env.Conv, env.Msg, env.Origin)
+	}
 	return nil, nil
 }
 

@@ -93,7 +93,7 @@ func newUnits(t *testing.T, routes infrastructure.StateStore) (onprem, cloud *un
 		st := store.New(memory.NewStateStore())
 		t.Cleanup(st.Close)
 		inv := &downable{Invoker: memory.NewInvoker(net, u.AppID)}
-		us, err := units.New(units.Config{Self: u.Name, Units: twoUnits, Routes: routes, Invoker: inv})
+		us, err := units.New(units.Config{Self: u.Name, Units: twoUnits, Routes: routes, Invoker: inv, Lease: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +106,8 @@ func newUnits(t *testing.T, routes infrastructure.StateStore) (onprem, cloud *un
 			read:    chat.NewMarkReadHandler(st).WithHomes(us),
 			list:    chat.NewListConversationsHandler(st).WithHomes(us),
 		}
-		if err := us.Serve(inv, units.Local{Send: x.send, History: x.history, MarkRead: x.read, List: x.list, Deliver: p}); err != nil {
+		if err := us.Serve(inv, units.Local{Send: x.send, History: x.history, MarkRead: x.read, List: x.list, Deliver: p,
+			Store: st, IdempotencyTTL: func() time.Duration { return live.Load().IdempotencyTTL }}); err != nil {
 			t.Fatal(err)
 		}
 		return x
@@ -243,7 +244,7 @@ func TestBindRaceOneHome(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	routes := memory.NewStateStore()
-	a, b := units.NewTable(routes, 0), units.NewTable(routes, 0)
+	a, b := units.NewTable(routes, 0, "onprem", 0), units.NewTable(routes, 0, "cloud", 0)
 	for i := range 200 {
 		conv := domain.ConversationID(fmt.Sprintf("d:u%d~v%d", i, i))
 		var ra, rb units.Route
@@ -343,13 +344,135 @@ func TestBurstBindsNewConversationsOnly(t *testing.T) {
 	}
 }
 
-// TestMovedConversation: a unit whose cached route is stale is told so by
-// the old home, drops the route and reaches the new home.
-func TestMovedConversation(t *testing.T) {
+// TestMoveBusyConversation: a conversation moves from onprem to cloud
+// while both members send through both units. Every ACKed message is in
+// the new home's history once, at the seq its ACK gave, the seqs go on
+// without a gap, a retry of a send ACKed before the move finds its message
+// in the new home, and the old home sends what it gets on.
+func TestMoveBusyConversation(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	routes := memory.NewStateStore()
-	onprem, cloud := newUnits(t, routes)
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	const conv = domain.ConversationID("d:alice~bob")
+	first, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a-first", Body: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := onprem.read.Handle(ctx, chat.MarkRead{Reader: "bob", Conv: string(conv), Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	acked := map[uint64]string{first.Message.Seq: first.Message.ID}
+	refused := 0
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range []struct {
+		u            *unit
+		sender, peer domain.UserID
+	}{{onprem, "alice", "bob"}, {cloud, "bob", "alice"}, {cloud, "alice", "bob"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cmid := fmt.Sprintf("%s-%s-%d", s.u.name, s.sender, i)
+				for {
+					res, err := s.u.send.Handle(ctx, chat.SendMessage{Sender: s.sender, To: string(s.peer), ClientMsgID: cmid, Body: "busy"})
+					if errors.Is(err, units.ErrUnitUnavailable) {
+						// Retryable: the same cmid again.
+						mu.Lock()
+						refused++
+						mu.Unlock()
+						time.Sleep(5 * time.Millisecond)
+						continue
+					}
+					if err != nil {
+						t.Errorf("%s sends through %s: %v", s.sender, s.u.name, err)
+						return
+					}
+					mu.Lock()
+					if prev, ok := acked[res.Message.Seq]; ok && prev != res.Message.ID {
+						t.Errorf("seq %d ACKed as %s and as %s", res.Message.Seq, prev, res.Message.ID)
+					}
+					acked[res.Message.Seq] = res.Message.ID
+					mu.Unlock()
+					break
+				}
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	r, err := cloud.units.Move(ctx, conv, "cloud") // asked of the unit it moves to: sent on to the home
+	if err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	if r.Unit != "cloud" || r.Epoch != 2 || r.Moving != "" {
+		t.Fatalf("route after the move: %+v, want cloud at epoch 2", r)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	// The new home holds every ACKed message once, with no gap.
+	var got []domain.Message
+	for after := uint64(0); ; {
+		page, err := cloud.history.Handle(ctx, chat.History{Reader: "alice", Conv: string(conv), After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, page.Messages...)
+		if !page.More {
+			break
+		}
+		after = got[len(got)-1].Seq
+	}
+	if len(got) != len(acked) {
+		t.Fatalf("the new home holds %d messages, %d were ACKed (%d refusals during the move)", len(got), len(acked), refused)
+	}
+	for i, m := range got {
+		if m.Seq != uint64(i+1) || acked[m.Seq] != m.ID {
+			t.Fatalf("position %d: seq %d id %s, ACKed %s", i, m.Seq, m.ID, acked[m.Seq])
+		}
+	}
+	t.Logf("%d messages, %d refused while the conversation moved", len(got), refused)
+	// A retry of the first send, through either unit, finds it.
+	for _, u := range []*unit{onprem, cloud} {
+		res, err := u.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a-first", Body: "hi"})
+		if err != nil || !res.Duplicate || res.Message.Seq != 1 {
+			t.Fatalf("retry of the first send through %s: %+v, %v", u.name, res, err)
+		}
+	}
+	// The read cursor moved with it, and a send through the old home goes
+	// to the new one, at the next seq.
+	res, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "after", Body: "after"})
+	if err != nil || res.Message.Seq != uint64(len(got)+1) {
+		t.Fatalf("send through the old home after the move: %+v, %v", res, err)
+	}
+	views, err := cloud.list.Handle(ctx, "bob")
+	if err != nil || len(views) != 1 || views[0].ReadSeq < 1 || views[0].LastSeq != res.Message.Seq {
+		t.Fatalf("bob's listing after the move: %+v, %v", views, err)
+	}
+	// Moving it where it is does nothing; a group does not move.
+	if r, err := onprem.units.Move(ctx, conv, "cloud"); err != nil || r.Epoch != 2 {
+		t.Fatalf("move to its home: %+v, %v", r, err)
+	}
+	if _, err := onprem.units.Move(ctx, "g:abcdefghijklmnopqrstuvwxyz", "cloud"); !errors.Is(err, units.ErrNotMovable) {
+		t.Fatalf("move of a group: %v", err)
+	}
+}
+
+// TestStaleRouteAfterMove: a unit whose cached route is stale is told so
+// by the old home, drops the route and reaches the new home.
+func TestStaleRouteAfterMove(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
 	const conv = domain.ConversationID("d:alice~bob")
 	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "hi"}); err != nil {
 		t.Fatal(err)
@@ -357,21 +480,19 @@ func TestMovedConversation(t *testing.T) {
 	if _, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b1", Body: "hi"}); err != nil {
 		t.Fatal(err)
 	}
-	// An operator moves the conversation to cloud (epoch 2); onprem learns
-	// it by reading the store, cloud still caches onprem.
-	if err := routes.Set(ctx, units.RouteKey(conv), []byte(`{"unit":"cloud","epoch":2}`)); err != nil {
-		t.Fatal(err)
+	// cloud caches onprem; onprem moves it back and forth, cloud last.
+	for _, to := range []string{"cloud", "onprem", "cloud"} {
+		if _, err := onprem.units.Move(ctx, conv, to); err != nil {
+			t.Fatalf("move to %s: %v", to, err)
+		}
 	}
 	onprem.units.Table().Forget(conv)
-	res, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b2", Body: "after the move"})
-	if err != nil {
-		t.Fatalf("send with a stale route: %v", err)
+	res, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b2", Body: "after the moves"})
+	if err != nil || res.Message.Seq != 3 {
+		t.Fatalf("send after three moves: %+v, %v", res, err)
 	}
-	if r, _, _ := cloud.units.Table().Lookup(ctx, conv); r.Unit != "cloud" || r.Epoch != 2 {
-		t.Fatalf("cloud's route after the send: %+v", r)
-	}
-	if res.Message.Seq != 1 {
-		t.Fatalf("stored at seq %d in the new home: history is not copied yet, want 1", res.Message.Seq)
+	if r, _, _ := cloud.units.Table().Lookup(ctx, conv); r.Unit != "cloud" || r.Epoch != 4 {
+		t.Fatalf("cloud's route: %+v, want cloud at epoch 4", r)
 	}
 }
 
@@ -394,5 +515,51 @@ func TestParseUnits(t *testing.T) {
 				t.Fatalf("ParseUnits(%q) = %v, %v", tc.in, got, err)
 			}
 		})
+	}
+}
+
+// TestRouteHintCorrected: a send that carries a wrong or stale route, or
+// none, is stored once and its result carries the current route; one that
+// carries the current route gets none back.
+func TestRouteHintCorrected(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	const conv = domain.ConversationID("d:alice~bob")
+	send := func(u *unit, cmid string, hint chat.Route) chat.SendResult {
+		t.Helper()
+		res, err := u.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: cmid, Body: "hi", Route: hint})
+		if err != nil {
+			t.Fatalf("send %s: %v", cmid, err)
+		}
+		return res
+	}
+	if res := send(onprem, "b1", chat.Route{}); res.Route != (chat.Route{Unit: "onprem", Epoch: 1}) {
+		t.Fatalf("first send, no route: the reply carries %+v, want onprem@1", res.Route)
+	}
+	for _, tc := range []struct {
+		name string
+		via  *unit
+		hint chat.Route
+		want chat.Route
+	}{
+		{"wrong_unit", cloud, chat.Route{Unit: "cloud", Epoch: 1}, chat.Route{Unit: "onprem", Epoch: 1}},
+		{"current", cloud, chat.Route{Unit: "onprem", Epoch: 1}, chat.Route{}},
+		{"current_at_home", onprem, chat.Route{Unit: "onprem", Epoch: 1}, chat.Route{}},
+	} {
+		if res := send(tc.via, tc.name, tc.hint); res.Route != tc.want || res.Duplicate {
+			t.Fatalf("%s: the reply carries %+v (duplicate %v), want %+v", tc.name, res.Route, res.Duplicate, tc.want)
+		}
+	}
+	if _, err := onprem.units.Move(ctx, conv, "cloud"); err != nil {
+		t.Fatal(err)
+	}
+	res := send(onprem, "stale", chat.Route{Unit: "onprem", Epoch: 1})
+	if res.Route != (chat.Route{Unit: "cloud", Epoch: 2}) || res.Message.Seq != 5 {
+		t.Fatalf("stale route after the move: %+v at seq %d, want cloud@2 at seq 5", res.Route, res.Message.Seq)
+	}
+	page, err := cloud.history.Handle(ctx, chat.History{Reader: "bob", Conv: string(conv)})
+	if err != nil || len(page.Messages) != 5 {
+		t.Fatalf("history: %d messages, %v; want each send once", len(page.Messages), err)
 	}
 }

@@ -24,7 +24,35 @@ const (
 	MethodRead    = "v1/unit/read"
 	MethodList    = "v1/unit/list"
 	MethodDeliver = "v1/unit/deliver"
+	// MethodMove asks a conversation's home to move it (see Units.Move).
+	MethodMove = "v1/unit/move"
+	// MethodImport is a batch of a moving conversation, from its old home
+	// to its new one.
+	MethodImport = "v1/unit/import"
 )
+
+type moveRequest struct {
+	Conv domain.ConversationID `json:"conv"`
+	To   string                `json:"to"`
+}
+
+type moveReply struct {
+	Route Route      `json:"route"`
+	Err   *wireError `json:"err,omitempty"`
+}
+
+// importRequest is one batch of a moving conversation's log, in seq order;
+// the last batch has no messages and carries the read cursors.
+type importRequest struct {
+	From    string                   `json:"from"`
+	Conv    domain.Conversation      `json:"conv"`
+	Msgs    []store.MovedMessage     `json:"msgs,omitempty"`
+	Cursors map[domain.UserID]uint64 `json:"cursors,omitempty"`
+}
+
+type importReply struct {
+	Err *wireError `json:"err,omitempty"`
+}
 
 // sendReply is the home unit's answer to a forwarded send.
 type sendReply struct {
@@ -57,6 +85,14 @@ type deliverEnvelope struct {
 	Conv   domain.Conversation `json:"conv"`
 	Msg    *domain.Message     `json:"msg"`
 	Origin string              `json:"origin,omitempty"`
+}
+
+// deliverBatch is the body of MethodDeliver: messages in the order they
+// were stored. A body that is one deliverEnvelope (the embedded fields) is
+// read as a batch of one.
+type deliverBatch struct {
+	deliverEnvelope
+	Batch []deliverEnvelope `json:"batch,omitempty"`
 }
 
 // wireError carries a use case's error from one unit to another. Code
@@ -108,6 +144,11 @@ var sentinels = []struct {
 	{"cmid_reused", store.ErrClientMsgIDReused},
 	{"hook_failed", hook.ErrHookFailed},
 	{codeWrongUnit, errWrongUnit},
+	{"not_movable", ErrNotMovable},
+	{"unknown_unit", ErrUnknownUnit},
+	{"no_route", ErrNoRoute},
+	{"move_busy", ErrMoveBusy},
+	{"import_conflict", store.ErrImportConflict},
 }
 
 // toWire encodes err for another unit; nil stays nil. An error matching no

@@ -17,6 +17,7 @@
 //	loadgen direct      -target http://127.0.0.1:8080 -pairs 50 -duration 10s [-rate 20000]
 //	loadgen reconnect   -target http://127.0.0.1:8080 -clients 1000 -missed 20
 //	loadgen group       -target http://127.0.0.1:8080 -members 2000 -senders 10 -duration 10s [-rate 30]
+//	loadgen units       -target http://127.0.0.1:8081 -peer http://127.0.0.1:8082 -pairs 10 -duration 10s [-rate 200]
 //	loadgen suite       [-duration 10s] [-modes memory,dapr-local,dapr-redis] [-reference memory,redis]
 //	loadgen centrifugo  -engine memory -pairs 50 -duration 10s
 //
@@ -68,6 +69,8 @@ const usage = `loadgen puts load on a parley server on this machine.
   loadgen reconnect    N clients drop, miss M messages each, reconnect at once; report time to fully synced
   loadgen group        one group of N members all online, S of them send; report deliveries/s (messages ×
                        recipients), send→deliver latency, losses, CPU per delivery
+  loadgen units        two units (make units), every device on the target: conversations homed there
+                       against conversations homed in the other unit; report send→deliver of both, cross-unit /s
   loadgen suite        build parley, run the scenarios against -backend memory, dapr local and
                        dapr redis (the group in memory and dapr redis), with Centrifugo's memory and
                        redis engines beside them in the direct scenario, and print markdown tables
@@ -84,6 +87,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "connections", "direct", "reconnect", "group":
 		return runScenario(ctx, args[0], args[1:], stdout, stderr)
+	case "units":
+		return runUnitsScenario(ctx, args[1:], stdout, stderr)
 	case "suite":
 		return runSuite(ctx, args[1:], stdout, stderr)
 	case "centrifugo":

@@ -35,9 +35,11 @@ const waitFor = 15 * time.Second
 // live, in order, escaped, and that alice's reaches "delivered" and then
 // "seen" once bob's open pane read it. Then alice's connection drops: what
 // bob writes meanwhile reaches her after the reconnect, and what she writes
-// offline goes out then. A reload keeps her signed in with the history and
+// offline goes out then. A message the server refuses shows failed, with
+// the reason and a retry. A reload keeps her signed in with the history and
 // the ticks; a message to a conversation that is not open shows as unread
-// until opened; sign out clears the session.
+// until opened; sign out clears the session, and a token the server refuses
+// signs the page out.
 func TestChatPage(t *testing.T) {
 	testkit.SkipShort(t)
 	chrome := findChromium(t)
@@ -125,6 +127,16 @@ func TestChatPage(t *testing.T) {
 		t.Logf("screenshot of %s's page: %s", p.name, path)
 	}
 
+	// A message the server refuses shows as failed, with the reason and a
+	// retry, and takes no seq (the next message below still gets seq 5).
+	alice.text(`document.querySelector('#composer').value = 'x'.repeat(20000); ''`)
+	alice.do("alice sends a message over the size limit", pressEnter())
+	const refused = `document.querySelector('#messages li.msg.failed')`
+	alice.wait("the refused message shows failed with the reason and a retry",
+		`(m => !!m && !m.dataset.seq && m.querySelector('[data-state]').dataset.state === 'failed' && !m.querySelector('.retry').hidden)(`+refused+`)`+
+			` && !document.querySelector('#send-error').hidden && document.querySelector('#send-error').textContent !== ''`+
+			` && `+refused+`.querySelector('[data-state]').textContent === 'failed: ' + document.querySelector('#send-error').textContent`)
+
 	// A reload keeps alice signed in and reopens the conversation from history.
 	alice.do("reload", chromedp.Reload())
 	alice.wait("alice is still signed in after a reload",
@@ -152,6 +164,18 @@ func TestChatPage(t *testing.T) {
 	path := filepath.Join(shots, "signed-out.png")
 	alice.screenshot(path)
 	t.Logf("screenshot of the sign-in form: %s", path)
+
+	// A session whose token the server refuses (as after a restart with
+	// another key) ends on the sign-in form, and its client stops dialing.
+	alice.text(`sessionStorage.setItem('parley.token', 'not-a-token'); sessionStorage.setItem('parley.user', 'alice'); ''`)
+	alice.do("reload with a refused token", chromedp.Reload())
+	alice.wait("the page signs out and says why",
+		`!document.querySelector('#login').hidden && document.querySelector('#login-error').textContent.includes('no longer valid') && sessionStorage.length === 0`)
+	before := alice.text(`String(window.__sockets.length)`)
+	time.Sleep(1500 * time.Millisecond) // several reconnect delays of a client left running
+	if after := alice.text(`String(window.__sockets.length)`); after != before {
+		t.Errorf("the signed-out page still opens WebSockets: %s, then %s", before, after)
+	}
 }
 
 // TestGroupChatPage drives alice, bob and carol, each in a browser
@@ -469,6 +493,10 @@ func (p *page) signIn(base string) {
 		`document.querySelector('#me').textContent === `+jsString(p.name)+
 			` && document.querySelector('#conn-status').dataset.state === 'online'`+
 			` && sessionStorage.getItem('parley.token') !== null`)
+	// The page runs on the TypeScript client, which parley serves under /sdk/.
+	p.wait("the page loaded the client's modules from parley",
+		`(names => ['/sdk/index.js', '/sdk/client.js'].every(n => names.some(u => new URL(u).pathname === n)))`+
+			`(performance.getEntriesByType('resource').map(e => e.name))`)
 }
 
 func (p *page) do(what string, actions ...chromedp.Action[chromedp.Void]) {

@@ -312,7 +312,7 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		router.Stop(ctx)
 		return nil, fmt.Errorf("serve invocations: %w", err)
 	}
-	stopUnits, err := setupUnits(ctx, o.units, o.settingsPrefix, log.Named("units"), b, &uc, router)
+	stopUnits, err := setupUnits(ctx, o.units, o.settingsPrefix, log.Named("units"), b, &uc, router, gw, st, live)
 	if err != nil {
 		stopPush(ctx)
 		reg.Stop(ctx)

@@ -6,11 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/gateway"
+	"github.com/parley-im/parley/app/settings"
+	"github.com/parley-im/parley/app/store"
 	"github.com/parley-im/parley/app/units"
 	"github.com/parley-im/parley/infrastructure"
 )
@@ -41,8 +44,11 @@ func (u *unitOptions) register(fs *flag.FlagSet) {
 // b.Invoker, deliver pushes what other units hand over, and the burst
 // policy follows the live setting BindToKey (with prefix). stop ends the
 // hand-offs to other units and the watch; call it after the gateway
-// drained. Without -unit it does nothing.
-func setupUnits(ctx context.Context, o unitOptions, prefix string, log *zap.Logger, b infrastructure.Backend, uc *gateway.UseCases, deliver chat.Deliverer) (stop func(context.Context), err error) {
+// drained. The operator moves conversations to other units through gw.
+// Without -unit it does nothing.
+func setupUnits(ctx context.Context, o unitOptions, prefix string, log *zap.Logger, b infrastructure.Backend, uc *gateway.UseCases, deliver chat.Deliverer,
+	gw *gateway.Server, st *store.Store, live *settings.Live,
+) (stop func(context.Context), err error) {
 	if o.unit == "" {
 		if o.units != "" {
 			return nil, errors.New("-units needs -unit: name this node's unit")
@@ -64,10 +70,12 @@ func setupUnits(ctx context.Context, o unitOptions, prefix string, log *zap.Logg
 	uc.History.WithHomes(u)
 	uc.MarkRead.WithHomes(u)
 	uc.List.WithHomes(u)
-	if err := u.Serve(b.Invoker, units.Local{Send: uc.Send, History: uc.History, MarkRead: uc.MarkRead, List: uc.List, Deliver: deliver}); err != nil {
+	if err := u.Serve(b.Invoker, units.Local{Send: uc.Send, History: uc.History, MarkRead: uc.MarkRead, List: uc.List, Deliver: deliver,
+		Store: st, IdempotencyTTL: func() time.Duration { return live.Load().IdempotencyTTL }}); err != nil {
 		u.Stop(ctx)
 		return nil, err
 	}
+	gw.WithMover(u)
 	stopWatch := func() {}
 	if b.Config != nil {
 		key := prefix + BindToKey

@@ -28,6 +28,9 @@ import (
 // unitsSecret signs the tokens of both units: a user signs in to either.
 const unitsSecret = "units-test-secret-units-test-secret-0123"
 
+// unitsAdminToken opens both units' operator API.
+const unitsAdminToken = "units-test-admin-token"
+
 // unitEnv is one unit: its own daprd, on its own profile, and one parley
 // node, started as separate processes so that the daprd can be killed
 // alone.
@@ -51,7 +54,22 @@ type unitsEnv struct {
 
 // startUnits starts both units with the component folders of
 // components/units, their resiliency targets renamed to this run's app-ids.
-func startUnits(t *testing.T) *unitsEnv {
+func startUnits(t *testing.T) *unitsEnv { return startUnitsWith(t, unitsSetup{}) }
+
+// unitsSetup varies how the units are started.
+type unitsSetup struct {
+	// gateway makes onprem reach cloud as a unit in another cluster is
+	// reached: through an HTTPEndpoint to cloud's daprd HTTP API, which
+	// takes only calls with the API token (deploy/kubernetes/overlays/
+	// units-*). Cloud reaches onprem by app-id, as on one machine.
+	gateway bool
+}
+
+// gatewayEndpoint is the name onprem's -units gives cloud in gateway mode:
+// the HTTPEndpoint's, not an app-id.
+const gatewayEndpoint = "parley-cloud-gateway"
+
+func startUnitsWith(t *testing.T, setup unitsSetup) *unitsEnv {
 	t.Helper()
 	testkit.SkipShort(t)
 	root := daprdtest.RequireBinary(t)
@@ -65,7 +83,15 @@ func startUnits(t *testing.T) *unitsEnv {
 	unitsFlag := fmt.Sprintf("onprem=%s,cloud=%s", env.onprem.appID, env.cloud.appID)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	for _, u := range []*unitEnv{env.onprem, env.cloud} {
+	order := []*unitEnv{env.onprem, env.cloud}
+	if setup.gateway {
+		// Every daprd, and every parley that calls its own, takes the
+		// token from the environment: cloud's API takes no call without
+		// it, and onprem's HTTPEndpoint sends it.
+		t.Setenv("DAPR_API_TOKEN", "units-gateway-token-0123456789")
+		order = []*unitEnv{env.cloud, env.onprem}
+	}
+	for _, u := range order {
 		u.setConfig = daprdtest.ConfigSetter(t, u.profile)
 		// Sends are not rate limited here: the kill scenario retries hard.
 		if err := u.setConfig(ctx, env.prefix+"parley.send_rate_per_sec", "100000"); err != nil {
@@ -74,6 +100,11 @@ func startUnits(t *testing.T) *unitsEnv {
 		resources := filepath.Join(t.TempDir(), "components")
 		copyUnitComponents(t, filepath.Join(root, "components", "units", u.name), resources,
 			strings.NewReplacer("parley-onprem", env.onprem.appID, "parley-cloud", env.cloud.appID))
+		flag := unitsFlag
+		if setup.gateway && u == env.onprem {
+			writeGatewayEndpoint(t, resources, env.cloud)
+			flag = fmt.Sprintf("onprem=%s,cloud=%s", env.onprem.appID, gatewayEndpoint)
+		}
 		appPort := freePort(t)
 		sc, err := daprd.Start(ctx, daprd.Options{ResourcesPath: resources, AppID: u.appID, AppPort: appPort,
 			Dir: t.TempDir(), LogPath: filepath.Join(t.TempDir(), "daprd.log")})
@@ -93,7 +124,7 @@ func startUnits(t *testing.T) *unitsEnv {
 			"-backend", "dapr", "-sidecar", "external", "-dapr-grpc", sc.GRPCAddr(), "-dapr-http", sc.HTTPAddr(),
 			"-app-id", u.appID, "-app-port", fmt.Sprint(appPort), "-node-id", u.appID + "-n1",
 			"-jwt-secret", unitsSecret, "-settings-prefix", env.prefix, "-metrics-addr", "",
-			"-unit", u.name, "-units", unitsFlag,
+			"-unit", u.name, "-units", flag, "-admin-token", unitsAdminToken,
 		}})
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -102,6 +133,26 @@ func startUnits(t *testing.T) *unitsEnv {
 		})
 	}
 	return env
+}
+
+// writeGatewayEndpoint writes into resources the HTTPEndpoint by which a
+// unit reaches the cloud unit's daprd HTTP API, with a path prefix and the
+// API token header, as overlays/units-onprem does across clusters.
+func writeGatewayEndpoint(t *testing.T, resources string, cloud *unitEnv) {
+	t.Helper()
+	ep := fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
+kind: HTTPEndpoint
+metadata:
+  name: %s
+spec:
+  baseUrl: http://%s/v1.0/invoke/%s/method
+  headers:
+    - name: dapr-api-token
+      value: %q
+`, gatewayEndpoint, cloud.sidecar.HTTPAddr(), cloud.appID, os.Getenv("DAPR_API_TOKEN"))
+	if err := os.WriteFile(filepath.Join(resources, "httpendpoint.yaml"), []byte(ep), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // copyUnitComponents copies a unit's component folder, rewriting it.
@@ -177,6 +228,7 @@ func TestUnits(t *testing.T) {
 	t.Run("bind_race", func(t *testing.T) { testUnitsBindRace(t, env) })
 	t.Run("burst", func(t *testing.T) { testUnitsBurst(t, env) })
 	t.Run("latency", func(t *testing.T) { testUnitsLatency(t, env) })
+	t.Run("move_busy", func(t *testing.T) { testUnitsMove(t, env) })
 	// Last: it kills a sidecar.
 	t.Run("home_unit_killed", func(t *testing.T) { testUnitsKill(t, env) })
 }
@@ -506,6 +558,16 @@ func testUnitsKill(t *testing.T, env *unitsEnv) {
 			}
 		}
 	}
+}
+
+// TestUnitsThroughGateway: onprem reaches cloud as a unit in another
+// cluster is reached, through an HTTPEndpoint to cloud's daprd HTTP API
+// with the API token. Chat both ways, in conversations homed in each unit,
+// works as on one machine, and a move goes through it too.
+func TestUnitsThroughGateway(t *testing.T) {
+	env := startUnitsWith(t, unitsSetup{gateway: true})
+	t.Run("chat_both_ways", func(t *testing.T) { testUnitsChat(t, env) })
+	t.Run("move_busy", func(t *testing.T) { testUnitsMove(t, env) })
 }
 
 // TestUnitComponentsShareTheRouteStore: every unit's folder in

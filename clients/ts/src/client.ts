@@ -10,6 +10,7 @@ import {
   type ContentType,
   type Conversation,
   type Frame,
+  type FrameType,
   type Group,
   type GroupOp,
   type JoinPolicy,
@@ -270,6 +271,8 @@ const maxFrameBytes = 64 * 1024;
 const textEncoder = new TextEncoder();
 
 interface PendingRequest {
+  /** The type of the frame that asked, for the ParleyError of a refusal. */
+  type: FrameType;
   resolve: (f: Frame) => void;
   reject: (err: ParleyError) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -352,6 +355,8 @@ export class Client extends Emitter<ClientEvents> {
   private hadOpen = false;
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** No reconnect before this time (Unix ms): the server asked to wait (4011, 4012). */
+  private holdUntil = 0;
   private nextId = 0;
   private me = '';
   private readonly outbox = new Map<string, Outgoing>();
@@ -471,12 +476,19 @@ export class Client extends Emitter<ClientEvents> {
   /**
    * history reads one page of conv after seq `after`, for showing older
    * messages. It emits no event and does not change what the client holds.
+   * What it brings from others is acknowledged, as a sync's is: this device
+   * has it now, and the senders see it delivered.
    */
   async history(conv: string, after = 0, limit = 0): Promise<{ messages: Message[]; more: boolean }> {
     const frame: Extract<RequestFrame, { type: 'sync' }> = { type: 'sync', conv, seq: after };
     if (limit) frame.limit = limit;
-    const f = await this.request(this.openLink(), frame);
-    return { messages: (f.messages ?? []).map(normalizeMessage), more: f.more ?? false };
+    const link = this.openLink();
+    const f = await this.request(link, frame);
+    const messages = (f.messages ?? []).map(normalizeMessage);
+    let newest = 0;
+    for (const m of messages) if (m.from !== this.me && m.seq > newest) newest = m.seq;
+    if (newest && this.link === link) this.recv(link, conv, newest);
+    return { messages, more: f.more ?? false };
   }
 
   /**
@@ -548,13 +560,15 @@ export class Client extends Emitter<ClientEvents> {
   /**
    * typing tells the other members' online devices that you started (true)
    * or stopped typing. Nothing answers; a notice sooner than 3 s after the
-   * last is dropped by the server, and a refusal comes as an `error` event.
+   * last is dropped by the server, and a refusal comes as an `error` event
+   * whose `request` is `typing`.
    * Without an open connection it does nothing: a late notice is worthless.
    */
   typing(conv: string, on: boolean): void {
     const link = this.link;
     if (this.stopped || !link?.ready) return;
-    const frame: ClientFrame = { type: 'typing', conv };
+    // The id ties a refusal to typing; ids of requests start with r.
+    const frame: ClientFrame = { type: 'typing', id: typingIdPrefix + (++this.nextId).toString(36), conv };
     if (on) frame.on = true;
     this.write(link, frame);
   }
@@ -564,6 +578,23 @@ export class Client extends Emitter<ClientEvents> {
     const start = Date.now();
     await this.request(this.openLink(), { type: 'ping' });
     return Date.now() - start;
+  }
+
+  /**
+   * reconnect tries at once, with the backoff started over, when the client
+   * is waiting to reconnect: for an app that learns the network is back (a
+   * browser's `online` event, a tab in the foreground again). It does
+   * nothing while a connection is open or being dialed, before `connect()`,
+   * after `close()`, and while the server asked to wait (closes 4011 and
+   * 4012).
+   */
+  reconnect(): void {
+    if (this.stopped || !this.reconnectTimer || Date.now() < this.holdUntil) return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.attempt = 0;
+    this.setState({ state: 'connecting', attempt: 0 });
+    void this.dial();
   }
 
   /**
@@ -695,6 +726,7 @@ export class Client extends Emitter<ClientEvents> {
     if (code === CloseCode.Flooding) {
       // The server asks for fewer frames: come back slowly.
       delay = this.maxReconnectDelayMs;
+      this.holdUntil = Date.now() + delay;
     } else if (code === CloseCode.Banned) {
       // Connecting while suspended is refused, and attempts lengthen an
       // automatic suspension: wait until it ends. An end that cannot be
@@ -702,6 +734,7 @@ export class Client extends Emitter<ClientEvents> {
       const until = bannedUntil(reason);
       if (until !== undefined) change.bannedUntil = until;
       delay = Math.max(this.maxReconnectDelayMs, (until ?? 0) - Date.now() + delay);
+      this.holdUntil = Date.now() + delay;
     }
     change.retryInMs = delay;
     if (code !== undefined) change.code = code;
@@ -771,7 +804,7 @@ export class Client extends Emitter<ClientEvents> {
       }
       case 'error':
         if (f.id && link.requests.has(f.id)) break;
-        this.emit('error', frameError(f));
+        this.emit('error', frameError(f, f.id?.startsWith(typingIdPrefix) ? 'typing' : undefined));
         return;
       default:
         break;
@@ -782,7 +815,7 @@ export class Client extends Emitter<ClientEvents> {
     link.requests.delete(f.id);
     clearTimeout(req.timer);
     if (req.wseq > link.confirmed) link.confirmed = req.wseq;
-    if (f.type === 'error') req.reject(frameError(f));
+    if (f.type === 'error') req.reject(frameError(f, req.type));
     else req.resolve(f);
   }
 
@@ -869,7 +902,7 @@ export class Client extends Emitter<ClientEvents> {
         reject(new ParleyError('timeout', `no reply to ${frame.type} within ${this.requestTimeoutMs} ms`, true));
         this.onTimeout(link, sentAt);
       }, this.requestTimeoutMs);
-      link.requests.set(id, { resolve, reject, timer, wseq: link.writes + 1 });
+      link.requests.set(id, { type: frame.type, resolve, reject, timer, wseq: link.writes + 1 });
       this.write(link, { ...frame, id } as ClientFrame);
     });
   }
@@ -902,6 +935,7 @@ export class Client extends Emitter<ClientEvents> {
       if (this.link === link) this.transmit(out);
     }, this.requestTimeoutMs);
     link.requests.set(id, {
+      type: 'send',
       resolve: (f) => {
         out.reqId = undefined;
         this.completeSend(out, normalizeMessage(f.msg ?? {}));
@@ -1122,9 +1156,12 @@ function isServerCode(code: string): boolean {
   return !['timeout', 'disconnected', 'closed', 'aborted', 'frame_too_large'].includes(code);
 }
 
-function frameError(f: Frame): ParleyError {
-  return new ParleyError(f.code ?? 'internal', f.message ?? '', f.retryable ?? false, f.until);
+function frameError(f: Frame, request?: FrameType): ParleyError {
+  return new ParleyError(f.code ?? 'internal', f.message ?? '', f.retryable ?? false, f.until, request);
 }
+
+/** Ids of typing frames start with this; those of requests with `r`. */
+const typingIdPrefix = 't';
 
 /** bannedUntil reads the end of a suspension from a 4012 close reason: "suspended until <RFC 3339>". */
 function bannedUntil(reason: string): number | undefined {

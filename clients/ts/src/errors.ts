@@ -1,3 +1,5 @@
+import type { FrameType } from './frames.js';
+
 /**
  * Codes the SDK itself gives to failures that no server frame describes.
  * - `timeout`: no reply within `requestTimeoutMs` (retryable).
@@ -21,12 +23,19 @@ export class ParleyError extends Error {
   readonly retryable: boolean;
   /** For `muted` and `banned`: when it ends, in Unix milliseconds (absent: no end given). */
   readonly until: number | undefined;
+  /**
+   * The type of the frame the server refused (`send`, `sync`, `typing`, ...),
+   * when the error answers one of this client's frames; absent for an error
+   * frame that names none, and for the SDK's own codes.
+   */
+  readonly request: FrameType | undefined;
 
-  constructor(code: string, message: string, retryable: boolean, until?: number) {
+  constructor(code: string, message: string, retryable: boolean, until?: number, request?: FrameType) {
     super(message ? `${code}: ${message}` : code);
     this.name = 'ParleyError';
     this.code = code;
     this.retryable = retryable;
     this.until = until || undefined;
+    this.request = request;
   }
 }

@@ -84,6 +84,10 @@ export interface Conversation {
   read_seq: number;
   /** For a group, counted within the reader's window. */
   unread: number;
+  /** Of a direct conversation: the other member's read cursor. */
+  peer_read_seq: number;
+  /** A message past the reader's read cursor mentions them (or `@all`). */
+  mentioned: boolean;
   last?: Message;
   /** A group's profile. */
   group?: Group;
@@ -214,6 +218,8 @@ export interface EditFrame {
 /** Says you started (`on`) or stopped typing; no answer. */
 export interface TypingFrame {
   type: 'typing';
+  /** Echoed by an error frame if the notice is refused; nothing answers otherwise. */
+  id?: string;
   conv: string;
   on?: boolean;
 }
@@ -434,6 +440,8 @@ export function normalizeConversation(c: Partial<Conversation>): Conversation {
     last_seq: c.last_seq ?? 0,
     read_seq: c.read_seq ?? 0,
     unread: c.unread ?? 0,
+    peer_read_seq: c.peer_read_seq ?? 0,
+    mentioned: c.mentioned ?? false,
   };
   if (c.last) out.last = normalizeMessage(c.last);
   if (c.group) out.group = normalizeGroup(c.group);

@@ -109,6 +109,10 @@ test('send resolves with the stored message; the peer gets it once; the sender s
   assert.equal(listed?.id, conv);
   assert.equal(listed?.last_seq, 3);
   assert.equal(listed?.read_seq, 3);
+  // alice's listing carries bob's read cursor: her messages up to it were seen.
+  const [aliceView] = await alice.client.conversations();
+  assert.equal(aliceView?.id, conv);
+  assert.equal(aliceView?.peer_read_seq, 3);
   assertNoDuplicates(bob);
 });
 
@@ -144,6 +148,8 @@ test('an error frame rejects the send with its code; the connection stays usable
         assert.ok(err instanceof ParleyError, `a ParleyError, not ${String(err)}`);
         assert.equal(err.code, c.code);
         assert.equal(err.retryable, false);
+        // The server's refusals name the frame refused; the SDK's own do not.
+        assert.equal(err.request, c.code === 'frame_too_large' ? undefined : 'send');
         return true;
       });
     });
@@ -297,3 +303,47 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     assertNoDuplicates(bob);
   });
 }
+
+test('history brings what came before this device: it counts as delivered to the sender', { timeout: 30_000 }, async (t) => {
+  const alice = await Device.open(t, shared.url, await shared.token('alice6'));
+  const conv = directConv('alice6', 'bob6');
+  const sent: Message[] = [];
+  for (const body of ['one', 'two', 'three']) sent.push(await alice.client.send({ to: 'bob6', body }));
+
+  // bob's first device after the messages: they are history to it, not news.
+  const bob = await Device.open(t, shared.url, await shared.token('bob6'));
+  await waitFor(() => bob.synced > 0, 'bob to finish his first catch-up');
+  assert.equal(bob.messages.length, 0);
+  const page = await bob.client.history(conv, 0, 2);
+  assert.deepEqual(page.messages.map((m) => m.body), ['one', 'two']);
+  assert.equal(page.more, true);
+  await waitFor(() => alice.deliveredUpTo(conv) === 2, 'alice to see the first page delivered');
+  const rest = await bob.client.history(conv, 2);
+  assert.deepEqual(rest.messages.map((m) => m.id), [sent[2]?.id]);
+  await waitFor(() => alice.deliveredUpTo(conv) === 3, 'alice to see the last message delivered');
+  assert.equal(bob.messages.length, 0, 'history emits nothing');
+});
+
+test('reconnect tries at once instead of waiting out the backoff', { timeout: 30_000 }, async (t) => {
+  const proxy = await Proxy.start(shared.addr);
+  t.after(() => proxy.close());
+  const alice = await Device.open(t, shared.url, await shared.token('alice7'));
+  // A first delay of 20 s: without reconnect(), bob stays away past the test's waits.
+  const bob = await Device.open(t, proxy.url, await shared.token('bob7'), { reconnectDelayMs: 20_000, maxReconnectDelayMs: 20_000 });
+  bob.client.reconnect(); // open: nothing to do
+  assert.equal(bob.states.filter((s) => s.state === 'open').length, 1);
+
+  proxy.cut();
+  await waitFor(() => bob.states.some((s) => s.retryInMs !== undefined), 'bob to plan a reconnect');
+  const planned = bob.states.find((s) => s.retryInMs !== undefined)!;
+  assert.ok(planned.retryInMs! >= 10_000, `the planned delay is ${planned.retryInMs} ms`);
+  const m = await alice.client.send({ to: 'bob7', body: 'while you were away' });
+  proxy.restore();
+
+  const asked = Date.now();
+  bob.client.reconnect();
+  await waitFor(() => bob.client.state === 'open' && bob.messages.length === 1, 'bob to reconnect and sync', 5_000);
+  assert.ok(Date.now() - asked < 5_000);
+  assert.equal(bob.messages[0]?.id, m.id);
+  assert.deepEqual(bob.states.slice(-2).map((s) => [s.state, s.attempt]), [['connecting', 0], ['open', 0]]);
+});

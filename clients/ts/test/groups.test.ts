@@ -109,6 +109,8 @@ test('a group: create, invite, reply, mention, type, read, recall, edit, leave',
   const reply = await bob.client.send({ conv, body: 'hi alice', reply_to: hello.seq, mentions: ['g-alice'] });
   assert.equal(reply.reply_to, hello.seq);
   await waitFor(() => alice.message(reply.id) !== undefined, 'alice to get the reply');
+  const listed = (await alice.client.conversations()).find((c) => c.id === conv);
+  assert.equal(listed?.mentioned, true, 'the listing says a message alice has not read mentions her');
   assert.equal(alice.message(reply.id)?.reply_to, hello.seq);
   assert.deepEqual(alice.message(reply.id)?.mentions, ['g-alice']);
 
@@ -154,6 +156,10 @@ test('a group: create, invite, reply, mention, type, read, recall, edit, leave',
   await carol.client.leave(conv);
   await waitFor(() => alice.events(conv).includes('member.left'), 'alice to see carol leave');
   await rejectsWith(carol.client.send({ conv, body: 'still here?' }), 'not_member');
+  // A typing notice has no answer; its refusal comes as an error event that names it.
+  carol.client.typing(conv, false);
+  await waitFor(() => carol.errors.some((e) => e.request === 'typing'), 'carol to be told her typing was refused');
+  assert.equal(carol.errors.find((e) => e.request === 'typing')?.code, 'not_member');
 
   const direct = await alice.client.send({ to: 'g-bob', body: 'psst' });
   await bob.client.markRead(direct.conv, direct.seq);

@@ -102,6 +102,11 @@ type Frame struct {
 	Count uint64 `protobuf:"varint,33,opt,name=count,proto3" json:"count,omitempty"`
 	// requests are a group's pending join requests.
 	Requests []*JoinRequest `protobuf:"bytes,34,rep,name=requests,proto3" json:"requests,omitempty"`
+	// unit and epoch are a conversation's route when parley runs as several
+	// units: on a send, the route the client knows (optional); on its ack,
+	// the current route, present only when the send's was missing or stale.
+	Unit  string `protobuf:"bytes,35,opt,name=unit,proto3" json:"unit,omitempty"`
+	Epoch uint64 `protobuf:"varint,36,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// no_ack, on a msg frame, says the device must not answer it with recv:
 	// the server does not track or resend it. Pushes of groups above the live
 	// setting parley.group_ack_max carry it; a device that misses one (its
@@ -377,6 +382,20 @@ func (x *Frame) GetRequests() []*JoinRequest {
 		return x.Requests
 	}
 	return nil
+}
+
+func (x *Frame) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+func (x *Frame) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 func (x *Frame) GetNoAck() bool {
@@ -849,7 +868,7 @@ var File_parley_v1_frame_proto protoreflect.FileDescriptor
 
 const file_parley_v1_frame_proto_rawDesc = "" +
 	"\n" +
-	"\x15parley/v1/frame.proto\x12\tparley.v1\"\xf0\x06\n" +
+	"\x15parley/v1/frame.proto\x12\tparley.v1\"\x9a\a\n" +
 	"\x05Frame\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -885,7 +904,9 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\x04note\x18\x1f \x01(\tR\x04note\x12&\n" +
 	"\x05group\x18  \x01(\v2\x10.parley.v1.GroupR\x05group\x12\x14\n" +
 	"\x05count\x18! \x01(\x04R\x05count\x122\n" +
-	"\brequests\x18\" \x03(\v2\x16.parley.v1.JoinRequestR\brequests\x12\x15\n" +
+	"\brequests\x18\" \x03(\v2\x16.parley.v1.JoinRequestR\brequests\x12\x12\n" +
+	"\x04unit\x18# \x01(\tR\x04unit\x12\x14\n" +
+	"\x05epoch\x18$ \x01(\x04R\x05epoch\x12\x15\n" +
 	"\x06no_ack\x18( \x01(\bR\x05noAck\"\xad\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +

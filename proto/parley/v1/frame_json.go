@@ -70,6 +70,8 @@ func (f *Frame) AppendJSON(b []byte) (out []byte, ok bool) {
 	}
 	b = appendStr(b, n, "note", f.Note)
 	b = appendUint(b, n, "count", f.Count)
+	b = appendStr(b, n, "unit", f.Unit)
+	b = appendUint(b, n, "epoch", f.Epoch)
 	b = appendBool(b, n, "no_ack", f.NoAck)
 	return append(b, '}'), true
 }

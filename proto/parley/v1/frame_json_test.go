@@ -21,7 +21,7 @@ func FuzzAppendJSON(f *testing.F) {
 				ReplyTo: seq, Mentions: []string{conv, body}, MentionAll: more, Edited: more, Recalled: !more},
 			Messages: []*Message{{Id: "a", Body: body}, {Seq: seq}},
 			ReplyTo:  seq, Mentions: []string{typ}, Op: typ, Users: []string{conv, typ}, Role: typ, Name: body,
-			Notice: body, Ext: body, Policy: conv, On: more, Until: ts, Note: body, Count: seq}
+			Notice: body, Ext: body, Policy: conv, On: more, Until: ts, Note: body, Count: seq, Unit: conv, Epoch: seq}
 		out, ok := in.AppendJSON(nil)
 		if !ok {
 			t.Fatal("not encoded")
@@ -38,7 +38,7 @@ func FuzzAppendJSON(f *testing.F) {
 		for _, s := range []*string{&want.Type, &want.Id, &want.Conv, &want.Body, &want.Code, &want.User,
 			&want.Msg.Id, &want.Msg.Conv, &want.Msg.From, &want.Msg.Cmid, &want.Msg.Body, &want.Messages[0].Body,
 			&want.Msg.Mentions[0], &want.Msg.Mentions[1], &want.Mentions[0], &want.Op, &want.Users[0], &want.Users[1],
-			&want.Role, &want.Name, &want.Notice, &want.Ext, &want.Policy, &want.Note} {
+			&want.Role, &want.Name, &want.Notice, &want.Ext, &want.Policy, &want.Note, &want.Unit} {
 			fix(s)
 		}
 		if !proto.Equal(&got, want) {
