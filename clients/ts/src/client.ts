@@ -773,7 +773,7 @@ export class Client extends Emitter<ClientEvents> {
     }
     switch (f.type) {
       case 'msg':
-        if (f.msg) this.onMsg(link, normalizeMessage(f.msg));
+        if (f.msg) this.onMsg(link, normalizeMessage(f.msg), f.no_ack === true);
         return;
       case 'delivered':
         this.emit('delivered', { conv: f.conv ?? '', seq: f.seq ?? 0, user: f.user ?? '' });
@@ -994,11 +994,13 @@ export class Client extends Emitter<ClientEvents> {
 
   // ---- messages and sync ---------------------------------------------------
 
-  private onMsg(link: Link, m: Message): void {
+  private onMsg(link: Link, m: Message, noAck: boolean): void {
     // Acknowledge every push, duplicates included, or the server sends it
-    // again and in the end closes the connection with 4009.
+    // again and in the end closes the connection with 4009; except pushes
+    // that say no_ack (a large group's), which the server does not track:
+    // a gap or a reconnect brings what one of them missed.
     this.accept(m);
-    if (m.conv && m.seq) this.recv(link, m.conv, m.seq);
+    if (m.conv && m.seq && !noAck) this.recv(link, m.conv, m.seq);
     const st = this.convs.get(m.conv);
     // A message beyond a gap: fetch what is missing.
     if (st && st.above.size > 0) this.syncConv(link, m.conv).catch(() => {});

@@ -138,6 +138,10 @@ export interface Frame {
   group?: Partial<Group>;
   count?: number;
   requests?: Partial<JoinRequest>[];
+  unit?: string;
+  epoch?: number;
+  /** On a `msg` frame: do not answer it with `recv` (a group above `parley.group_ack_max`). */
+  no_ack?: boolean;
 }
 
 /** The changes a `group` frame makes. */
@@ -273,7 +277,7 @@ export interface HelloFrame { type: 'hello'; user?: string; conn?: string; node?
 /** Your send is durable. */
 export interface AckFrame { type: 'ack'; id?: string; msg?: Partial<Message> }
 /** A message for this device; answer `recv`. */
-export interface MsgFrame { type: 'msg'; msg?: Partial<Message> }
+export interface MsgFrame { type: 'msg'; msg?: Partial<Message>; no_ack?: boolean }
 /** A device of `user` acknowledged your message `seq` of `conv`. */
 export interface DeliveredFrame { type: 'delivered'; conv?: string; seq?: number; user?: string }
 /** A page of history in seq order. */

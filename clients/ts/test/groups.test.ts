@@ -216,3 +216,34 @@ test('parseSystemEvent and applyChange', () => {
   assert.equal(parseSystemEvent({ ctype: 'text', body: '{"type":"member.joined"}' }), undefined);
   assert.equal(parseSystemEvent({ ctype: 'system', body: 'nope' }), undefined);
 });
+
+test('pushes of a group above parley.group_ack_max are not answered, and nothing is lost', { timeout: 60_000 }, async (t) => {
+  const server = await Server.start({ settings: { 'parley.group_ack_max': 2, 'parley.ack_timeout_ms': 200, 'parley.ack_tries': 2 } });
+  t.after(() => server.stop('SIGKILL'));
+  // What bob's client writes, frame by frame.
+  const written: { type?: string; conv?: string; seq?: number }[] = [];
+  class Recording extends WebSocket {
+    override send(data: unknown, ...rest: unknown[]): void {
+      if (typeof data === 'string') written.push(JSON.parse(data) as { type?: string });
+      (super.send as (...a: unknown[]) => void)(data, ...rest);
+    }
+  }
+  const alice = await Member.open(t, server, 'n-alice');
+  const bob = await Member.open(t, server, 'n-bob', { WebSocket: Recording as unknown as typeof WebSocket });
+  await Member.open(t, server, 'n-carol');
+  const statesAtStart = bob.states.length;
+  const big = (await alice.client.createGroup({ name: 'three', users: ['n-bob', 'n-carol'], cmid: 'n-big' })).conv;
+  const small = (await alice.client.createGroup({ name: 'two', users: ['n-bob'], cmid: 'n-small' })).conv;
+  for (let i = 1; i <= 5; i++) await alice.client.send({ conv: big, body: `big ${i}`, cmid: `n-big-${i}` });
+  await alice.client.send({ conv: small, body: 'small', cmid: 'n-small-1' });
+  await waitFor(() => bob.messages.some((m) => m.body === 'small'), 'bob to get the small group\'s message');
+  await waitFor(() => bob.messages.filter((m) => m.conv === big && m.body.startsWith('big ')).length === 5, 'bob to get the five');
+  // Past two ACK timeouts: a push the server waited for would have closed
+  // bob's connection with 4009 by now.
+  await new Promise((r) => setTimeout(r, 700));
+  const recvs = written.filter((f) => f.type === 'recv');
+  assert.ok(recvs.some((f) => f.conv === small), 'the small group\'s push is acknowledged');
+  assert.deepEqual(recvs.filter((f) => f.conv === big), [], 'no recv for the large group\'s pushes');
+  assert.deepEqual(bob.states.slice(statesAtStart), [], 'bob stayed connected');
+  assert.deepEqual(bob.messages.filter((m) => m.conv === big && m.body.startsWith('big ')).map((m) => m.body), ['big 1', 'big 2', 'big 3', 'big 4', 'big 5']);
+});
