@@ -138,7 +138,9 @@ func (m *Member) MarkSent(seq uint64) {
 // transfers change the fields they name. Events that are not about m leave
 // it unchanged. New members get records from GroupInfo.NewMembers instead.
 func (m *Member) Apply(e SystemEvent, seq uint64) {
-	if !m.Current() {
+	// An event from before this membership began (one applied again after
+	// the member left and came back) is not about it.
+	if !m.Current() || seq < m.JoinedSeq {
 		return
 	}
 	named := slices.Contains(e.Users, m.User)

@@ -38,7 +38,15 @@ type groupRecord struct {
 	// MembersVersion moves each time the member list changes; nodes keep
 	// the list while it holds.
 	MembersVersion uint64 `json:"members_version"`
+	// Applied are the seqs of the last events applied to the record, so
+	// that an event applied again (a retry after a partial failure) does
+	// not count its members twice.
+	Applied []uint64 `json:"applied,omitempty"`
 }
+
+// maxApplied is how many applied events a group record remembers; a retry
+// comes within seconds, long before that many more changes.
+const maxApplied = 16
 
 // memberLists caches member lists by group, with the version they are of.
 type memberLists struct {
@@ -227,6 +235,12 @@ func (s *Store) putMembers(ctx context.Context, conv domain.ConversationID, memb
 // seq: the group record, the records of the members it names, new members'
 // records (joined) and the member list. Each record is updated with
 // compare-and-set, so two nodes applying events to one group keep both.
+//
+// Applying an event again is safe, so a call that failed part way is
+// finished by calling it again (the send's retry with the same cmid does):
+// the group record remembers the events it took, and a member's record or
+// place in the list that a later event changed is left as that event made
+// it.
 func (s *Store) ApplyGroupEvent(ctx context.Context, conv domain.ConversationID, e domain.SystemEvent, seq uint64, nowMs int64) error {
 	var joined []domain.Member
 	listChanged := false
@@ -239,20 +253,37 @@ func (s *Store) ApplyGroupEvent(ctx context.Context, conv domain.ConversationID,
 		if err := json.Unmarshal(cur.Value, &rec); err != nil {
 			return nil, 0, fmt.Errorf("decode group %s: %w", conv, err)
 		}
-		rec.GroupInfo.Apply(e)
 		joined = rec.GroupInfo.NewMembers(e, seq, nowMs)
 		switch e.Type {
 		case domain.EventMemberJoined, domain.EventMemberLeft, domain.EventMemberKicked:
-			rec.MembersVersion++
 			listChanged = true
 		}
+		if slices.Contains(rec.Applied, seq) {
+			listVersion = rec.MembersVersion
+			return nil, infrastructure.Keep, nil
+		}
+		rec.GroupInfo.Apply(e)
+		if listChanged {
+			rec.MembersVersion++
+		}
 		listVersion = rec.MembersVersion
+		rec.Applied = append(rec.Applied, seq)
+		if len(rec.Applied) > maxApplied {
+			rec.Applied = slices.Clone(rec.Applied[len(rec.Applied)-maxApplied:])
+		}
 		data, err := json.Marshal(rec)
 		return data, infrastructure.Put, err
 	})
 	if err != nil {
 		return fmt.Errorf("apply %s to group %s: %w", e.Type, conv, err)
 	}
+	// Users whose membership a later event changed keep what it made, and
+	// a record this join wrote already is not written again.
+	moved, written, err := s.changedSince(ctx, conv, e, seq)
+	if err != nil {
+		return err
+	}
+	joined = slices.DeleteFunc(joined, func(m domain.Member) bool { return moved[m.User] || written[m.User] })
 	if err := s.putMembers(ctx, conv, joined); err != nil {
 		return err
 	}
@@ -303,15 +334,15 @@ func (s *Store) ApplyGroupEvent(ctx context.Context, conv domain.ConversationID,
 		switch e.Type {
 		case domain.EventMemberJoined:
 			for _, u := range e.Users {
-				if !slices.Contains(list.Users, u) {
+				if !moved[u] && !slices.Contains(list.Users, u) {
 					list.Users = append(list.Users, u)
 					added = append(added, u)
 				}
 			}
 		case domain.EventMemberLeft:
-			list.Users = slices.DeleteFunc(list.Users, func(u domain.UserID) bool { return u == e.Actor })
+			list.Users = slices.DeleteFunc(list.Users, func(u domain.UserID) bool { return u == e.Actor && !moved[u] })
 		case domain.EventMemberKicked:
-			list.Users = slices.DeleteFunc(list.Users, func(u domain.UserID) bool { return slices.Contains(e.Users, u) })
+			list.Users = slices.DeleteFunc(list.Users, func(u domain.UserID) bool { return slices.Contains(e.Users, u) && !moved[u] })
 		}
 		// The list takes the group record's version, written just before:
 		// should a write between the two have failed, the next change of
@@ -329,6 +360,34 @@ func (s *Store) ApplyGroupEvent(ctx context.Context, conv domain.ConversationID,
 		}
 	}
 	return nil
+}
+
+// changedSince reads the records of the users whose membership e, stored
+// at seq, starts or ends, and returns those that an event after seq
+// changed (moved: they joined again later, or left after this join), which
+// e applied again out of turn must not undo, and, for a join, those whose
+// record this join wrote already.
+func (s *Store) changedSince(ctx context.Context, conv domain.ConversationID, e domain.SystemEvent, seq uint64) (moved, written map[domain.UserID]bool, err error) {
+	var users []domain.UserID
+	switch e.Type {
+	case domain.EventMemberJoined, domain.EventMemberKicked:
+		users = e.Users
+	case domain.EventMemberLeft:
+		users = []domain.UserID{e.Actor}
+	default:
+		return nil, nil, nil
+	}
+	recs, err := s.MemberRecords(ctx, conv, users)
+	if err != nil {
+		return nil, nil, err
+	}
+	moved, written = make(map[domain.UserID]bool), make(map[domain.UserID]bool)
+	for i, m := range recs {
+		joins := e.Type == domain.EventMemberJoined
+		moved[users[i]] = m.JoinedSeq > seq || (joins && m.JoinedSeq == seq && m.LeftSeq > seq)
+		written[users[i]] = joins && m.JoinedSeq == seq
+	}
+	return moved, written, nil
 }
 
 // JoinRequest is a pending request to join a group.
