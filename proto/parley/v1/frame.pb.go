@@ -105,8 +105,13 @@ type Frame struct {
 	// unit and epoch are a conversation's route when parley runs as several
 	// units: on a send, the route the client knows (optional); on its ack,
 	// the current route, present only when the send's was missing or stale.
-	Unit          string `protobuf:"bytes,35,opt,name=unit,proto3" json:"unit,omitempty"`
-	Epoch         uint64 `protobuf:"varint,36,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Unit  string `protobuf:"bytes,35,opt,name=unit,proto3" json:"unit,omitempty"`
+	Epoch uint64 `protobuf:"varint,36,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// pending, on an ack, says the send was kept by this unit because the
+	// conversation's home unit cannot be reached (local mode, when on): the
+	// message has no seq yet; it reaches every device, the sender's too, once
+	// the home unit stores it.
+	Pending       bool `protobuf:"varint,37,opt,name=pending,proto3" json:"pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -391,6 +396,13 @@ func (x *Frame) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *Frame) GetPending() bool {
+	if x != nil {
+		return x.Pending
+	}
+	return false
 }
 
 // Message is a stored message.
@@ -856,7 +868,7 @@ var File_parley_v1_frame_proto protoreflect.FileDescriptor
 
 const file_parley_v1_frame_proto_rawDesc = "" +
 	"\n" +
-	"\x15parley/v1/frame.proto\x12\tparley.v1\"\x83\a\n" +
+	"\x15parley/v1/frame.proto\x12\tparley.v1\"\x9d\a\n" +
 	"\x05Frame\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -894,7 +906,8 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\x05count\x18! \x01(\x04R\x05count\x122\n" +
 	"\brequests\x18\" \x03(\v2\x16.parley.v1.JoinRequestR\brequests\x12\x12\n" +
 	"\x04unit\x18# \x01(\tR\x04unit\x12\x14\n" +
-	"\x05epoch\x18$ \x01(\x04R\x05epoch\"\xad\x02\n" +
+	"\x05epoch\x18$ \x01(\x04R\x05epoch\x12\x18\n" +
+	"\apending\x18% \x01(\bR\apending\"\xad\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04conv\x18\x02 \x01(\tR\x04conv\x12\x10\n" +
