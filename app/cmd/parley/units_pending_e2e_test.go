@@ -27,7 +27,9 @@ func testUnitsPending(t *testing.T, env *unitsEnv) {
 	if err := env.onprem.setConfig(ctx, env.prefix+"parley.units.local_pending", "true"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.onprem.setConfig(context.Background(), env.prefix+"parley.units.local_pending", "false") })
+	t.Cleanup(func() {
+		_ = env.onprem.setConfig(context.Background(), env.prefix+"parley.units.local_pending", "false")
+	})
 	if err := testkit.Until(ctx, func() bool {
 		data, _ := os.ReadFile(env.onprem.parley.log)
 		return strings.Contains(string(data), `"msg":"local mode changed","node"`) && strings.Contains(string(data), `"on":true`)
