@@ -30,6 +30,11 @@ type SendMessage struct {
 	// parley runs as several units; zero when it knows none. It is never
 	// trusted: it only tells whether the reply must carry the current one.
 	Route Route
+	// AcceptPending says the caller can tell its client that a send is
+	// pending (a WebSocket ack can, an HTTP reply cannot): with the local
+	// mode of units on, a send whose home unit cannot be reached is then
+	// kept here and stored by the home later, instead of refused.
+	AcceptPending bool `json:"-"`
 }
 
 // Route is where a conversation lives when parley runs as several units:
@@ -47,6 +52,10 @@ type SendResult struct {
 	// Route is the conversation's current route when the send's Route was
 	// missing or stale, for the client to keep; zero otherwise.
 	Route Route
+	// Pending says the send was kept by this unit while the conversation's
+	// home unit could not be reached: Message has its id, conversation,
+	// sender, cmid and content, and no seq yet.
+	Pending bool
 }
 
 // Hook may rewrite or refuse a draft before it is stored.
@@ -172,6 +181,21 @@ func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolv
 		return SendResult{}, err
 	}
 	*resolved = conv
+	if h.homes != nil && conv.Kind == domain.Direct && cmd.AcceptPending {
+		// What can be checked here is checked before a send is kept for a
+		// home that cannot be reached: the home checks again when it
+		// stores it.
+		draft, err := newDraft(conv.ID, cmd)
+		if err != nil {
+			return SendResult{}, err
+		}
+		if err := draft.Validate(cfg.MaxBodyBytes); err != nil {
+			return SendResult{}, err
+		}
+		if draft.MentionAll {
+			return SendResult{}, &domain.InvalidError{Kind: domain.ErrInvalidMention, Value: domain.MentionAllToken, Reason: "only groups have everyone to mention"}
+		}
+	}
 	if h.homes != nil && conv.Kind == domain.Direct {
 		remote, release, err := h.homes.Remote(ctx, conv.ID, HomeSend)
 		if err != nil {

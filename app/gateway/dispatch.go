@@ -131,6 +131,7 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	res, err := c.srv.send.Handle(ctx, chat.SendMessage{
 		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body, Origin: c.id,
 		ReplyTo: f.ReplyTo, Mentions: f.Mentions, Route: chat.Route{Unit: f.Unit, Epoch: f.Epoch},
+		AcceptPending: true,
 	})
 	traceSend(span, &res, err)
 	if err != nil {
@@ -142,7 +143,7 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 		}
 		return
 	}
-	if !res.Duplicate {
+	if !res.Duplicate && !res.Pending {
 		c.srv.metrics.MessageStored()
 	}
 	m := &res.Message
@@ -151,7 +152,7 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	pm := ack.Msg
 	pm.Id, pm.Conv, pm.Seq, pm.Cmid, pm.Ts = m.ID, string(m.Conv), m.Seq, m.ClientMsgID, m.ServerMs
 	ack.Type, ack.Id = "ack", f.Id
-	ack.Unit, ack.Epoch = res.Route.Unit, res.Route.Epoch
+	ack.Unit, ack.Epoch, ack.Pending = res.Route.Unit, res.Route.Epoch, res.Pending
 	c.send(ack)
 	putMsgFrame(ack)
 	c.srv.metrics.SendAcked(time.Since(start))

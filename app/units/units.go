@@ -110,6 +110,9 @@ type Config struct {
 	// DeliverQueue bounds the messages waiting for each other unit. Zero
 	// value means 4096.
 	DeliverQueue int
+	// Pending is this unit's own state store, where local mode keeps the
+	// sends whose home unit cannot be reached. Nil means no local mode.
+	Pending infrastructure.StateStore
 	// Lease is how long a node trusts a cached route naming its own unit;
 	// a move waits it out before copying, so that every node of the
 	// conversation's home has seen the move start. Zero value means
@@ -146,6 +149,12 @@ type Units struct {
 	local  Local
 	gate   gate
 
+	localPending atomic.Bool
+	pending      pendingState
+	// replayCtx is the life of the replay loop's calls; Stop ends it.
+	replayCtx    context.Context
+	cancelReplay context.CancelFunc
+
 	mu      sync.RWMutex
 	stopped bool
 	lanes   map[string]chan deliverEnvelope
@@ -176,6 +185,8 @@ func New(cfg Config) (*Units, error) {
 	// The lanes outlive any request: their context is the units', ended
 	// by Stop.
 	u.laneCtx, u.cancelLane = context.WithCancel(context.Background())
+	u.replayCtx, u.cancelReplay = context.WithCancel(context.Background())
+	u.pending = pendingState{convs: map[domain.ConversationID]string{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	found := false
 	for _, x := range cfg.Units {
 		if x.Name == cfg.Self {
@@ -192,6 +203,12 @@ func New(cfg Config) (*Units, error) {
 		u.lanes[p.Name] = q
 		u.wg.Add(1)
 		go u.deliverLane(p, q)
+	}
+	if cfg.Pending != nil {
+		// Sends kept before a restart are replayed whether local mode is
+		// on now or not.
+		u.wg.Add(1)
+		go u.replayLoop()
 	}
 	return u, nil
 }
@@ -341,7 +358,37 @@ func call[R any](ctx context.Context, u *Units, conv domain.ConversationID, meth
 
 // ForwardSend has the home unit of cmd.Conv store cmd. The home dedupes on
 // (sender, cmid), so a retry after a lost reply returns the same message.
+// In local mode, a send the home cannot take now, or one to a conversation
+// whose earlier sends still wait, is kept here for the home (pending.go).
 func (u *Units) ForwardSend(ctx context.Context, cmd chat.SendMessage) (chat.SendResult, error) {
+	conv := domain.ConversationID(cmd.Conv)
+	local := cmd.AcceptPending && u.cfg.Pending != nil && u.localPending.Load() && ctx.Value(replayKey{}) == nil
+	if local {
+		if home, ok := u.waiting(conv); ok {
+			return u.pend(ctx, home, cmd)
+		}
+	}
+	res, err := u.forwardNow(ctx, cmd)
+	if err != nil && local && pendable(err) {
+		home, herr := u.home(ctx, conv)
+		if herr != nil {
+			return res, err
+		}
+		kept, perr := u.pend(ctx, home.Name, cmd)
+		switch {
+		case perr == nil:
+			return kept, nil
+		case errors.Is(perr, store.ErrClientMsgIDReused):
+			return chat.SendResult{}, perr
+		}
+		u.log.Warn("units: send not kept for its home unit", zap.String("unit", home.Name), zap.String("conv", cmd.Conv), zap.Error(perr))
+	}
+	return res, err
+}
+
+// forwardNow has the home unit store cmd now.
+func (u *Units) forwardNow(ctx context.Context, cmd chat.SendMessage) (chat.SendResult, error) {
+	cmd.AcceptPending = false
 	r, err := call(ctx, u, domain.ConversationID(cmd.Conv), MethodSend, cmd, func(r *sendReply) *wireError { return r.Err })
 	switch {
 	case errors.Is(err, errHomeIsSelf) && u.local.Send != nil:
@@ -569,6 +616,8 @@ func (u *Units) Stop(ctx context.Context) {
 		for _, q := range u.lanes {
 			close(q)
 		}
+		close(u.pending.stop)
+		u.cancelReplay()
 	}
 	u.mu.Unlock()
 	done := make(chan struct{})

@@ -90,10 +90,11 @@ func newUnits(t *testing.T, routes infrastructure.StateStore) (onprem, cloud *un
 		if errs := live.Update(map[string]string{"parley.send_rate_per_sec": "100000"}); len(errs) > 0 {
 			t.Fatal(errs)
 		}
-		st := store.New(memory.NewStateStore())
+		state := memory.NewStateStore()
+		st := store.New(state)
 		t.Cleanup(st.Close)
 		inv := &downable{Invoker: memory.NewInvoker(net, u.AppID)}
-		us, err := units.New(units.Config{Self: u.Name, Units: twoUnits, Routes: routes, Invoker: inv, Lease: 50 * time.Millisecond})
+		us, err := units.New(units.Config{Self: u.Name, Units: twoUnits, Routes: routes, Invoker: inv, Lease: 50 * time.Millisecond, Pending: state})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -561,5 +562,65 @@ func TestRouteHintCorrected(t *testing.T) {
 	page, err := cloud.history.Handle(ctx, chat.History{Reader: "bob", Conv: string(conv)})
 	if err != nil || len(page.Messages) != 5 {
 		t.Fatalf("history: %d messages, %v; want each send once", len(page.Messages), err)
+	}
+}
+
+// TestLocalPending: with local mode on, sends to a conversation whose home
+// unit is down are kept and acknowledged as pending, a retry is not kept
+// twice, and once the unit is back they are stored there once each, in the
+// order they were sent, with the seqs that follow, and pushed to the
+// devices of both units. Without local mode, or over a caller that cannot
+// say pending, the send is refused as before.
+func TestLocalPending(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	const conv = domain.ConversationID("d:alice~bob")
+	if _, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "b1", Body: "homed on cloud"}); err != nil {
+		t.Fatal(err)
+	}
+	onprem.inv.down.Store("parley-cloud", true)
+	send := func(cmid string, pending bool) (chat.SendResult, error) {
+		return onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: cmid, Body: "while down " + cmid, AcceptPending: pending})
+	}
+	if _, err := send("off", true); !errors.Is(err, units.ErrUnitUnavailable) {
+		t.Fatalf("local mode off: %v, want unit_unavailable", err)
+	}
+	onprem.units.SetLocalPending(true)
+	if _, err := send("http", false); !errors.Is(err, units.ErrUnitUnavailable) {
+		t.Fatalf("a caller that cannot say pending: %v, want unit_unavailable", err)
+	}
+	var cmids []string
+	for i := range 5 {
+		cmid := fmt.Sprint("a", i)
+		res, err := send(cmid, true)
+		if err != nil || !res.Pending || res.Message.Seq != 0 || res.Message.ID != domain.MessageID("alice", cmid) {
+			t.Fatalf("send %s while cloud is down: %+v, %v; want pending with no seq", cmid, res, err)
+		}
+		cmids = append(cmids, cmid)
+	}
+	if res, err := send("a1", true); err != nil || !res.Pending {
+		t.Fatalf("retry of a kept send: %+v, %v", res, err)
+	}
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "another body", AcceptPending: true}); !errors.Is(err, store.ErrClientMsgIDReused) {
+		t.Fatalf("a kept cmid reused for another body: %v", err)
+	}
+	onprem.inv.down.Delete("parley-cloud")
+	want := []uint64{1, 2, 3, 4, 5, 6}
+	waitSeqs(t, cloud.pushed, conv, want)
+	waitSeqs(t, onprem.pushed, conv, want)
+	page, err := cloud.history.Handle(ctx, chat.History{Reader: "bob", Conv: string(conv)})
+	if err != nil || len(page.Messages) != 6 {
+		t.Fatalf("cloud's history: %d messages, %v; want 6", len(page.Messages), err)
+	}
+	for i, cmid := range cmids {
+		if m := page.Messages[i+1]; m.ClientMsgID != cmid || m.Seq != uint64(i+2) {
+			t.Fatalf("seq %d holds %s, want %s: out of order", m.Seq, m.ClientMsgID, cmid)
+		}
+	}
+	// Back to normal: the next send goes straight to the home.
+	res, err := send("after", true)
+	if err != nil || res.Pending || res.Message.Seq != 7 {
+		t.Fatalf("send once cloud is back: %+v, %v", res, err)
 	}
 }

@@ -23,6 +23,12 @@ import (
 // Conversations already bound keep their home.
 const BindToKey = "parley.units.bind_to"
 
+// LocalPendingKey is the live setting of local mode: "true" keeps sends to
+// conversations whose home unit cannot be reached, acknowledged as
+// pending, and replays them when it is back; anything else refuses them
+// with unit_unavailable.
+const LocalPendingKey = "parley.units.local_pending"
+
 // unitOptions are the flags of a node that is one unit of several. The
 // zero value is a node that is no unit: every conversation is local.
 type unitOptions struct {
@@ -62,7 +68,7 @@ func setupUnits(ctx context.Context, o unitOptions, prefix string, log *zap.Logg
 	if b.Routes == nil {
 		return nil, errors.New("-unit needs a backend with a shared route store (the dapr backend with a routes component, see components/units)")
 	}
-	u, err := units.New(units.Config{Self: o.unit, Units: list, Routes: b.Routes, Invoker: b.Invoker, Logger: log})
+	u, err := units.New(units.Config{Self: o.unit, Units: list, Routes: b.Routes, Invoker: b.Invoker, Logger: log, Pending: b.State})
 	if err != nil {
 		return nil, err
 	}
@@ -78,32 +84,47 @@ func setupUnits(ctx context.Context, o unitOptions, prefix string, log *zap.Logg
 	gw.WithMover(u)
 	stopWatch := func() {}
 	if b.Config != nil {
-		key := prefix + BindToKey
-		kv, err := b.Config.Get(ctx, key)
+		bindKey, pendingKey := prefix+BindToKey, prefix+LocalPendingKey
+		kv, err := b.Config.Get(ctx, bindKey, pendingKey)
 		if err != nil {
-			log.Warn("burst policy not read; new conversations bind to this unit until it is", zap.String("key", key), zap.Error(err))
+			log.Warn("unit settings not read; new conversations bind to this unit and local mode is off until they are", zap.Error(err))
 		}
-		u.SetBindTo(kv[key])
-		stopWatch, err = b.Config.Watch(ctx, []string{key}, func(changed map[string]string) {
-			if v, ok := changed[key]; ok {
+		u.SetBindTo(kv[bindKey])
+		u.SetLocalPending(isOn(kv[pendingKey]))
+		stopWatch, err = b.Config.Watch(ctx, []string{bindKey, pendingKey}, func(changed map[string]string) {
+			if v, ok := changed[bindKey]; ok {
 				u.SetBindTo(v)
-				log.Info("burst policy changed: new conversations bind to "+u.BindTo(), zap.String("key", key))
+				log.Info("burst policy changed: new conversations bind to "+u.BindTo(), zap.String("key", bindKey))
+			}
+			if v, ok := changed[pendingKey]; ok {
+				u.SetLocalPending(isOn(v))
+				log.Info("local mode changed", zap.Bool("on", u.LocalPending()), zap.String("key", pendingKey))
 			}
 		})
 		if err != nil {
-			log.Warn("burst policy not watched: changes need a restart", zap.String("key", key), zap.Error(err))
+			log.Warn("unit settings not watched: changes need a restart", zap.Error(err))
 			stopWatch = func() {}
 		}
 	} else {
-		log.Info("no configuration store: new conversations bind to the unit where they start", zap.String("key", BindToKey))
+		log.Info("no configuration store: new conversations bind to the unit where they start, local mode is off", zap.String("key", BindToKey))
 	}
 	names := make([]string, len(list))
 	for i, x := range list {
 		names[i] = x.Name + "=" + x.AppID
 	}
-	log.Info("this node is a unit", zap.String("unit", o.unit), zap.String("units", strings.Join(names, ",")), zap.String("bind_to", u.BindTo()))
+	log.Info("this node is a unit", zap.String("unit", o.unit), zap.String("units", strings.Join(names, ",")), zap.String("bind_to", u.BindTo()),
+		zap.Bool("local_pending", u.LocalPending()))
 	return func(ctx context.Context) {
 		stopWatch()
 		u.Stop(ctx)
 	}, nil
+}
+
+// isOn reads a switch of the live settings.
+func isOn(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "on", "1", "yes":
+		return true
+	}
+	return false
 }

@@ -229,7 +229,8 @@ func TestUnits(t *testing.T) {
 	t.Run("burst", func(t *testing.T) { testUnitsBurst(t, env) })
 	t.Run("latency", func(t *testing.T) { testUnitsLatency(t, env) })
 	t.Run("move_busy", func(t *testing.T) { testUnitsMove(t, env) })
-	// Last: it kills a sidecar.
+	// Last: they kill a sidecar.
+	t.Run("local_pending", func(t *testing.T) { testUnitsPending(t, env) })
 	t.Run("home_unit_killed", func(t *testing.T) { testUnitsKill(t, env) })
 }
 

@@ -107,6 +107,11 @@ type Frame struct {
 	// the current route, present only when the send's was missing or stale.
 	Unit  string `protobuf:"bytes,35,opt,name=unit,proto3" json:"unit,omitempty"`
 	Epoch uint64 `protobuf:"varint,36,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// pending, on an ack, says the send was kept by this unit because the
+	// conversation's home unit cannot be reached (local mode, when on): the
+	// message has no seq yet; it reaches every device, the sender's too, once
+	// the home unit stores it.
+	Pending bool `protobuf:"varint,37,opt,name=pending,proto3" json:"pending,omitempty"`
 	// no_ack, on a msg frame, says the device must not answer it with recv:
 	// the server does not track or resend it. Pushes of groups above the live
 	// setting parley.group_ack_max carry it; a device that misses one (its
@@ -396,6 +401,13 @@ func (x *Frame) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *Frame) GetPending() bool {
+	if x != nil {
+		return x.Pending
+	}
+	return false
 }
 
 func (x *Frame) GetNoAck() bool {
@@ -868,7 +880,7 @@ var File_parley_v1_frame_proto protoreflect.FileDescriptor
 
 const file_parley_v1_frame_proto_rawDesc = "" +
 	"\n" +
-	"\x15parley/v1/frame.proto\x12\tparley.v1\"\x9a\a\n" +
+	"\x15parley/v1/frame.proto\x12\tparley.v1\"\xb4\a\n" +
 	"\x05Frame\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
@@ -906,7 +918,8 @@ const file_parley_v1_frame_proto_rawDesc = "" +
 	"\x05count\x18! \x01(\x04R\x05count\x122\n" +
 	"\brequests\x18\" \x03(\v2\x16.parley.v1.JoinRequestR\brequests\x12\x12\n" +
 	"\x04unit\x18# \x01(\tR\x04unit\x12\x14\n" +
-	"\x05epoch\x18$ \x01(\x04R\x05epoch\x12\x15\n" +
+	"\x05epoch\x18$ \x01(\x04R\x05epoch\x12\x18\n" +
+	"\apending\x18% \x01(\bR\apending\x12\x15\n" +
 	"\x06no_ack\x18( \x01(\bR\x05noAck\"\xad\x02\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +

@@ -72,6 +72,7 @@ func (f *Frame) AppendJSON(b []byte) (out []byte, ok bool) {
 	b = appendUint(b, n, "count", f.Count)
 	b = appendStr(b, n, "unit", f.Unit)
 	b = appendUint(b, n, "epoch", f.Epoch)
+	b = appendBool(b, n, "pending", f.Pending)
 	b = appendBool(b, n, "no_ack", f.NoAck)
 	return append(b, '}'), true
 }

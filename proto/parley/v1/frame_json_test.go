@@ -21,7 +21,7 @@ func FuzzAppendJSON(f *testing.F) {
 				ReplyTo: seq, Mentions: []string{conv, body}, MentionAll: more, Edited: more, Recalled: !more},
 			Messages: []*Message{{Id: "a", Body: body}, {Seq: seq}},
 			ReplyTo:  seq, Mentions: []string{typ}, Op: typ, Users: []string{conv, typ}, Role: typ, Name: body,
-			Notice: body, Ext: body, Policy: conv, On: more, Until: ts, Note: body, Count: seq, Unit: conv, Epoch: seq}
+			Notice: body, Ext: body, Policy: conv, On: more, Until: ts, Note: body, Count: seq, Unit: conv, Epoch: seq, Pending: more}
 		out, ok := in.AppendJSON(nil)
 		if !ok {
 			t.Fatal("not encoded")
