@@ -120,6 +120,15 @@ type GroupsHandler struct {
 	now      Clock
 	seed     maphash.Seed
 	locks    [64]sync.Mutex
+	homes    Homes
+}
+
+// WithHomes makes the handler, in a deployment of several units, home the
+// groups it creates in this unit, send changes of groups homed elsewhere
+// to their home, and hand its events to the other units for their devices.
+func (h *GroupsHandler) WithHomes(homes Homes) *GroupsHandler {
+	h.homes = homes
+	return h
 }
 
 // NewGroupsHandler wires the handler.
@@ -145,6 +154,10 @@ func (h *GroupsHandler) Create(ctx context.Context, cmd CreateGroup) (GroupResul
 		if err == nil && g.Owner != cmd.Actor {
 			return GroupResult{}, store.ErrClientMsgIDReused
 		}
+		if err == nil && h.homes != nil {
+			// A retry after a claim that failed claims again.
+			err = h.homes.Claim(ctx, id)
+		}
 		return GroupResult{Group: g}, err
 	}
 	g, ev, err := domain.NewGroup(id, cmd.Actor, cmd.Spec, domain.ClampMemberCap(cfg.GroupMemberCap), nowMs)
@@ -160,7 +173,14 @@ func (h *GroupsHandler) Create(ctx context.Context, cmd CreateGroup) (GroupResul
 	if err := h.store.CreateGroup(ctx, g, members); err != nil {
 		return GroupResult{}, err
 	}
-	h.deliver.Deliver(ctx, &conv, msg, "")
+	if h.homes != nil {
+		// The group lives where it was created; a retry (same cmid)
+		// claims again if this fails.
+		if err := h.homes.Claim(ctx, id); err != nil {
+			return GroupResult{}, err
+		}
+	}
+	deliverEverywhere(ctx, h.deliver, h.homes, &conv, msg, "")
 	return GroupResult{Group: g, Event: msg}, nil
 }
 
@@ -173,6 +193,17 @@ func (h *GroupsHandler) Change(ctx context.Context, cmd GroupChange) (GroupResul
 	id, err := parseGroupID(cmd.Conv)
 	if err != nil {
 		return GroupResult{}, err
+	}
+	if h.homes != nil {
+		remote, release, err := h.homes.Remote(ctx, id, HomeWrite)
+		if err != nil {
+			return GroupResult{}, err
+		}
+		defer release()
+		if remote {
+			cmd.Conv = string(id)
+			return h.homes.ForwardGroupChange(ctx, cmd)
+		}
 	}
 	mu := h.lock(id)
 	mu.Lock()
@@ -340,7 +371,7 @@ func (h *GroupsHandler) Change(ctx context.Context, cmd GroupChange) (GroupResul
 	joins := ev.Type == domain.EventMemberJoined
 	var stored func(*domain.Message)
 	if !joins {
-		stored = func(m *domain.Message) { h.deliver.Deliver(ctx, &conv, m, "") }
+		stored = func(m *domain.Message) { deliverEverywhere(ctx, h.deliver, h.homes, &conv, m, "") }
 	}
 	msg, err := appendEvent(ctx, h.store, conv, ev, cmd.ClientMsgID, nowMs, cfg.IdempotencyTTL, stored)
 	if err != nil {
@@ -350,7 +381,7 @@ func (h *GroupsHandler) Change(ctx context.Context, cmd GroupChange) (GroupResul
 		return GroupResult{}, err
 	}
 	if joins {
-		h.deliver.Deliver(ctx, &conv, msg, "")
+		deliverEverywhere(ctx, h.deliver, h.homes, &conv, msg, "")
 	}
 	g.Apply(ev)
 	return GroupResult{Group: g, Event: msg}, nil

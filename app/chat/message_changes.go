@@ -37,6 +37,15 @@ type ChangeMessageHandler struct {
 	settings *settings.Live
 	deliver  Deliverer
 	now      Clock
+	homes    Homes
+}
+
+// WithHomes makes the handler, in a deployment of several units, send a
+// change of a conversation homed elsewhere to its home, and hand the
+// events it stores to the other units for their devices.
+func (h *ChangeMessageHandler) WithHomes(homes Homes) *ChangeMessageHandler {
+	h.homes = homes
+	return h
 }
 
 // NewChangeMessageHandler wires the handler.
@@ -47,6 +56,15 @@ func NewChangeMessageHandler(s *store.Store, live *settings.Live, d Deliverer, n
 // Handle checks the window and the actor's rights, stores the event,
 // delivers it, and records the changed message. It returns the event.
 func (h *ChangeMessageHandler) Handle(ctx context.Context, cmd ChangeMessage) (domain.Message, error) {
+	id, remote, release, err := remoteHome(ctx, h.homes, cmd.Actor, cmd.Conv, HomeWrite)
+	if err != nil {
+		return domain.Message{}, err
+	}
+	defer release()
+	if remote {
+		cmd.Conv = id
+		return h.homes.ForwardChange(ctx, cmd)
+	}
 	cfg := h.settings.Load()
 	nowMs := h.now().UnixMilli()
 	conv, win, err := readWindow(ctx, h.store, cmd.Actor, cmd.Conv)
@@ -101,7 +119,7 @@ func (h *ChangeMessageHandler) Handle(ctx context.Context, cmd ChangeMessage) (d
 		return domain.Message{}, err
 	}
 	msg, err := appendEvent(ctx, h.store, c, ev, cmd.ClientMsgID, nowMs, cfg.IdempotencyTTL, func(m *domain.Message) {
-		h.deliver.Deliver(ctx, &c, m, "")
+		deliverEverywhere(ctx, h.deliver, h.homes, &c, m, "")
 	})
 	if err != nil {
 		return domain.Message{}, err

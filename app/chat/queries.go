@@ -37,25 +37,38 @@ func (h *HistoryHandler) WithHomes(homes Homes) *HistoryHandler {
 	return h
 }
 
-// remoteDirect reports whether convID names a direct conversation of u
-// homed in another unit, and returns its canonical id. Anything else,
-// including a conversation u is not a member of, is answered here, which
-// refuses it the same way in every unit.
+// remoteHome reports whether convID names a direct conversation of u, or
+// a group, homed in another unit, and returns its canonical id. Anything
+// else, including a direct conversation u is not a member of, is answered
+// here, which refuses it the same way in every unit; the home of a group
+// checks its membership.
 //
 // release is never nil: the caller calls it once its writes are done.
-func remoteDirect(ctx context.Context, homes Homes, u domain.UserID, convID string, use HomeUse) (id string, remote bool, release func(), err error) {
-	if homes == nil || domain.ConversationID(convID).Kind() != domain.Direct {
+func remoteHome(ctx context.Context, homes Homes, u domain.UserID, convID string, use HomeUse) (id string, remote bool, release func(), err error) {
+	if homes == nil {
 		return "", false, func() {}, nil
 	}
-	c, err := resolveMember(u, convID)
-	if err != nil {
+	var c domain.ConversationID
+	switch domain.ConversationID(convID).Kind() {
+	case domain.Direct:
+		dc, err := resolveMember(u, convID)
+		if err != nil {
+			return "", false, func() {}, nil
+		}
+		c = dc.ID
+	case domain.Group:
+		// The home checks membership and the reader's window.
+		if c, err = parseGroupID(convID); err != nil {
+			return "", false, func() {}, nil
+		}
+	default:
 		return "", false, func() {}, nil
 	}
-	remote, release, err = homes.Remote(ctx, c.ID, use)
+	remote, release, err = homes.Remote(ctx, c, use)
 	if err != nil {
 		return "", false, func() {}, err
 	}
-	return string(c.ID), remote, release, nil
+	return string(c), remote, release, nil
 }
 
 // NewHistoryHandler wires the handler.
@@ -66,7 +79,7 @@ func (h *HistoryHandler) Handle(ctx context.Context, q History) (HistoryPage, er
 	if q.Limit < 0 || q.Limit > store.MaxPage {
 		return HistoryPage{}, domain.ErrInvalidLimit
 	}
-	if id, remote, release, err := remoteDirect(ctx, h.homes, q.Reader, q.Conv, HomeRead); err != nil {
+	if id, remote, release, err := remoteHome(ctx, h.homes, q.Reader, q.Conv, HomeRead); err != nil {
 		return HistoryPage{}, err
 	} else if release(); remote {
 		q.Conv = id
@@ -244,7 +257,7 @@ func (h *MarkReadHandler) WithReceipts(n Notifier, r *ReadReceipts) *MarkReadHan
 
 // Handle returns the cursor after the change.
 func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, error) {
-	id, remote, release, err := remoteDirect(ctx, h.homes, cmd.Reader, cmd.Conv, HomeWrite)
+	id, remote, release, err := remoteHome(ctx, h.homes, cmd.Reader, cmd.Conv, HomeWrite)
 	if err != nil {
 		return 0, err
 	}

@@ -116,6 +116,13 @@ type Homes interface {
 	ForwardMarkRead(ctx context.Context, cmd MarkRead) (uint64, error)
 	// ForwardList lists u's conversations homed in the other units.
 	ForwardList(ctx context.Context, u domain.UserID) ([]ConversationView, error)
+	// Claim makes this unit the home of conv, a group created here; it
+	// fails if another unit homes it.
+	Claim(ctx context.Context, conv domain.ConversationID) error
+	// ForwardGroupChange has the home unit of cmd.Conv apply cmd.
+	ForwardGroupChange(ctx context.Context, cmd GroupChange) (GroupResult, error)
+	// ForwardChange has the home unit of cmd.Conv recall or edit.
+	ForwardChange(ctx context.Context, cmd ChangeMessage) (domain.Message, error)
 	// Route is conv's current route, as this node knows it; ok is false
 	// when it has none or cannot read it.
 	Route(ctx context.Context, conv domain.ConversationID) (r Route, ok bool)
@@ -174,6 +181,23 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 
 // handle is Handle; it sets resolved to the conversation the send names.
 func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolved *domain.Conversation) (SendResult, error) {
+	if h.homes != nil && domain.ConversationID(cmd.Conv).Kind() == domain.Group {
+		// A group's home is the unit that created it: it holds the
+		// group's records, so it resolves and authorises the send.
+		id, err := parseGroupID(cmd.Conv)
+		if err != nil {
+			return SendResult{}, err
+		}
+		remote, release, err := h.homes.Remote(ctx, id, HomeWrite)
+		if err != nil {
+			return SendResult{}, err
+		}
+		defer release()
+		if remote {
+			cmd.Conv, cmd.AcceptPending = string(id), false
+			return h.homes.ForwardSend(ctx, cmd)
+		}
+	}
 	cfg := h.settings.Load()
 	now := h.now()
 	conv, group, err := h.resolve(ctx, cmd, now.UnixMilli())
@@ -247,12 +271,7 @@ func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolv
 	res, err := h.store.Append(ctx, conv, draft, store.AppendOptions{
 		NowMs:          now.UnixMilli(),
 		IdempotencyTTL: cfg.IdempotencyTTL,
-		Stored: func(m *domain.Message) {
-			h.deliver.Deliver(ctx, &conv, m, cmd.Origin)
-			if h.homes != nil {
-				h.homes.Delivered(ctx, &conv, m, cmd.Origin)
-			}
-		},
+		Stored: func(m *domain.Message) { deliverEverywhere(ctx, h.deliver, h.homes, &conv, m, cmd.Origin) },
 	})
 	if err != nil {
 		return SendResult{}, err
@@ -307,4 +326,13 @@ func newDraft(conv domain.ConversationID, cmd SendMessage) (domain.Draft, error)
 		Conv: conv, Sender: cmd.Sender, ClientMsgID: cmd.ClientMsgID, ContentType: ctype, Body: cmd.Body,
 		ReplyTo: cmd.ReplyTo, Mentions: mentions, MentionAll: all,
 	}, nil
+}
+
+// deliverEverywhere pushes m to this unit's devices and, when parley runs
+// as several units, hands it to the others for theirs.
+func deliverEverywhere(ctx context.Context, d Deliverer, homes Homes, conv *domain.Conversation, m *domain.Message, origin string) {
+	d.Deliver(ctx, conv, m, origin)
+	if homes != nil {
+		homes.Delivered(ctx, conv, m, origin)
+	}
 }

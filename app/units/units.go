@@ -128,6 +128,8 @@ type Local struct {
 	History  *chat.HistoryHandler
 	MarkRead *chat.MarkReadHandler
 	List     *chat.ListConversationsHandler
+	Groups   *chat.GroupsHandler
+	Change   *chat.ChangeMessageHandler
 	Deliver  chat.Deliverer
 	// Store is this unit's store, which a move copies from and into.
 	Store *store.Store
@@ -423,6 +425,42 @@ func (u *Units) ForwardMarkRead(ctx context.Context, cmd chat.MarkRead) (uint64,
 	return r.Seq, nil
 }
 
+// Claim makes this unit the home of conv, a group created here.
+func (u *Units) Claim(ctx context.Context, conv domain.ConversationID) error {
+	r, err := u.table.Bind(ctx, conv, u.self.Name)
+	if err != nil {
+		return &unavailableError{unit: "routes", err: err}
+	}
+	if r.Unit != u.self.Name {
+		return fmt.Errorf("claim %s: it is homed in %s: %w", conv, r.Unit, infrastructure.ErrConflict)
+	}
+	return nil
+}
+
+// ForwardGroupChange has the home unit of cmd.Conv, a group, apply cmd.
+func (u *Units) ForwardGroupChange(ctx context.Context, cmd chat.GroupChange) (chat.GroupResult, error) {
+	r, err := call(ctx, u, domain.ConversationID(cmd.Conv), MethodGroup, cmd, func(r *groupReply) *wireError { return r.Err })
+	switch {
+	case errors.Is(err, errHomeIsSelf) && u.local.Groups != nil:
+		return u.local.Groups.Change(ctx, cmd)
+	case err != nil:
+		return chat.GroupResult{}, err
+	}
+	return r.Result, nil
+}
+
+// ForwardChange has the home unit of cmd.Conv recall or edit a message.
+func (u *Units) ForwardChange(ctx context.Context, cmd chat.ChangeMessage) (domain.Message, error) {
+	r, err := call(ctx, u, domain.ConversationID(cmd.Conv), MethodChange, cmd, func(r *changeReply) *wireError { return r.Err })
+	switch {
+	case errors.Is(err, errHomeIsSelf) && u.local.Change != nil:
+		return u.local.Change.Handle(ctx, cmd)
+	case err != nil:
+		return domain.Message{}, err
+	}
+	return r.Event, nil
+}
+
 // ForwardList asks every other unit for user's conversations homed there.
 // A unit that does not answer is left out and logged: the listing shows
 // what can be reached, and the conversations of that unit come back with
@@ -535,6 +573,8 @@ func (u *Units) Serve(inv infrastructure.Invoker, local Local) error {
 		{MethodRead, u.serveRead},
 		{MethodList, u.serveList},
 		{MethodDeliver, u.serveDeliver},
+		{MethodGroup, u.serveGroup},
+		{MethodChange, u.serveChange},
 		{MethodMove, u.serveMove},
 		{MethodImport, u.serveImport},
 	} {
@@ -574,6 +614,30 @@ func (u *Units) serveRead(ctx context.Context, body []byte) ([]byte, error) {
 	}
 	seq, err := u.local.MarkRead.Handle(context.WithValue(ctx, forwardedKey{}, true), cmd)
 	return json.Marshal(readReply{Seq: seq, Err: toWire(err)})
+}
+
+func (u *Units) serveGroup(ctx context.Context, body []byte) ([]byte, error) {
+	var cmd chat.GroupChange
+	if err := json.Unmarshal(body, &cmd); err != nil {
+		return nil, badRequest(MethodGroup, err)
+	}
+	if u.local.Groups == nil {
+		return json.Marshal(groupReply{Err: toWire(chat.ErrUnknownGroupOp)})
+	}
+	res, err := u.local.Groups.Change(context.WithValue(ctx, forwardedKey{}, true), cmd)
+	return json.Marshal(groupReply{Result: res, Err: toWire(err)})
+}
+
+func (u *Units) serveChange(ctx context.Context, body []byte) ([]byte, error) {
+	var cmd chat.ChangeMessage
+	if err := json.Unmarshal(body, &cmd); err != nil {
+		return nil, badRequest(MethodChange, err)
+	}
+	if u.local.Change == nil {
+		return json.Marshal(changeReply{Err: toWire(domain.ErrNotRecallable)})
+	}
+	ev, err := u.local.Change.Handle(context.WithValue(ctx, forwardedKey{}, true), cmd)
+	return json.Marshal(changeReply{Event: ev, Err: toWire(err)})
 }
 
 func (u *Units) serveList(ctx context.Context, body []byte) ([]byte, error) {

@@ -77,6 +77,8 @@ type unit struct {
 	history *chat.HistoryHandler
 	read    *chat.MarkReadHandler
 	list    *chat.ListConversationsHandler
+	groups  *chat.GroupsHandler
+	change  *chat.ChangeMessageHandler
 	pushed  *pushes
 	inv     *downable
 }
@@ -106,8 +108,11 @@ func newUnits(t *testing.T, routes infrastructure.StateStore) (onprem, cloud *un
 			history: chat.NewHistoryHandler(st).WithHomes(us),
 			read:    chat.NewMarkReadHandler(st).WithHomes(us),
 			list:    chat.NewListConversationsHandler(st).WithHomes(us),
+			groups:  chat.NewGroupsHandler(st, live, p, nil, time.Now).WithHomes(us),
+			change:  chat.NewChangeMessageHandler(st, live, p, time.Now).WithHomes(us),
 		}
 		if err := us.Serve(inv, units.Local{Send: x.send, History: x.history, MarkRead: x.read, List: x.list, Deliver: p,
+			Groups: x.groups, Change: x.change,
 			Store: st, IdempotencyTTL: func() time.Duration { return live.Load().IdempotencyTTL }}); err != nil {
 			t.Fatal(err)
 		}
@@ -622,5 +627,78 @@ func TestLocalPending(t *testing.T) {
 	res, err := send("after", true)
 	if err != nil || res.Pending || res.Message.Seq != 7 {
 		t.Fatalf("send once cloud is back: %+v, %v", res, err)
+	}
+}
+
+// TestGroupHomedWhereCreated: a group created on onprem is homed there in
+// the route table. Members on cloud send, read history, move their read
+// cursor, change the group and recall through cloud: each is done by the
+// home, once, and every message and event reaches the devices of both
+// units. An edit in a direct conversation homed in the other unit goes to
+// its home too.
+func TestGroupHomedWhereCreated(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	created, err := onprem.groups.Create(ctx, chat.CreateGroup{Actor: "alice", Spec: domain.GroupSpec{Name: "team", Members: []domain.UserID{"bob", "carol"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := created.Group.ID
+	if r, ok, _ := cloud.units.Table().Lookup(ctx, g); !ok || r.Unit != "onprem" {
+		t.Fatalf("the group's route: %+v, %v; want onprem", r, ok)
+	}
+	for i, u := range []*unit{onprem, cloud, cloud} {
+		sender := []domain.UserID{"alice", "bob", "carol"}[i]
+		res, err := u.send.Handle(ctx, chat.SendMessage{Sender: sender, Conv: string(g), ClientMsgID: "m", Body: "hi from " + string(sender)})
+		if err != nil || res.Message.Seq != uint64(i+2) {
+			t.Fatalf("%s sends to the group through %s: %+v, %v; want seq %d", sender, u.name, res.Message, err, i+2)
+		}
+	}
+	// A retry through the other unit finds the message.
+	if res, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "bob", Conv: string(g), ClientMsgID: "m", Body: "hi from bob"}); err != nil || !res.Duplicate || res.Message.Seq != 3 {
+		t.Fatalf("bob's retry through onprem: %+v, %v", res, err)
+	}
+	if _, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "mallory", Conv: string(g), ClientMsgID: "x", Body: "let me in"}); !errors.Is(err, domain.ErrNotMember) {
+		t.Fatalf("a stranger sends through cloud: %v, want not_member", err)
+	}
+	page, err := cloud.history.Handle(ctx, chat.History{Reader: "carol", Conv: string(g)})
+	if err != nil || len(page.Messages) != 4 {
+		t.Fatalf("carol's history through cloud: %d messages, %v", len(page.Messages), err)
+	}
+	if seq, err := cloud.read.Handle(ctx, chat.MarkRead{Reader: "carol", Conv: string(g), Seq: 4}); err != nil || seq != 4 {
+		t.Fatalf("carol marks read through cloud: %d, %v", seq, err)
+	}
+	renamed, err := cloud.groups.Change(ctx, chat.GroupChange{Actor: "alice", Conv: string(g), Op: chat.OpRename, Name: "the team"})
+	if err != nil || renamed.Group.Name != "the team" || renamed.Event == nil || renamed.Event.Seq != 5 {
+		t.Fatalf("alice renames through cloud: %+v, %v", renamed, err)
+	}
+	if _, err := cloud.groups.Change(ctx, chat.GroupChange{Actor: "bob", Conv: string(g), Op: chat.OpRename, Name: "mine"}); !errors.Is(err, domain.ErrForbidden) {
+		t.Fatalf("a member renames through cloud: %v, want forbidden", err)
+	}
+	recall, err := cloud.change.Handle(ctx, chat.ChangeMessage{Actor: "bob", Conv: string(g), Seq: 3, Recall: true})
+	if err != nil || recall.Seq != 6 {
+		t.Fatalf("bob recalls through cloud: %+v, %v", recall, err)
+	}
+	page, err = onprem.history.Handle(ctx, chat.History{Reader: "alice", Conv: string(g)})
+	if err != nil || len(page.Messages) != 6 || !page.Messages[2].Recalled || page.Messages[2].Body != "" {
+		t.Fatalf("alice's history on the home: %+v, %v", page.Messages, err)
+	}
+	want := []uint64{1, 2, 3, 4, 5, 6}
+	waitSeqs(t, onprem.pushed, g, want)
+	waitSeqs(t, cloud.pushed, g, want)
+
+	// A direct conversation homed on cloud, edited through onprem.
+	sent, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "bob", To: "alice", ClientMsgID: "d1", Body: "typo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit, err := onprem.change.Handle(ctx, chat.ChangeMessage{Actor: "bob", Conv: string(sent.Message.Conv), Seq: 1, ContentType: "text", Body: "fixed"})
+	if err != nil || edit.Seq != 2 {
+		t.Fatalf("bob edits through onprem: %+v, %v", edit, err)
+	}
+	page, err = cloud.history.Handle(ctx, chat.History{Reader: "alice", Conv: string(sent.Message.Conv)})
+	if err != nil || len(page.Messages) != 2 || page.Messages[0].Body != "fixed" || !page.Messages[0].Edited {
+		t.Fatalf("history after the edit: %+v, %v", page.Messages, err)
 	}
 }

@@ -24,12 +24,27 @@ const (
 	MethodRead    = "v1/unit/read"
 	MethodList    = "v1/unit/list"
 	MethodDeliver = "v1/unit/deliver"
+	// MethodGroup is a change of a group homed in the unit called.
+	MethodGroup = "v1/unit/group"
+	// MethodChange is a recall or an edit in a conversation homed in the
+	// unit called.
+	MethodChange = "v1/unit/change"
 	// MethodMove asks a conversation's home to move it (see Units.Move).
 	MethodMove = "v1/unit/move"
 	// MethodImport is a batch of a moving conversation, from its old home
 	// to its new one.
 	MethodImport = "v1/unit/import"
 )
+
+type groupReply struct {
+	Result chat.GroupResult `json:"result"`
+	Err    *wireError       `json:"err,omitempty"`
+}
+
+type changeReply struct {
+	Event domain.Message `json:"event"`
+	Err   *wireError     `json:"err,omitempty"`
+}
 
 type moveRequest struct {
 	Conv domain.ConversationID `json:"conv"`
@@ -141,6 +156,23 @@ var sentinels = []struct {
 	{"group_dissolved", domain.ErrGroupDissolved},
 	{"rejected", domain.ErrRejected},
 	{"rate_limited", chat.ErrRateLimited},
+	{"already_member", domain.ErrAlreadyMember},
+	{"invalid_ext", domain.ErrInvalidExt},
+	{"invalid_mute_time", domain.ErrInvalidMuteTime},
+	{"invalid_name", domain.ErrInvalidName},
+	{"invalid_notice", domain.ErrInvalidNotice},
+	{"invite_only", domain.ErrInviteOnly},
+	{"no_change", domain.ErrNoChange},
+	{"not_recallable", domain.ErrNotRecallable},
+	{"not_editable", domain.ErrNotEditable},
+	{"recalled", domain.ErrRecalled},
+	{"recall_window", domain.ErrRecallWindow},
+	{"edit_window", domain.ErrEditWindow},
+	{"owner_cannot_leave", domain.ErrOwnerCannotLeave},
+	{"too_many_members", domain.ErrTooManyMembers},
+	{"unknown_join_policy", domain.ErrUnknownJoinPolicy},
+	{"unknown_role", domain.ErrUnknownRole},
+	{"unknown_group_op", chat.ErrUnknownGroupOp},
 	{"cmid_reused", store.ErrClientMsgIDReused},
 	{"hook_failed", hook.ErrHookFailed},
 	{codeWrongUnit, errWrongUnit},

@@ -76,7 +76,14 @@ func setupUnits(ctx context.Context, o unitOptions, prefix string, log *zap.Logg
 	uc.History.WithHomes(u)
 	uc.MarkRead.WithHomes(u)
 	uc.List.WithHomes(u)
+	if uc.Groups != nil {
+		uc.Groups.WithHomes(u)
+	}
+	if uc.ChangeMessage != nil {
+		uc.ChangeMessage.WithHomes(u)
+	}
 	if err := u.Serve(b.Invoker, units.Local{Send: uc.Send, History: uc.History, MarkRead: uc.MarkRead, List: uc.List, Deliver: deliver,
+		Groups: uc.Groups, Change: uc.ChangeMessage,
 		Store: st, IdempotencyTTL: func() time.Duration { return live.Load().IdempotencyTTL }}); err != nil {
 		u.Stop(ctx)
 		return nil, err

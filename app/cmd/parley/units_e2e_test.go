@@ -225,6 +225,7 @@ func directConv(a, b string) string {
 func TestUnits(t *testing.T) {
 	env := startUnits(t)
 	t.Run("chat_both_ways", func(t *testing.T) { testUnitsChat(t, env) })
+	t.Run("group_both_ways", func(t *testing.T) { testUnitsGroup(t, env) })
 	t.Run("bind_race", func(t *testing.T) { testUnitsBindRace(t, env) })
 	t.Run("burst", func(t *testing.T) { testUnitsBurst(t, env) })
 	t.Run("latency", func(t *testing.T) { testUnitsLatency(t, env) })
