@@ -271,7 +271,7 @@ func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolv
 	res, err := h.store.Append(ctx, conv, draft, store.AppendOptions{
 		NowMs:          now.UnixMilli(),
 		IdempotencyTTL: cfg.IdempotencyTTL,
-		Stored: func(m *domain.Message) { deliverEverywhere(ctx, h.deliver, h.homes, &conv, m, cmd.Origin) },
+		Stored:         func(m *domain.Message) { deliverEverywhere(ctx, h.deliver, h.homes, &conv, m, cmd.Origin) },
 	})
 	if err != nil {
 		return SendResult{}, err
