@@ -37,11 +37,12 @@ func (h *HistoryHandler) WithHomes(homes Homes) *HistoryHandler {
 	return h
 }
 
-// remoteHome reports whether convID names a direct conversation of u, or
-// a group, homed in another unit, and returns its canonical id. Anything
-// else, including a direct conversation u is not a member of, is answered
-// here, which refuses it the same way in every unit; the home of a group
-// checks its membership.
+// remoteHome reports whether convID names a direct conversation of u, a
+// group or a customer-service conversation homed in another unit, and
+// returns its canonical id. Anything else, including a direct
+// conversation u is not a member of, is answered here, which refuses it
+// the same way in every unit; the home of a group or a customer-service
+// conversation checks that u belongs to it.
 //
 // release is never nil: the caller calls it once its writes are done.
 func remoteHome(ctx context.Context, homes Homes, u domain.UserID, convID string, use HomeUse) (id string, remote bool, release func(), err error) {
@@ -59,6 +60,11 @@ func remoteHome(ctx context.Context, homes Homes, u domain.UserID, convID string
 	case domain.Group:
 		// The home checks membership and the reader's window.
 		if c, err = parseGroupID(convID); err != nil {
+			return "", false, func() {}, nil
+		}
+	case domain.Service:
+		// The home checks that u is a party.
+		if c, err = parseServiceID(convID); err != nil {
 			return "", false, func() {}, nil
 		}
 	default:

@@ -181,20 +181,19 @@ func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendR
 
 // handle is Handle; it sets resolved to the conversation the send names.
 func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolved *domain.Conversation) (SendResult, error) {
-	if h.homes != nil && domain.ConversationID(cmd.Conv).Kind() == domain.Group {
-		// A group's home is the unit that created it: it holds the
-		// group's records, so it resolves and authorises the send.
-		id, err := parseGroupID(cmd.Conv)
-		if err != nil {
-			return SendResult{}, err
-		}
-		remote, release, err := h.homes.Remote(ctx, id, HomeWrite)
+	if id, use, ok, err := h.keptByHome(cmd); err != nil {
+		return SendResult{}, err
+	} else if ok {
+		// The home holds the conversation's records (a group's members,
+		// a customer-service conversation's parties), so it resolves and
+		// authorises the send.
+		remote, release, err := h.homes.Remote(ctx, id, use)
 		if err != nil {
 			return SendResult{}, err
 		}
 		defer release()
 		if remote {
-			cmd.Conv, cmd.AcceptPending = string(id), false
+			cmd.Conv, cmd.To, cmd.AcceptPending = string(id), "", false
 			return h.homes.ForwardSend(ctx, cmd)
 		}
 	}
@@ -280,6 +279,33 @@ func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolv
 		h.service.Sent(ctx, conv, &res.Message)
 	}
 	return SendResult{Message: res.Message, Duplicate: res.Duplicate}, nil
+}
+
+// keptByHome names the conversation of a send whose records only its home
+// unit holds: a group (homed where it was created), or a customer-service
+// conversation (bound by its first message, like a direct one). ok is
+// false for anything else, and when parley runs as one unit.
+func (h *SendMessageHandler) keptByHome(cmd SendMessage) (id domain.ConversationID, use HomeUse, ok bool, err error) {
+	if h.homes == nil {
+		return "", 0, false, nil
+	}
+	switch domain.ConversationID(cmd.Conv).Kind() {
+	case domain.Group:
+		id, err = parseGroupID(cmd.Conv)
+		return id, HomeWrite, true, err
+	case domain.Service:
+		if h.service == nil {
+			return "", 0, false, nil
+		}
+		id, err = parseServiceID(cmd.Conv)
+		return id, HomeSend, true, err
+	}
+	if cmd.Conv == "" && h.service != nil {
+		if shop, err := domain.ParseUserID(cmd.To); err == nil && shop != cmd.Sender && h.service.IsShop(shop) {
+			return domain.ServiceConversationID(shop, cmd.Sender), HomeSend, true, nil
+		}
+	}
+	return "", 0, false, nil
 }
 
 // groupSend is what a send to a group was authorised against.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/settings"
@@ -102,9 +103,11 @@ func newUnits(t *testing.T, routes infrastructure.StateStore) (onprem, cloud *un
 		}
 		t.Cleanup(func() { us.Stop(context.Background()) })
 		p := &pushes{}
+		svc := chat.NewServiceHandler(st, live, p, nil, inv, chat.ServiceConfig{IsShop: func(u domain.UserID) bool { return u == "shop" }}, zap.NewNop(), time.Now)
+		t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 		x := &unit{
 			name: u.Name, units: us, pushed: p, inv: inv,
-			send:    chat.NewSendMessageHandler(st, live, p, time.Now).WithHomes(us),
+			send:    chat.NewSendMessageHandler(st, live, p, time.Now).WithService(svc).WithHomes(us),
 			history: chat.NewHistoryHandler(st).WithHomes(us),
 			read:    chat.NewMarkReadHandler(st).WithHomes(us),
 			list:    chat.NewListConversationsHandler(st).WithHomes(us),
@@ -700,5 +703,45 @@ func TestGroupHomedWhereCreated(t *testing.T) {
 	page, err = cloud.history.Handle(ctx, chat.History{Reader: "alice", Conv: string(sent.Message.Conv)})
 	if err != nil || len(page.Messages) != 2 || page.Messages[0].Body != "fixed" || !page.Messages[0].Edited {
 		t.Fatalf("history after the edit: %+v, %v", page.Messages, err)
+	}
+}
+
+// TestServiceConversationHomed: a customer-service conversation is bound
+// to a unit by its first message, like a direct one; the shop replying
+// through the other unit, and the customer reading through it, reach that
+// home.
+func TestServiceConversationHomed(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	first, err := cloud.send.Handle(ctx, chat.SendMessage{Sender: "cora", To: "shop", ClientMsgID: "c1", Body: "is it in stock?"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := first.Message.Conv
+	if conv.Kind() != domain.Service {
+		t.Fatalf("a send to the shop went to %s, want a service conversation", conv)
+	}
+	if r, ok, _ := onprem.units.Table().Lookup(ctx, conv); !ok || r.Unit != "cloud" {
+		t.Fatalf("%s's route: %+v, %v; want cloud", conv, r, ok)
+	}
+	reply, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "shop", Conv: string(conv), ClientMsgID: "s1", Body: "yes"})
+	if err != nil || reply.Message.Seq != 2 {
+		t.Fatalf("the shop replies through onprem: %+v, %v; want seq 2", reply.Message, err)
+	}
+	again, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "cora", To: "shop", ClientMsgID: "c2", Body: "great"})
+	if err != nil || again.Message.Conv != conv || again.Message.Seq != 3 {
+		t.Fatalf("cora writes to the shop through onprem: %+v, %v; want %s seq 3", again.Message, err, conv)
+	}
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "mallory", Conv: string(conv), ClientMsgID: "m1", Body: "hi"}); err == nil {
+		t.Fatal("a stranger sent in the service conversation through onprem")
+	}
+	page, err := onprem.history.Handle(ctx, chat.History{Reader: "cora", Conv: string(conv)})
+	if err != nil || len(page.Messages) != 3 {
+		t.Fatalf("cora's history through onprem: %d messages, %v", len(page.Messages), err)
+	}
+	local, err := cloud.history.Handle(ctx, chat.History{Reader: "shop", Conv: string(conv)})
+	if err != nil || len(local.Messages) != 3 {
+		t.Fatalf("the home's history: %d messages, %v", len(local.Messages), err)
 	}
 }

@@ -31,6 +31,9 @@ const unitsSecret = "units-test-secret-units-test-secret-0123"
 // unitsAdminToken opens both units' operator API.
 const unitsAdminToken = "units-test-admin-token"
 
+// unitsShop is a shop's business account on both units.
+const unitsShop = "unitshop"
+
 // unitEnv is one unit: its own daprd, on its own profile, and one parley
 // node, started as separate processes so that the daprd can be killed
 // alone.
@@ -124,7 +127,7 @@ func startUnitsWith(t *testing.T, setup unitsSetup) *unitsEnv {
 			"-backend", "dapr", "-sidecar", "external", "-dapr-grpc", sc.GRPCAddr(), "-dapr-http", sc.HTTPAddr(),
 			"-app-id", u.appID, "-app-port", fmt.Sprint(appPort), "-node-id", u.appID + "-n1",
 			"-jwt-secret", unitsSecret, "-settings-prefix", env.prefix, "-metrics-addr", "",
-			"-unit", u.name, "-units", flag, "-admin-token", unitsAdminToken,
+			"-unit", u.name, "-units", flag, "-admin-token", unitsAdminToken, "-service-shops", unitsShop,
 		}})
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -226,6 +229,7 @@ func TestUnits(t *testing.T) {
 	env := startUnits(t)
 	t.Run("chat_both_ways", func(t *testing.T) { testUnitsChat(t, env) })
 	t.Run("group_both_ways", func(t *testing.T) { testUnitsGroup(t, env) })
+	t.Run("service_both_ways", func(t *testing.T) { testUnitsService(t, env) })
 	t.Run("bind_race", func(t *testing.T) { testUnitsBindRace(t, env) })
 	t.Run("burst", func(t *testing.T) { testUnitsBurst(t, env) })
 	t.Run("latency", func(t *testing.T) { testUnitsLatency(t, env) })

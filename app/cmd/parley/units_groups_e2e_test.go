@@ -111,3 +111,47 @@ func testUnitsGroup(t *testing.T, env *unitsEnv) {
 		})
 	}
 }
+
+// testUnitsService: a customer on cloud writes to a shop whose account is
+// connected to onprem: the conversation is homed in cloud, where it
+// started; the shop's replies through onprem are stored there, and both
+// sides' devices get every message once, in order.
+func testUnitsService(t *testing.T, env *unitsEnv) {
+	ctx := ctxT(t, time.Minute)
+	customer := daprdtest.UniqueName("cust")
+	custDev := connectDevice(t, env.cloud.node(), customer, "phone")
+	shopDev := connectDevice(t, env.onprem.node(), unitsShop, "desk")
+	first, err := custDev.c.Send(ctx, unitsShop, "", "q1", "is it in stock?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := first.Conv
+	if got := homeOf(t, ctx, conv); got != "cloud" {
+		t.Fatalf("%s is homed in %q, want cloud", conv, got)
+	}
+	custDev.inbox.Add(first)
+	acked := map[uint64]string{first.Seq: first.Id}
+	waitInbox(t, shopDev, conv, 1, 20*time.Second)
+	for i := range 3 {
+		m, err := shopDev.c.Send(ctx, "", conv, fmt.Sprint("a", i), "yes")
+		if err != nil {
+			t.Fatalf("the shop replies through onprem: %v", err)
+		}
+		shopDev.inbox.Add(m)
+		acked[m.Seq] = m.Id
+		m, err = custDev.c.Send(ctx, unitsShop, "", fmt.Sprint("q", i+2), "thanks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		custDev.inbox.Add(m)
+		acked[m.Seq] = m.Id
+	}
+	for _, d := range []*device{custDev, shopDev} {
+		waitInbox(t, d, conv, len(acked), 20*time.Second)
+		checkComplete(t, d, conv, acked)
+	}
+	msgs, err := shopDev.c.Sync(ctx, conv, 0)
+	if err != nil || len(msgs) != len(acked) {
+		t.Fatalf("the shop syncs through onprem: %d messages, %v; want %d", len(msgs), err, len(acked))
+	}
+}
