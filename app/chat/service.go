@@ -141,6 +141,17 @@ type ServiceHandler struct {
 	mu      sync.Mutex
 	stopped bool
 	pending map[domain.ConversationID]*pendingAssign
+
+	// homes hands assignment events to the other units, when parley runs
+	// as several; set before use by WithHomes.
+	homes Homes
+}
+
+// WithHomes makes the handler hand the assignment events it stores to the
+// other units of a deployment of several, for their devices.
+func (h *ServiceHandler) WithHomes(homes Homes) *ServiceHandler {
+	h.homes = homes
+	return h
 }
 
 // pendingAssign is a conversation whose assignment is being asked for.
@@ -426,7 +437,7 @@ func (h *ServiceHandler) assign(ctx context.Context, cmd AssignAgent, onlyFirst 
 		if _, err := h.store.ApplyServiceEvent(ctx, id, ev, m.Seq); err != nil {
 			h.log.Warn("assignment stored but not yet recorded", zap.String("conv", string(id)), zap.Uint64("seq", m.Seq), zap.Error(err))
 		}
-		h.deliver.Deliver(ctx, &conv, m, "")
+		deliverEverywhere(ctx, h.deliver, h.homes, &conv, m, "")
 	})
 	if err != nil {
 		return AssignResult{}, err

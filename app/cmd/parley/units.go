@@ -82,6 +82,9 @@ func setupUnits(ctx context.Context, o unitOptions, prefix string, log *zap.Logg
 	if uc.ChangeMessage != nil {
 		uc.ChangeMessage.WithHomes(u)
 	}
+	if uc.Service != nil {
+		uc.Service.WithHomes(u)
+	}
 	if err := u.Serve(b.Invoker, units.Local{Send: uc.Send, History: uc.History, MarkRead: uc.MarkRead, List: uc.List, Deliver: deliver,
 		Groups: uc.Groups, Change: uc.ChangeMessage,
 		Store: st, IdempotencyTTL: func() time.Duration { return live.Load().IdempotencyTTL }}); err != nil {
