@@ -547,12 +547,33 @@ func (u *Units) deliverLane(p Unit, q chan deliverEnvelope) {
 			u.log.Error("units: encode hand-off", zap.String("msg_id", env.Msg.ID), zap.Error(err))
 			continue
 		}
-		ctx, cancel := context.WithTimeout(u.laneCtx, u.cfg.CallTimeout)
-		_, err = u.cfg.Invoker.Invoke(ctx, p.AppID, MethodDeliver, data)
-		cancel()
+		err = u.handOff(p, data)
 		if err != nil {
 			u.log.Warn("units: hand-off to unit failed; its devices will sync", zap.String("unit", p.Name),
 				zap.String("conv", string(env.Conv.ID)), zap.Uint64("seq", env.Msg.Seq), zap.Int("messages", len(batch)), zap.Error(err))
+		}
+	}
+}
+
+// handOff makes one hand-off call, tried again a few times over about two
+// seconds: a sidecar that restarts, or a call cut off by one, costs the
+// devices of the other unit a short wait instead of a sync. Later
+// hand-offs wait behind it, which keeps their order.
+func (u *Units) handOff(p Unit, data []byte) error {
+	var err error
+	for wait := 100 * time.Millisecond; ; wait *= 4 {
+		ctx, cancel := context.WithTimeout(u.laneCtx, u.cfg.CallTimeout)
+		_, err = u.cfg.Invoker.Invoke(ctx, p.AppID, MethodDeliver, data)
+		cancel()
+		if err == nil || wait > 2*time.Second {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-u.laneCtx.Done():
+			t.Stop()
+			return err
 		}
 	}
 }

@@ -745,3 +745,22 @@ func TestServiceConversationHomed(t *testing.T) {
 		t.Fatalf("the home's history: %d messages, %v", len(local.Messages), err)
 	}
 }
+
+// TestHandOffRetried: a hand-off to a unit that fails for a moment is
+// tried again, so that unit's devices get the message without a sync.
+func TestHandOffRetried(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	onprem, cloud := newUnits(t, memory.NewStateStore())
+	const conv = domain.ConversationID("d:alice~bob")
+	onprem.inv.down.Store("parley-cloud", true)
+	if _, err := onprem.send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: "a1", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := cloud.pushed.seqs(conv); len(got) != 0 {
+		t.Fatalf("cloud's devices got %v while the hand-off failed", got)
+	}
+	onprem.inv.down.Delete("parley-cloud")
+	waitSeqs(t, cloud.pushed, conv, []uint64{1})
+}
