@@ -237,6 +237,7 @@ func TestUnits(t *testing.T) {
 	// Last: they kill a sidecar.
 	t.Run("local_pending", func(t *testing.T) { testUnitsPending(t, env) })
 	t.Run("home_unit_killed", func(t *testing.T) { testUnitsKill(t, env) })
+	t.Run("home_parley_killed", func(t *testing.T) { testUnitsParleyKilled(t, env) })
 }
 
 // testUnitsChat: a user on onprem and a user on cloud chat in a direct
@@ -495,6 +496,21 @@ func testUnitsLatency(t *testing.T, env *unitsEnv) {
 // is back; then they go through, and no ACKed message is lost, none is
 // stored twice, and the seqs have no gap.
 func testUnitsKill(t *testing.T, env *unitsEnv) {
+	testUnitsKillWith(t, env, "cloud's daprd", env.cloud.sidecar.Kill, env.cloud.sidecar.Restart)
+}
+
+// testUnitsParleyKilled: as testUnitsKill, with the home unit's parley
+// process killed with SIGKILL instead of its daprd, and started again.
+func testUnitsParleyKilled(t *testing.T, env *unitsEnv) {
+	testUnitsKillWith(t, env, "cloud's parley", env.cloud.parley.kill, func(context.Context) error {
+		env.cloud.parley.launch(t)
+		return nil
+	})
+}
+
+// testUnitsKillWith kills part of the home unit with kill mid-traffic and
+// brings it back with restart.
+func testUnitsKillWith(t *testing.T, env *unitsEnv, what string, kill func(), restart func(context.Context) error) {
 	ctx := ctxT(t, 3*time.Minute)
 	a, b := daprdtest.UniqueName("kx"), daprdtest.UniqueName("ky")
 	conv := directConv(a, b)
@@ -513,7 +529,7 @@ func testUnitsKill(t *testing.T, env *unitsEnv) {
 		}
 		cmid := fmt.Sprint("a", len(acked))
 		if len(acked) == 20 && !killed {
-			env.cloud.sidecar.Kill()
+			kill()
 			killed = true
 		}
 		seq, id, err := httpSend(ctx, env.onprem.parley.base, ta, b, "", cmid, "mid-traffic")
@@ -524,8 +540,8 @@ func testUnitsKill(t *testing.T, env *unitsEnv) {
 		case errors.As(err, &ce) && ce.Retryable:
 			codes = append(codes, ce.Code)
 			if killed && !restarted && len(codes) >= 3 {
-				if err := env.cloud.sidecar.Restart(ctx); err != nil {
-					t.Fatalf("restart cloud's daprd: %v", err)
+				if err := restart(ctx); err != nil {
+					t.Fatalf("restart %s: %v", what, err)
 				}
 				restarted = true
 			}
@@ -535,12 +551,12 @@ func testUnitsKill(t *testing.T, env *unitsEnv) {
 		}
 	}
 	if !restarted {
-		t.Fatalf("no send failed while cloud's daprd was down")
+		t.Fatalf("no send failed while %s was down", what)
 	}
 	if !slices.Contains(codes, "unit_unavailable") {
 		t.Fatalf("errors while the home unit was down: %v, want unit_unavailable", codes)
 	}
-	t.Logf("while cloud's daprd was down: %d retryable errors (%v)", len(codes), slices.Compact(slices.Clone(codes)))
+	t.Logf("while %s was down: %d retryable errors (%v)", what, len(codes), slices.Compact(slices.Clone(codes)))
 	// Both sides read the same log: every ACKed message, once, no gap.
 	for _, base := range []string{env.onprem.parley.base, env.cloud.parley.base} {
 		var page struct {
