@@ -66,6 +66,10 @@ cat <<MSG
   parley.units.bind_to is "cloud" in a unit's configuration store, e.g.
     redis-cli set parley.units.bind_to "cloud||$(date +%s)"        (the cloud unit)
     psql ... INSERT INTO parley_config VALUES ('parley.units.bind_to', 'cloud', '<a growing version>', NULL) ...   (onprem)
+  Local mode (sends to a unit that is down are kept and replayed) is the
+  setting parley.units.local_pending = "true", set the same way. An operator
+  moves a conversation with POST /v1/admin/units/move (start the units with
+  PARLEY_ADMIN_TOKEN set to open the operator API).
   Logs: $logs
 
 MSG
