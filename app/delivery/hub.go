@@ -187,8 +187,10 @@ func (h *Hub) push(users []domain.UserID, m *domain.Message, origin string) {
 const (
 	// inlineFanout is the most members Deliver pushes to itself.
 	inlineFanout = 64
-	// fanoutLanes is how many large conversations are pushed at once.
-	fanoutLanes = 4
+	// fanoutLanes is how many large conversations are pushed at once; a
+	// large conversation waits behind another only when both hash to the
+	// same lane. A lane is a goroutine, started on first use.
+	fanoutLanes = 16
 	// fanoutQueue bounds each lane. A full lane makes Deliver wait: the
 	// devices' node does not keep up, and the conversation's next sends
 	// wait with it rather than messages being dropped.
