@@ -440,6 +440,10 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 				at := cfg.group
 				at.rate = groupTargetRate(goal, at.members)
 				fmt.Fprintf(stderr, "-- %s group at the target: %.1f msg/s to %d members\n", mr.Mode, at.rate, at.members)
+				// New users and connections: a group of its own.
+				if e, err = newE(at.members); err != nil {
+					return err
+				}
 				if mr.GroupAtTarget, err = runGroup(ctx, e, at); err != nil {
 					return fmt.Errorf("group at the target rate: %w", err)
 				}
