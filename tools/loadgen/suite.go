@@ -439,6 +439,9 @@ func runMode(ctx context.Context, root, bin, dir, settings, appID string, modeAr
 			if goal, ok := groupTargets[mr.Mode]; ok && cfg.group.members > 1 {
 				at := cfg.group
 				at.rate = groupTargetRate(goal, at.members)
+				// Long enough that the first second, with the set-up's
+				// garbage still being collected, is not the tail.
+				at.duration = max(at.duration, 10*time.Second)
 				fmt.Fprintf(stderr, "-- %s group at the target: %.1f msg/s to %d members\n", mr.Mode, at.rate, at.members)
 				// New users and connections: a group of its own.
 				if e, err = newE(at.members); err != nil {
