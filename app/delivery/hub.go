@@ -5,7 +5,6 @@ package delivery
 import (
 	"context"
 	"hash/maphash"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,11 +39,7 @@ type Envelope struct {
 	// NoAck says devices do not acknowledge this push and it is not sent
 	// again: the message is of a group above the acknowledged size (see
 	// Hub.SetGroupAckMax).
-	NoAck bool
-	// Fanout says the push is one of very many in a row, each to another
-	// device (a large group's): a session may write it at once on the
-	// caller's goroutine rather than start a writer of its own.
-	Fanout  bool
+	NoAck   bool
 	encoded [numEncodings]struct {
 		once sync.Once
 		data []byte
@@ -61,8 +56,7 @@ func (e *Envelope) Encoded(enc Encoding, encode func(*Envelope) ([]byte, error))
 
 // newEnvelope wraps m for a delivery to members users.
 func (h *Hub) newEnvelope(m *domain.Message, members int) *Envelope {
-	return &Envelope{Msg: m, NoAck: m.Conv.Kind() == domain.Group && int64(members) > h.groupAckMax.Load(),
-		Fanout: members > inlineFanout}
+	return &Envelope{Msg: m, NoAck: m.Conv.Kind() == domain.Group && int64(members) > h.groupAckMax.Load()}
 }
 
 // Event tells a device about something that is not a message of a stream:
@@ -190,32 +184,6 @@ func (h *Hub) push(users []domain.UserID, m *domain.Message, origin string) {
 	}
 }
 
-// pushSpread is push with the users split over one goroutine per CPU: a
-// large group's pushes are written by the pushing goroutines themselves
-// (Envelope.Fanout), one write(2) after another, so that one goroutine
-// alone would hold them to one core. It returns once every push is made,
-// so the conversation's next message never passes this one on a device.
-func (h *Hub) pushSpread(users []domain.UserID, m *domain.Message, origin string) {
-	env := h.newEnvelope(m, len(users))
-	parts := min(runtime.GOMAXPROCS(0), len(users))
-	var wg sync.WaitGroup
-	for i := range parts {
-		part := users[i*len(users)/parts : (i+1)*len(users)/parts]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, u := range part {
-				for _, s := range h.Sessions(u) {
-					if origin == "" || s.ID() != origin {
-						s.Push(env)
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
-}
-
 const (
 	// inlineFanout is the most members Deliver pushes to itself.
 	inlineFanout = 64
@@ -249,7 +217,7 @@ func (h *Hub) queueFanout(f fanout) bool {
 			go func() {
 				defer h.lanesDone.Done()
 				for f := range q {
-					h.pushSpread(f.members, f.msg, f.origin)
+					h.push(f.members, f.msg, f.origin)
 				}
 			}()
 		}

@@ -210,9 +210,6 @@ func (r *Router) receive(ctx context.Context, msg *infrastructure.Message) infra
 			defer span.End()
 		}
 		e := r.hub.newEnvelope(env.Msg, len(env.Users))
-		// One goroutine pushes here: writers of their own spread the
-		// writes over the cores (see Hub.pushSpread).
-		e.Fanout = false
 		for _, u := range env.Users {
 			for _, s := range r.hub.Sessions(u) {
 				if stale(s, env.Msg) {

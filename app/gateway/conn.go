@@ -133,7 +133,7 @@ func (c *conn) Push(env *delivery.Envelope) {
 		c.closeWith(CloseSlowConsumer, "too many unacknowledged messages; reconnect and sync")
 		return
 	}
-	queued, capacity, err := c.wc.QueueMeasured(data, true, env.Fanout)
+	queued, capacity, err := c.wc.QueueMeasured(data, true)
 	// The fill is sampled, one push in queueFillEvery: its distribution
 	// is what matters, and a histogram per push cost as much as the rest
 	// of the push's metrics.

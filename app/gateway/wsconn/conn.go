@@ -154,7 +154,7 @@ func (c *Conn) Ping() error {
 // write(2) of its own on a busy connection. It fails with ErrClosed or
 // ErrQueueFull, and never waits on the client.
 func (c *Conn) Queue(data []byte, now bool) error {
-	_, _, err := c.QueueMeasured(data, now, false)
+	_, _, err := c.QueueMeasured(data, now)
 	return err
 }
 
@@ -163,21 +163,11 @@ func (c *Conn) Queue(data []byte, now bool) error {
 // MaxQueueFrames) is nearer: queued of capacity, frames or bytes. A queue
 // at capacity refuses the next frame. Read under the lock Queue takes
 // anyway, the measure costs no second one.
-//
-// direct (with now) lets the caller write the frame itself when nothing is
-// queued and no writer runs (see writeNowLocked). It suits a caller that
-// queues one frame to each of many connections in a row, where a writer
-// started per frame is a goroutine made and scheduled per frame and
-// nothing would follow it into the same write(2).
-func (c *Conn) QueueMeasured(data []byte, now, direct bool) (queued, capacity int, err error) {
+func (c *Conn) QueueMeasured(data []byte, now bool) (queued, capacity int, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return 0, 0, ErrClosed
-	}
-	if now && direct && !c.writing && c.out == nil && c.raw != nil {
-		c.writeNowLocked(data)
-		return c.outFrames, c.cfg.MaxQueueFrames, nil
 	}
 	if !c.queueLocked(data) {
 		return 0, 0, ErrQueueFull
@@ -198,45 +188,6 @@ func (c *Conn) QueueMeasured(data []byte, now, direct bool) (queued, capacity in
 		}
 	}
 	return queued, capacity, nil
-}
-
-// writeNowLocked sends data as one frame from the calling goroutine: one
-// write(2) that does not wait. Whatever the socket did not take (its buffer
-// is full) or refused (the peer is gone) is queued as it is and the writer
-// started: it waits for the socket, or meets the error and reports it, as
-// for any queued frame. The write holds the socket's write lock, as
-// net.Conn's writes do, so it never interleaves with the library's control
-// frames.
-func (c *Conn) writeNowLocked(data []byte) {
-	bp := frameBuffers.Get().(*[]byte)
-	opcode := byte(websocket.TextMessage)
-	if c.binary {
-		opcode = byte(websocket.BinaryMessage)
-	}
-	frame := AppendFrame((*bp)[:0], opcode, data)
-	*bp = frame
-	sent := 0
-	_ = c.raw.Write(func(fd uintptr) bool {
-		for sent < len(frame) {
-			n, err := syscall.Write(int(fd), frame[sent:])
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil || n <= 0 {
-				break
-			}
-			sent += n
-		}
-		return true // never wait here: the writer does
-	})
-	if sent == len(frame) {
-		putFrameBuffer(bp)
-		return
-	}
-	rest := copy(frame, frame[sent:])
-	*bp = frame[:rest]
-	c.out, c.outFrames, c.queuedBytes = bp, 1, rest
-	c.startWriterLocked()
 }
 
 // sendEvents starts the writer for frames that found nothing to ride with.

@@ -2,7 +2,6 @@ package wsconn
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -326,44 +325,5 @@ func TestQueueRefusesPastItsBound(t *testing.T) {
 	c.mu.Unlock()
 	if err := c.Queue([]byte("x"), true); !errors.Is(err, ErrClosed) {
 		t.Fatalf("queue after close: %v", err)
-	}
-}
-
-// TestDirectWritesQueueWhatTheSocketRefuses: frames written at once by the
-// caller (direct) while the client does not read go out until the socket
-// is full, then wait in the queue, a partial frame included; when the
-// client reads again it gets every frame whole and in order.
-func TestDirectWritesQueueWhatTheSocketRefuses(t *testing.T) {
-	t.Parallel()
-	cfg := testCfg
-	cfg.MaxQueueFrames = 1 << 20
-	cfg.MaxQueueBytes = 64 << 20
-	c := dial(t, &cfg)
-	if tcp, ok := c.ws.NetConn().(*net.TCPConn); ok {
-		_ = tcp.SetReadBuffer(32 << 10)
-	}
-	if tcp, ok := c.server.c.ws.NetConn().(*net.TCPConn); ok {
-		_ = tcp.SetWriteBuffer(32 << 10)
-	}
-	const frames = 400
-	payload := func(i int) string {
-		return fmt.Sprintf("%05d:%s", i, strings.Repeat(string(rune('a'+i%26)), 3000+i%7))
-	}
-	queuedSome := false
-	for i := range frames {
-		if _, _, err := c.server.c.QueueMeasured([]byte(payload(i)), true, true); err != nil {
-			t.Fatal(err)
-		}
-		c.server.c.mu.Lock()
-		queuedSome = queuedSome || c.server.c.out != nil
-		c.server.c.mu.Unlock()
-	}
-	if !queuedSome {
-		t.Fatal("every frame went out at once: the socket never filled, so the queue was not tested")
-	}
-	for i := range frames {
-		if got, want := c.next(), payload(i); got != want {
-			t.Fatalf("frame %d: got %.12q (%d bytes), want %.12q (%d bytes)", i, got, len(got), want, len(want))
-		}
 	}
 }
