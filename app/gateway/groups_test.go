@@ -422,11 +422,12 @@ func TestLargeGroupPushesNeedNoAck(t *testing.T) {
 			}
 		}
 	}()
-	// rawMsgs returns the msg frames of conv that bob gets within d.
+	// rawMsgs returns the msg frames of conv that bob gets, once there are
+	// two (a push and its resend) or d has passed.
 	rawMsgs := func(conv string, d time.Duration) []frame {
 		var out []frame
 		timeout := time.After(d)
-		for {
+		for len(out) < 2 {
 			select {
 			case f, ok := <-frames:
 				if !ok {
@@ -439,6 +440,7 @@ func TestLargeGroupPushesNeedNoAck(t *testing.T) {
 				return out
 			}
 		}
+		return out
 	}
 
 	call(t, alice, map[string]any{"type": "send", "conv": large, "cmid": "l1", "body": "to three"})
@@ -448,7 +450,7 @@ func TestLargeGroupPushesNeedNoAck(t *testing.T) {
 	}
 
 	call(t, alice, map[string]any{"type": "send", "conv": small, "cmid": "s1", "body": "to two"})
-	got = rawMsgs(small, time.Second)
+	got = rawMsgs(small, 5*time.Second)
 	if len(got) < 2 || got[0]["no_ack"] != nil || got[1].obj("msg").num("seq") != got[0].obj("msg").num("seq") {
 		t.Fatalf("a group of 2: bob got %v, want the push without no_ack, sent again when not acknowledged", got)
 	}

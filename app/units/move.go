@@ -310,6 +310,17 @@ type gateEntry struct {
 func (g *gate) enter(conv domain.ConversationID) (release func(), ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	e := g.entryLocked(conv)
+	if e.moving {
+		return nil, false
+	}
+	e.writes++
+	var once sync.Once
+	return func() { once.Do(func() { g.leave(conv, e) }) }, true
+}
+
+// entryLocked is conv's entry, made if it has none; g.mu is held.
+func (g *gate) entryLocked(conv domain.ConversationID) *gateEntry {
 	if g.convs == nil {
 		g.convs = make(map[domain.ConversationID]*gateEntry)
 	}
@@ -318,12 +329,7 @@ func (g *gate) enter(conv domain.ConversationID) (release func(), ok bool) {
 		e = &gateEntry{}
 		g.convs[conv] = e
 	}
-	if e.moving {
-		return nil, false
-	}
-	e.writes++
-	var once sync.Once
-	return func() { once.Do(func() { g.leave(conv, e) }) }, true
+	return e
 }
 
 func (g *gate) leave(conv domain.ConversationID, e *gateEntry) {
@@ -343,14 +349,7 @@ func (g *gate) leave(conv domain.ConversationID, e *gateEntry) {
 // close refuses new writes to conv and waits for those under way.
 func (g *gate) close(ctx context.Context, conv domain.ConversationID) error {
 	g.mu.Lock()
-	if g.convs == nil {
-		g.convs = make(map[domain.ConversationID]*gateEntry)
-	}
-	e := g.convs[conv]
-	if e == nil {
-		e = &gateEntry{}
-		g.convs[conv] = e
-	}
+	e := g.entryLocked(conv)
 	if e.moving {
 		g.mu.Unlock()
 		return ErrMoveBusy
