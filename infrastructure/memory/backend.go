@@ -24,4 +24,3 @@ func NewBackend(appID string, config map[string]string, net *Network) infrastruc
 		Close:   func() error { return nil },
 	}
 }
-

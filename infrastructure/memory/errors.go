@@ -10,6 +10,7 @@ var (
 	errETagMismatch = errors.New("etag mismatch")
 	errExists       = errors.New("key exists")
 	errEmptyKey     = errors.New("empty key")
+	errTooLarge     = errors.New("key or value of 4 GiB or more")
 )
 
 func checkKey(op, key string) error {

@@ -42,7 +42,7 @@ func TestExpiredKeysAreRemoved(t *testing.T) {
 		}
 	}
 	s.mu.RLock()
-	left := len(s.items)
+	left := len(s.index) + len(s.spill)
 	s.mu.RUnlock()
 	if left != 3 {
 		t.Fatalf("%d keys left after expiry, want 3 (renewed, kept, busy)", left)
@@ -62,7 +62,7 @@ func TestExpiriesHeapOrder(t *testing.T) {
 	var want []int64
 	for i := range 2000 {
 		at := r.Int64N(500)
-		h.push(expiry{key: fmt.Sprint(i), at: at})
+		h.push(expiry{h: uint64(i), at: at})
 		want = append(want, at)
 	}
 	slices.Sort(want)
