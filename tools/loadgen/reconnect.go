@@ -123,14 +123,15 @@ func drainSender(c *client.Client) {
 }
 
 // sendMessages sends count messages to each receiver from its sender,
-// inflight at a time per sender, and records each ACKed seq.
-func sendMessages(ctx context.Context, senders []*client.Client, senderUsers []string, rcv []*reconnectClient, count, inflight int, errs *errCounts, b *bar) {
+// inflight at a time per sender, and records each ACKed seq. n numbers the
+// sends for their client message ids; the calls of one run share it, so
+// that no id is used twice (a reused one is refused as cmid_reused).
+func sendMessages(ctx context.Context, senders []*client.Client, senderUsers []string, rcv []*reconnectClient, count, inflight int, n *atomic.Uint64, errs *errCounts, b *bar) {
 	jobs := make([]chan *reconnectClient, len(senders))
 	for i := range jobs {
 		jobs[i] = make(chan *reconnectClient, 1024)
 	}
 	var wg sync.WaitGroup
-	var n atomic.Uint64
 	for s, c := range senders {
 		for range inflight {
 			wg.Add(1)
@@ -225,7 +226,8 @@ func runReconnect(ctx context.Context, e *env, cfg reconnectConfig) (*ReconnectR
 	// One live message each, so that every client knows its conversation
 	// and where it stands before it drops.
 	b = e.ui.count("first message", cfg.clients, nil)
-	sendMessages(ctx, senders, senderUsers, rcv, 1, cfg.inflight, &errs, b)
+	var sent atomic.Uint64
+	sendMessages(ctx, senders, senderUsers, rcv, 1, cfg.inflight, &sent, &errs, b)
 	b.Done()
 	deadline := time.Now().Add(30 * time.Second)
 	for _, r := range rcv {
@@ -249,7 +251,7 @@ func runReconnect(ctx context.Context, e *env, cfg reconnectConfig) (*ReconnectR
 	res := &ReconnectResult{Scenario: "reconnect", Target: e.base, Clients: cfg.clients, Missed: cfg.missed, Senders: cfg.senders, syncedHist: &Histogram{}}
 	fillStart := time.Now()
 	b = e.ui.count("missed messages", cfg.clients*cfg.missed, nil)
-	sendMessages(ctx, senders, senderUsers, rcv, cfg.missed, cfg.inflight, &errs, b)
+	sendMessages(ctx, senders, senderUsers, rcv, cfg.missed, cfg.inflight, &sent, &errs, b)
 	b.Done()
 	res.FillSeconds = round2(time.Since(fillStart).Seconds())
 	res.FillPerSec = round2(float64(cfg.clients*cfg.missed) / time.Since(fillStart).Seconds())
