@@ -118,3 +118,29 @@ func (o WriteOptions) TTLSeconds() int64 {
 	s := int64((o.TTL + time.Second - 1) / time.Second)
 	return max(s, 1)
 }
+
+// Insert is one insert-if-absent of InsertAll: Key is written with Value
+// only if it does not exist.
+type Insert struct {
+	Key   string
+	Value []byte
+}
+
+// BatchInserter is a StateStore that can insert several keys in one write
+// that the store applies as a unit. StateStores that implement it are safe
+// for concurrent use, like every StateStore.
+type BatchInserter interface {
+	// InsertAll inserts every item whose key is absent, as Set with
+	// IfAbsent and Unique would (the value names its write, and the key is
+	// only ever written by such inserts), in one write that is applied
+	// whole: every item whose key is free when it runs is stored, or none
+	// is. errs[i] is nil when item i is stored, ErrConflict when its key
+	// holds another value, and ErrUnavailable when the write failed and
+	// item i is not known to be stored: then either none of those items is
+	// stored or all of them are. A store cannot leave one item unwritten
+	// while it writes a later one.
+	//
+	// ok is false when the store cannot make such a write, and nothing
+	// was done: the caller inserts one key at a time.
+	InsertAll(ctx context.Context, items []Insert) (errs []error, ok bool)
+}

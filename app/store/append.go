@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,17 +50,22 @@ type Appended struct {
 //     That single-key insert is atomic on every store, so two writers, even
 //     on two nodes, never share a seq, and a seq is only taken by a message
 //     that is stored;
+//   - group claim: the sends of a conversation queued on this node claim
+//     consecutive seqs together, one concurrent insert each, so that a
+//     batching adapter carries them in one sidecar call. A batch never
+//     leaves a free seq below a stored one that it reports: see claimRound;
 //   - head cache: this node remembers the newest seq it gave each
-//     conversation and probes past it; the head key is only a hint;
-//   - repair: a writer that finds a seq taken reads it. If it holds this
-//     very send (an earlier attempt whose reply was lost), that is the
-//     answer. If it holds another sender's message, that message's
+//     conversation and claims past it; the head key is only a hint, and a
+//     node that does not know the head probes one insert at a time;
+//   - repair: a writer that finds a seq taken reads it. If it holds a send
+//     of its own batch (an earlier attempt whose reply was lost), that is
+//     the answer. If it holds another sender's message, that message's
 //     idempotency record is written again on the way past, so a send cut
 //     off between its insert and its commit is still found by its retry;
 //   - idempotency: a retry of (sender, cmid) gets the first message back;
-//   - commit: the idempotency record, the head hint and the sender's read
-//     cursor are written in one transaction after the insert, one commit of
-//     a conversation at a time and in seq order, each taking every send
+//   - commit: the idempotency records, the head hint and the senders' read
+//     cursors are written in one transaction after the inserts, one commit
+//     of a conversation at a time and in seq order, each taking every send
 //     queued behind it.
 //
 // conv must have been authorised for draft.Sender by the caller.
@@ -86,50 +93,345 @@ func (s *Store) Append(ctx context.Context, conv domain.Conversation, draft doma
 			return prior, err
 		}
 	}
-	msg, dup, err := s.claim(ctx, st, conv, draft, o)
-	if err != nil {
+	req := &sendReq{draft: draft, conv: conv, opts: o, done: make(chan struct{}), repairs: st.repairs}
+	q := st.claims[conv.ID]
+	if q == nil && st.claimMu.TryLock() {
+		// Nothing queued and the turn is free: this send's round is its
+		// own.
+		req.taken = true
 		st.Unlock()
-		return Appended{}, err
+		s.claims(ctx, st, []*sendReq{req})
+		return req.wait()
 	}
-	q := st.commits[conv.ID]
 	if q == nil {
-		q = &commitQueue{}
-		st.commits[conv.ID] = q
-	}
-	req := &commitReq{msg: &msg, done: make(chan struct{})}
-	if !dup {
-		// An earlier attempt that stored it handed it on then, or its
-		// devices sync it: it is not pushed twice.
-		req.stored = o.Stored
+		q = &claimQueue{}
+		st.claims[conv.ID] = q
 	}
 	q.pending = append(q.pending, req)
-	lead := !q.running
-	q.running = true
 	st.Unlock()
 
-	// The message is durable: it is the insert. What follows runs outside
-	// the lock, so the next send of the conversation claims its seq
-	// meanwhile.
-	if lead {
-		s.commits(ctx, st, conv.ID, q, o.IdempotencyTTL)
+	// One claim round of the stripe's conversations at a time. The send
+	// that gets the turn claims for every send of its conversation queued
+	// by then, itself included; a send whose round already ran only waits
+	// for its answer.
+	st.claimMu.Lock()
+	st.Lock()
+	var batch []*sendReq
+	if !req.taken {
+		n := min(len(q.pending), maxClaim)
+		batch = slices.Clone(q.pending[:n])
+		for _, r := range batch {
+			r.taken = true
+		}
+		q.pending = q.pending[n:]
+		if len(q.pending) == 0 && st.claims[conv.ID] == q {
+			delete(st.claims, conv.ID)
+		}
 	}
-	<-req.done
-	return Appended{Message: msg, Duplicate: dup}, nil
+	st.Unlock()
+	if batch == nil {
+		st.claimMu.Unlock()
+	} else {
+		s.claims(ctx, st, batch)
+	}
+	return req.wait()
+}
+
+// wait waits for the send's answer.
+func (r *sendReq) wait() (Appended, error) {
+	<-r.done
+	if r.err != nil {
+		return Appended{}, r.err
+	}
+	return Appended{Message: r.msg, Duplicate: r.dup}, nil
+}
+
+// maxClaim bounds the sends of one conversation that claim seqs together.
+const maxClaim = 32
+
+// claims runs claim rounds for batch until every send in it is stored or
+// failed, hands each round's stored sends to the commit queue in seq
+// order, releases the stripe's claim turn (held by the caller), and then,
+// if no commit of the conversation runs, commits them. The next round of
+// the stripe thus overlaps this commit.
+func (s *Store) claims(ctx context.Context, st *stripe, batch []*sendReq) {
+	conv := batch[0].conv.ID
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	if len(batch) > 1 {
+		// Detached: the batch holds other senders' sends too.
+		cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	}
+	var cq *commitQueue
+	lead := false
+	for len(batch) > 0 {
+		settled, again := s.claimRound(cctx, st, batch)
+		st.Lock()
+		// Queued in seq order before the next round can queue its own:
+		// the commit queue hands messages on in the order they join it.
+		if q, l := st.queueCommits(conv, settled); q != nil {
+			cq, lead = q, lead || l
+		}
+		st.Unlock()
+		// The sends that lost their seq to another writer claim again.
+		batch = again
+	}
+	cancel()
+	st.claimMu.Unlock()
+	if lead {
+		s.commits(ctx, st, conv, cq)
+	}
+}
+
+// claimRound stores the sends of batch, all of one conversation, at the
+// seqs that follow the head. It returns the stored ones in seq order, and
+// the sends to claim again: those whose seq another writer took first, and
+// those the round did not get to.
+//
+// The first send is the anchor: it probes from the head one insert at a
+// time (insert), as every send did alone, so it finds the end of the log
+// and, on the way, any earlier attempt of a send of the batch. Once it is
+// stored, no seq above it was taken when it was, so the rest can only meet
+// writers that came later: they are inserted at the seqs after it in one
+// write that the store applies whole (infrastructure.BatchInserter), or,
+// on a store that cannot, claimed by the next rounds one by one. A whole
+// write leaves no free seq below one it stored, so no send is acknowledged
+// above a free seq, and an insert whose fate is unknown fails with the
+// rest of its write, for the retries to find by probing.
+func (s *Store) claimRound(ctx context.Context, st *stripe, batch []*sendReq) (settled, again []*sendReq) {
+	// A probe of an earlier round may have repaired the record of a send
+	// that was already queued: such a send looks for its record again, as
+	// it would have before queueing.
+	st.Lock()
+	repairs := st.repairs
+	st.Unlock()
+	batch = slices.DeleteFunc(batch, func(r *sendReq) bool {
+		if r.repairs == repairs {
+			return false
+		}
+		r.repairs = repairs
+		prior, ok, err := s.prior(ctx, r.draft)
+		switch {
+		case err != nil:
+			r.fail(err)
+		case ok:
+			r.msg, r.dup = prior.Message, true
+			close(r.done)
+		}
+		return err != nil || ok
+	})
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	conv := batch[0].conv
+	fail := func(reqs []*sendReq, err error) {
+		for _, r := range reqs {
+			r.fail(err)
+		}
+	}
+	// A group's record and its members' indexes are written when it is
+	// created and as members join (CreateGroup, ApplyGroupEvent), not by
+	// its first message on each node, which would re-index every member.
+	if _, ok := s.known.Load(conv.ID); !ok && conv.Kind != domain.Group {
+		if err := s.CreateConversation(ctx, conv); err != nil {
+			fail(batch, err)
+			return nil, nil
+		}
+		if s.knownCount.Add(1) > maxKnown {
+			// Bounded: forgetting costs one create-if-absent per send.
+			s.known.Clear()
+			s.knownCount.Store(0)
+		}
+		s.known.Store(conv.ID, struct{}{})
+	}
+	st.Lock()
+	head, cached := st.heads[conv.ID]
+	forgets := st.forgets
+	st.Unlock()
+	if !cached {
+		hint, err := s.Head(ctx, conv.ID)
+		if err != nil {
+			fail(batch, err)
+			return nil, nil
+		}
+		head = hint
+	}
+	first, rest := batch[0], batch[1:]
+	var passed []domain.Message
+	msg, dup, err := s.insert(ctx, st, first.draft, head, first.opts, &passed)
+	if errors.Is(err, ErrClientMsgIDReused) {
+		first.fail(err)
+		return nil, rest
+	}
+	if err != nil {
+		s.forgetHead(st, conv.ID)
+		fail(batch, err)
+		return nil, nil
+	}
+	first.msg, first.dup = msg, dup
+	settled = append(settled, first)
+	// Sends of the batch whose earlier attempt the probe passed.
+	rest = slices.DeleteFunc(rest, func(r *sendReq) bool {
+		id := domain.MessageID(r.draft.Sender, r.draft.ClientMsgID)
+		i := slices.IndexFunc(passed, func(m domain.Message) bool { return m.ID == id })
+		if i < 0 {
+			return false
+		}
+		held := passed[i]
+		if !sameContent(&held, r.draft) {
+			r.fail(ErrClientMsgIDReused)
+			return true
+		}
+		r.msg, r.dup = held, true
+		settled = append(settled, r)
+		return true
+	})
+	bi, batches := s.state.(infrastructure.BatchInserter)
+	if dup || len(rest) == 0 || !batches {
+		// A duplicate's seq may lie below the end of the log: the next
+		// round probes again.
+		s.setHead(st, conv.ID, msg.Seq, !dup, forgets)
+		sortBySeq(settled)
+		return settled, rest
+	}
+	items := make([]infrastructure.Insert, 0, len(rest))
+	rest = slices.DeleteFunc(rest, func(r *sendReq) bool {
+		r.msg = r.draft.Accept(msg.Seq+uint64(len(items)+1), r.opts.NowMs)
+		data, err := json.Marshal(&r.msg)
+		if err != nil {
+			r.fail(fmt.Errorf("encode message %s: %w", r.msg.ID, err))
+			return true
+		}
+		items = append(items, infrastructure.Insert{Key: msgKey(r.msg.Conv, r.msg.Seq), Value: data})
+		return false
+	})
+	errs, ok := bi.InsertAll(ctx, items)
+	if !ok {
+		s.setHead(st, conv.ID, msg.Seq, true, forgets)
+		return settled, rest
+	}
+	clean := !slices.ContainsFunc(errs, func(err error) bool { return err != nil })
+	if clean {
+		settled = append(settled, rest...)
+		s.setHead(st, conv.ID, msg.Seq+uint64(len(rest)), true, forgets)
+		return settled, nil
+	}
+	// Seqs taken by writers that came after the anchor: read what holds
+	// them, to find this batch's own sends (the same send made at once on
+	// another node) and to repair other senders' records on the way.
+	held := make(map[string]domain.Message)
+	for i, err := range errs {
+		if !errors.Is(err, infrastructure.ErrConflict) {
+			continue
+		}
+		m, ok, rerr := s.message(ctx, items[i].Key)
+		if rerr != nil || !ok {
+			errs[i] = fmt.Errorf("seq %d is taken but could not be read: %w", rest[i].msg.Seq, infrastructure.ErrUnavailable)
+			continue
+		}
+		held[m.ID] = m
+	}
+	ids := make(map[string]bool, len(rest))
+	for i, r := range rest {
+		ids[r.msg.ID] = true
+		if h, ok := held[r.msg.ID]; ok {
+			if !sameContent(&h, r.draft) {
+				r.fail(ErrClientMsgIDReused)
+				continue
+			}
+			r.msg, r.dup = h, true
+			settled = append(settled, r)
+			continue
+		}
+		switch err := errs[i]; {
+		case err == nil:
+			settled = append(settled, r)
+		case errors.Is(err, infrastructure.ErrConflict):
+			again = append(again, r)
+		default:
+			r.fail(err)
+		}
+	}
+	repaired := false
+	for id, m := range held {
+		if ids[id] {
+			continue
+		}
+		if err := s.recordSend(ctx, &m, first.opts.IdempotencyTTL); err == nil {
+			repaired = true
+		}
+	}
+	st.Lock()
+	if repaired {
+		st.repairs++
+	}
+	delete(st.heads, conv.ID)
+	st.Unlock()
+	sortBySeq(settled)
+	return settled, again
+}
+
+// setHead remembers head as conv's newest seq on this node when known is
+// true and no commit failed since forgets was read (a failed commit drops
+// the head so that retries of its sends probe); otherwise it forgets it.
+func (s *Store) setHead(st *stripe, conv domain.ConversationID, head uint64, known bool, forgets uint64) {
+	st.Lock()
+	defer st.Unlock()
+	if !known || st.forgets != forgets {
+		delete(st.heads, conv)
+		return
+	}
+	if len(st.heads) >= maxHeadsPerStripe {
+		// Bounded: a forgotten head costs one read of the hint.
+		clear(st.heads)
+	}
+	st.heads[conv] = head
+}
+
+func sortBySeq(reqs []*sendReq) {
+	slices.SortFunc(reqs, func(a, b *sendReq) int { return cmp.Compare(a.msg.Seq, b.msg.Seq) })
+}
+
+// forgetHead drops this node's head of conv: the next claim probes from
+// the hint.
+func (s *Store) forgetHead(st *stripe, conv domain.ConversationID) {
+	st.Lock()
+	delete(st.heads, conv)
+	st.Unlock()
+}
+
+// queueCommits appends settled sends, in seq order, to conv's commit
+// queue; lead reports that no commit runs, so the caller must run it. st
+// is locked.
+func (st *stripe) queueCommits(conv domain.ConversationID, settled []*sendReq) (q *commitQueue, lead bool) {
+	if len(settled) == 0 {
+		return nil, false
+	}
+	q = st.commits[conv]
+	if q == nil {
+		q = &commitQueue{}
+		st.commits[conv] = q
+	}
+	q.pending = append(q.pending, settled...)
+	q.ttl = settled[len(settled)-1].opts.IdempotencyTTL
+	lead = !q.running
+	q.running = true
+	return q, lead
 }
 
 // commits hands on and commits what q holds, then passes the next batch, if
-// any, to a goroutine of its own so that this send's reply does not wait
-// for it.
-func (s *Store) commits(ctx context.Context, st *stripe, conv domain.ConversationID, q *commitQueue, idemTTL time.Duration) {
+// any, to a goroutine of its own.
+func (s *Store) commits(ctx context.Context, st *stripe, conv domain.ConversationID, q *commitQueue) {
 	st.Lock()
-	batch := q.pending
+	batch, idemTTL := q.pending, q.ttl
 	q.pending = nil
 	st.Unlock()
 	msgs := make([]*domain.Message, len(batch))
 	for i, r := range batch {
-		msgs[i] = r.msg
-		if r.stored != nil {
-			r.stored(r.msg)
+		msgs[i] = &r.msg
+		if !r.dup && r.opts.Stored != nil {
+			// An earlier attempt that stored a duplicate handed it on
+			// then, or its devices sync it: it is not pushed twice.
+			r.opts.Stored(&r.msg)
 		}
 	}
 	// Detached: the batch holds other senders' messages too.
@@ -148,7 +450,7 @@ func (s *Store) commits(ctx context.Context, st *stripe, conv domain.Conversatio
 		}
 		return
 	}
-	go s.commits(ctx, st, conv, q, idemTTL)
+	go s.commits(ctx, st, conv, q)
 }
 
 // commitTimeout bounds one commit, which runs apart from any one caller.
@@ -165,44 +467,10 @@ const (
 	maxHeadsPerStripe = 4096
 )
 
-// claim stores the message at the next free seq; st is locked.
-func (s *Store) claim(ctx context.Context, st *stripe, conv domain.Conversation, draft domain.Draft, o AppendOptions) (domain.Message, bool, error) {
-	// A group's record and its members' indexes are written when it is
-	// created and as members join (CreateGroup, ApplyGroupEvent), not by
-	// its first message on each node, which would re-index every member.
-	if _, ok := s.known.Load(conv.ID); !ok && conv.Kind != domain.Group {
-		if err := s.CreateConversation(ctx, conv); err != nil {
-			return domain.Message{}, false, err
-		}
-		if s.knownCount.Add(1) > maxKnown {
-			// Bounded: forgetting costs one create-if-absent per send.
-			s.known.Clear()
-			s.knownCount.Store(0)
-		}
-		s.known.Store(conv.ID, struct{}{})
-	}
-	head, cached := st.heads[conv.ID]
-	if !cached {
-		var err error
-		if head, err = s.Head(ctx, conv.ID); err != nil {
-			return domain.Message{}, false, err
-		}
-	}
-	msg, dup, err := s.insert(ctx, st, draft, head, o)
-	if err != nil {
-		delete(st.heads, conv.ID)
-		return domain.Message{}, false, err
-	}
-	if len(st.heads) >= maxHeadsPerStripe {
-		// Bounded: a forgotten head costs one read of the hint.
-		clear(st.heads)
-	}
-	st.heads[conv.ID] = msg.Seq
-	return msg, dup, nil
-}
-
 // insert claims the first free seq after head; see Append.
-func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uint64, o AppendOptions) (domain.Message, bool, error) {
+//
+// passed, when not nil, gets every message the probe found in its way.
+func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uint64, o AppendOptions, passed *[]domain.Message) (domain.Message, bool, error) {
 	id := domain.MessageID(d.Sender, d.ClientMsgID)
 	for probe := 1; ; probe++ {
 		msg := d.Accept(head+uint64(probe), o.NowMs)
@@ -223,11 +491,16 @@ func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uin
 			}
 			return held, true, nil
 		}
+		if ok && passed != nil {
+			*passed = append(*passed, held)
+		}
 		if ok {
 			if err := s.recordSend(ctx, &held, o.IdempotencyTTL); err != nil {
 				return domain.Message{}, false, err
 			}
+			st.Lock()
 			st.repairs++
+			st.Unlock()
 		}
 		if probe == maxProbe {
 			fresh, herr := s.Head(ctx, d.Conv)
@@ -257,6 +530,7 @@ func (s *Store) commit(ctx context.Context, st *stripe, msgs []*domain.Message, 
 	}
 	st.Lock()
 	delete(st.heads, msgs[0].Conv)
+	st.forgets++
 	st.Unlock()
 	s.retries.Add(1)
 	go func() {
@@ -334,8 +608,15 @@ type stripe struct {
 	sync.Mutex
 	// heads caches the newest seq this node gave each conversation.
 	heads map[domain.ConversationID]uint64
+	// claimMu is the turn of one claim round of the stripe's
+	// conversations; it is held across the round's writes.
+	claimMu sync.Mutex
+	// claims holds, per conversation, the sends waiting to claim a seq.
+	claims map[domain.ConversationID]*claimQueue
 	// commits holds, per conversation, the sends waiting for their commit.
 	commits map[domain.ConversationID]*commitQueue
+	// forgets counts heads dropped by failed commits (see commit).
+	forgets uint64
 	// repairs counts idempotency records rewritten by writers probing past
 	// another sender's message (see insert): a send that looked for its
 	// record before one of them must look again.
@@ -346,6 +627,7 @@ func newStripes() *stripes {
 	s := &stripes{seed: maphash.MakeSeed()}
 	for i := range s.locks {
 		s.locks[i].heads = make(map[domain.ConversationID]uint64)
+		s.locks[i].claims = make(map[domain.ConversationID]*claimQueue)
 		s.locks[i].commits = make(map[domain.ConversationID]*commitQueue)
 	}
 	return s
@@ -355,17 +637,41 @@ func (s *stripes) of(c domain.ConversationID) *stripe {
 	return &s.locks[maphash.String(s.seed, string(c))%uint64(len(s.locks))]
 }
 
-// commitQueue is a conversation's sends waiting for their commit, and
-// whether a commit is running. Guarded by the stripe's lock.
-type commitQueue struct {
-	pending []*commitReq
-	running bool
+// claimQueue is a conversation's sends waiting to claim seqs, and whether
+// a claim round runs. Guarded by the stripe's lock.
+type claimQueue struct {
+	pending []*sendReq
 }
 
-type commitReq struct {
-	msg    *domain.Message
-	stored func(*domain.Message)
-	done   chan struct{}
+// commitQueue is a conversation's stored sends waiting for their commit,
+// and whether a commit is running. Guarded by the stripe's lock.
+type commitQueue struct {
+	pending []*sendReq
+	running bool
+	ttl     time.Duration // the idempotency TTL of the newest sends queued
+}
+
+// sendReq is one Append on its way through the claim and the commit.
+type sendReq struct {
+	draft domain.Draft
+	conv  domain.Conversation
+	opts  AppendOptions
+	// msg and dup are set by the claim; err when the send fails.
+	msg  domain.Message
+	dup  bool
+	err  error
+	done chan struct{}
+	// taken is set, under the stripe lock, once a round took the send.
+	taken bool
+	// repairs is the stripe's repairs when the send last looked for an
+	// earlier attempt's record.
+	repairs uint64
+}
+
+// fail ends the send with err.
+func (r *sendReq) fail(err error) {
+	r.err = err
+	close(r.done)
 }
 
 // inflight lets one attempt per (sender, client message id) run at a time

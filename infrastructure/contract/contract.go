@@ -96,6 +96,15 @@ func runState(t *testing.T, f Factory) {
 			t.Fatalf("deleting a missing key must not fail: %v", err)
 		}
 	})
+	t.Run("insert_all_is_one_write", func(t *testing.T) {
+		t.Parallel()
+		bi, ok := s.(infrastructure.BatchInserter)
+		if !ok {
+			t.Logf("%s: no batch inserts; the store inserts one key at a time", f.Name)
+			return
+		}
+		runInsertAll(t, s, bi, f.Name)
+	})
 	t.Run("bulk_get_keeps_order_and_marks_missing", func(t *testing.T) {
 		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
@@ -282,5 +291,81 @@ func increment(ctx context.Context, s infrastructure.StateStore, k string) error
 		if !errors.Is(err, infrastructure.ErrConflict) {
 			return err
 		}
+	}
+}
+
+// runInsertAll checks InsertAll: each item is stored unless its key is
+// taken, a key it stored is refused to every later insert (single or
+// batched), and concurrent calls, which an adapter may merge, each get
+// their own answers.
+func runInsertAll(t *testing.T, s infrastructure.StateStore, bi infrastructure.BatchInserter, name string) {
+	ctx := ctxFor(t, 30*time.Second)
+	k1, k2, k3 := unique("ins-1"), unique("ins-2"), unique("ins-3")
+	if err := s.Set(ctx, k2, []byte("earlier"), infrastructure.IfAbsent(), infrastructure.Unique()); err != nil {
+		t.Fatal(err)
+	}
+	errs, ok := bi.InsertAll(ctx, []infrastructure.Insert{{Key: k1, Value: []byte("one")}, {Key: k2, Value: []byte("two")}, {Key: k3, Value: []byte("three")}})
+	if !ok {
+		t.Logf("%s: the store cannot insert in one write; the caller inserts one key at a time", name)
+		return
+	}
+	if len(errs) != 3 || errs[0] != nil || !errors.Is(errs[1], infrastructure.ErrConflict) || errs[2] != nil {
+		t.Fatalf("InsertAll over a taken key = %v; want [nil, ErrConflict, nil]", errs)
+	}
+	items, err := s.BulkGet(ctx, []string{k1, k2, k3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"one", "earlier", "three"} {
+		if !items[i].Found || string(items[i].Value) != want {
+			t.Errorf("key %d holds %+v, want %q", i+1, items[i], want)
+		}
+	}
+	// What InsertAll stored is refused to later inserts of every kind.
+	if err := s.Set(ctx, k1, []byte("again"), infrastructure.IfAbsent(), infrastructure.Unique()); !errors.Is(err, infrastructure.ErrConflict) {
+		t.Errorf("a Unique insert over a key InsertAll stored: %v, want ErrConflict", err)
+	}
+	if err := s.Set(ctx, k3, []byte("again"), infrastructure.IfAbsent()); !errors.Is(err, infrastructure.ErrConflict) {
+		t.Errorf("an IfAbsent set over a key InsertAll stored: %v, want ErrConflict", err)
+	}
+	if errs, _ := bi.InsertAll(ctx, []infrastructure.Insert{{Key: k1, Value: []byte("again")}}); !errors.Is(errs[0], infrastructure.ErrConflict) {
+		t.Errorf("InsertAll over a key InsertAll stored: %v, want ErrConflict", errs[0])
+	}
+	if it, err := s.Get(ctx, k1); err != nil || string(it.Value) != "one" {
+		t.Errorf("after refused inserts the key holds %+v, %v; want \"one\"", it, err)
+	}
+	// Concurrent calls, one of them over a taken key.
+	taken := unique("ins-taken")
+	if err := s.Set(ctx, taken, []byte("earlier"), infrastructure.IfAbsent(), infrastructure.Unique()); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 8
+	var wg sync.WaitGroup
+	got := make([][]error, calls)
+	keys := make([][]string, calls)
+	for c := range calls {
+		keys[c] = []string{unique("ins-c"), unique("ins-c")}
+		if c == 3 {
+			keys[c][1] = taken
+		}
+		wg.Go(func() {
+			got[c], _ = bi.InsertAll(ctx, []infrastructure.Insert{{Key: keys[c][0], Value: []byte("v0")}, {Key: keys[c][1], Value: []byte("v1")}})
+		})
+	}
+	wg.Wait()
+	for c := range calls {
+		if got[c][0] != nil {
+			t.Errorf("call %d: its free key: %v", c, got[c][0])
+		}
+		if c == 3 {
+			if !errors.Is(got[c][1], infrastructure.ErrConflict) {
+				t.Errorf("call %d: its taken key: %v, want ErrConflict", c, got[c][1])
+			}
+		} else if got[c][1] != nil {
+			t.Errorf("call %d: its free key: %v", c, got[c][1])
+		}
+	}
+	if it, err := s.Get(ctx, taken); err != nil || string(it.Value) != "earlier" {
+		t.Errorf("the taken key holds %+v, %v; want \"earlier\"", it, err)
 	}
 }

@@ -24,6 +24,7 @@ type stateStore struct {
 	gets *batcher[string, infrastructure.Item]
 	sets *batcher[setCall, struct{}]
 	txs  *batcher[txCall, struct{}]
+	ins  *batcher[insCall, []error]
 }
 
 func newStateStore(c *Client, store string) *stateStore {
@@ -50,7 +51,15 @@ func newStateStore(c *Client, store string) *stateStore {
 		alone: func(ctx context.Context, t txCall) (struct{}, error) { return struct{}{}, s.transactOne(ctx, t) },
 		bulk:  s.transactBatch,
 	}
+	s.ins = &batcher[insCall, []error]{
+		op:    "insert",
+		key:   func(c insCall) string { return c.key },
+		limit: maxBatchTransactions,
+		alone: s.insertOne,
+		bulk:  s.insertBatch,
+	}
 	if obs := c.cfg.Observer; obs != nil {
+		s.ins.sized = func(n int) { obs.SidecarBatch("insert", n) }
 		s.gets.sized = func(n int) { obs.SidecarBatch("get", n) }
 		s.sets.sized = func(n int) { obs.SidecarBatch("set", n) }
 		s.txs.sized = func(n int) { obs.SidecarBatch("transact", n) }
@@ -63,6 +72,7 @@ func (s *stateStore) close() {
 	s.gets.close()
 	s.sets.close()
 	s.txs.close()
+	s.ins.close()
 }
 
 // checkKey refuses keys daprd would reject or misread: it joins the app-id
@@ -185,6 +195,11 @@ func (s *stateStore) Set(ctx context.Context, key string, value []byte, opts ...
 	}
 	item, withETag := writeItem(key, value, opts)
 	o := infrastructure.ResolveWriteOptions(opts)
+	if o.Unique && o.IfAbsent && !withETag && s.atomicInserts(ctx) {
+		// The same check as InsertAll's (see absentETag): a key inserted
+		// in a transaction is refused here too.
+		item.Etag = &dapr.ETag{Value: absentETag}
+	}
 	c := setCall{key: key, value: value, opts: opts, item: item, withETag: withETag,
 		ifAbsent: !withETag && o.IfAbsent, unique: o.Unique}
 	// Compare-and-set stays alone: nothing in a bulk answer would say

@@ -51,6 +51,7 @@ func (s *stateStore) coalesces(ctx context.Context) bool {
 		s.gets.slots.Store(n)
 		s.sets.slots.Store(n)
 		s.txs.slots.Store(n)
+		s.ins.slots.Store(n)
 	}
 	return true
 }

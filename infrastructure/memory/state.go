@@ -398,3 +398,50 @@ func opName(op infrastructure.StateOp) string {
 	}
 	return "set"
 }
+
+var _ infrastructure.BatchInserter = (*StateStore)(nil)
+
+// InsertAll inserts the items whose keys are free, under one lock: the
+// whole write or none of it is seen.
+func (s *StateStore) InsertAll(ctx context.Context, items []infrastructure.Insert) ([]error, bool) {
+	errs := make([]error, len(items))
+	for i, it := range items {
+		if err := checkKey("insert", it.Key); err != nil {
+			errs[i] = err
+			continue
+		}
+		if len(it.Key) > math.MaxUint32 || len(it.Value) > math.MaxUint32 {
+			errs[i] = &infrastructure.OpError{Op: "insert", Key: it.Key, Kind: infrastructure.ErrInvalidArgument, Err: errTooLarge}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = &infrastructure.OpError{Op: "insert", Key: items[i].Key, Kind: infrastructure.ErrUnavailable, Err: err}
+			}
+		}
+		return errs, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now().UnixNano()
+	for i, it := range items {
+		if errs[i] != nil {
+			continue
+		}
+		if _, found := s.live(it.Key, now); found {
+			errs[i] = &infrastructure.OpError{Op: "insert", Key: it.Key, Kind: infrastructure.ErrConflict, Err: errExists}
+			continue
+		}
+		s.put(it.Key, it.Value, 0)
+	}
+	before := s.writes
+	s.writes += uint64(len(items))
+	if before/sampleEvery != s.writes/sampleEvery {
+		s.removeExpired(now)
+	}
+	if d := s.arena.dead(); d > s.arena.liveBytes && d > s.compactFloor {
+		s.compact()
+	}
+	return errs, true
+}
