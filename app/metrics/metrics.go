@@ -145,7 +145,7 @@ var SidecarOps = []string{
 var SidecarOutcomes = []string{"ok", "conflict", "not_found", "invalid", "unavailable", "canceled", "error"}
 
 // batchOps are the coalesced state calls (infrastructure/dapr batch.go).
-var batchOps = []string{"get", "set", "transact", "other"}
+var batchOps = []string{"get", "set", "transact", "insert", "other"}
 
 // Buckets, in seconds unless said otherwise.
 var (
@@ -573,12 +573,12 @@ func (m *Metrics) SidecarCall(op, outcome string, d time.Duration) {
 }
 
 // SidecarBatch records how many state calls of kind op ("get", "set",
-// "transact") went out as one sidecar call.
+// "transact", "insert": batch inserts) went out as one sidecar call.
 func (m *Metrics) SidecarBatch(op string, size int) {
 	if m == nil {
 		return
 	}
-	i := 3
+	i := 4
 	switch op {
 	case "get":
 		i = 0
@@ -586,6 +586,8 @@ func (m *Metrics) SidecarBatch(op string, size int) {
 		i = 1
 	case "transact":
 		i = 2
+	case "insert":
+		i = 3
 	}
 	m.batchSize[i].Observe(float64(size))
 }

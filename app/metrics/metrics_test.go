@@ -153,6 +153,7 @@ func TestCountersMoveByWhatHappened(t *testing.T) {
 				m.SidecarBatch("set", 1)
 				m.SidecarBatch("set", 17)
 				m.SidecarBatch("get", 3)
+				m.SidecarBatch("insert", 5)
 			},
 			want: []want{
 				{"parley_sidecar_calls_total", map[string]string{"op": "state_get", "outcome": "ok"}, 2},
@@ -163,6 +164,7 @@ func TestCountersMoveByWhatHappened(t *testing.T) {
 				{"parley_sidecar_batch_size", map[string]string{"op": "set"}, 2},
 				{"parley_sidecar_batch_size", map[string]string{"op": "get"}, 1},
 				{"parley_sidecar_batch_size", map[string]string{"op": "transact"}, 0},
+				{"parley_sidecar_batch_size", map[string]string{"op": "insert"}, 1},
 			},
 		},
 		{
