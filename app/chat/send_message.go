@@ -35,6 +35,10 @@ type SendMessage struct {
 	// mode of units on, a send whose home unit cannot be reached is then
 	// kept here and stored by the home later, instead of refused.
 	AcceptPending bool `json:"-"`
+	// Turn, when set, keeps this send behind the previous send of its
+	// connection for its seq (see store.Turn); the caller places it when
+	// Handle returns.
+	Turn *store.Turn `json:"-"`
 }
 
 // Route is where a conversation lives when parley runs as several units:
@@ -270,6 +274,7 @@ func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolv
 	res, err := h.store.Append(ctx, conv, draft, store.AppendOptions{
 		NowMs:          now.UnixMilli(),
 		IdempotencyTTL: cfg.IdempotencyTTL,
+		Turn:           cmd.Turn,
 		Stored:         func(m *domain.Message) { deliverEverywhere(ctx, h.deliver, h.homes, &conv, m, cmd.Origin) },
 	})
 	if err != nil {

@@ -80,6 +80,7 @@ type conn struct {
 	// Touched only by the one readReady running at a time.
 	frames  frameBudget
 	ackedTo map[domain.ConversationID]uint64 // highest seq this device acknowledged, per conversation
+	sends   *sendPipe                        // nil until the device sends
 }
 
 // queueFillEvery is how many pushes of a connection make one sample of
@@ -303,7 +304,7 @@ func (c *conn) Readable() { c.readReady() }
 // Message is one whole data message from the device. A device that sends
 // faster than MaxFrameRate is slowed (its own reader waits), then cut.
 func (c *conn) Message(binary bool, payload []byte) bool {
-	wait, ok := c.frames.take(time.Now(), float64(c.srv.cfg.MaxFrameRate), float64(c.srv.cfg.MaxFrameBurst))
+	wait, ok := c.frames.take(time.Now().UnixNano(), float64(c.srv.cfg.MaxFrameRate), float64(c.srv.cfg.MaxFrameBurst))
 	if !ok {
 		c.logger().Info("frame flood, closing")
 		c.closeWith(CloseFlooding, "too many frames; slow down")
@@ -318,35 +319,37 @@ func (c *conn) Message(binary bool, payload []byte) bool {
 	return true
 }
 
-// frameBudget is a token bucket of frames. The zero value is full.
+// frameBudget is a token bucket of frames. The zero value is full. Times
+// are Unix nanoseconds, not time.Time, to keep conn in its size class.
 type frameBudget struct {
-	last        time.Time
-	tokens      float64   // may go negative: the debt the reader waits off
-	slowedSince time.Time // zero while the client keeps to the rate
+	last        int64
+	tokens      float64 // may go negative: the debt the reader waits off
+	slowedSince int64   // zero while the client keeps to the rate
 }
 
 // maxSlowed is how long a client may be held to the rate, without a
 // pause, before it is cut.
 const maxSlowed = time.Second
 
-// take spends one frame. It returns how long the reader must wait before
-// handling it, or false when the client has been slowed for maxSlowed.
-func (b *frameBudget) take(now time.Time, rate, burst float64) (time.Duration, bool) {
-	if b.last.IsZero() {
+// take spends one frame at now (Unix nanoseconds). It returns how long the
+// reader must wait before handling it, or false when the client has been
+// slowed for maxSlowed.
+func (b *frameBudget) take(now int64, rate, burst float64) (time.Duration, bool) {
+	if b.last == 0 {
 		b.tokens = burst
 	} else {
-		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+		b.tokens = min(burst, b.tokens+time.Duration(now-b.last).Seconds()*rate)
 	}
 	b.last = now
 	b.tokens--
 	if b.tokens >= 0 {
-		b.slowedSince = time.Time{}
+		b.slowedSince = 0
 		return 0, true
 	}
-	if b.slowedSince.IsZero() {
+	if b.slowedSince == 0 {
 		b.slowedSince = now
 	}
-	if now.Sub(b.slowedSince) > maxSlowed {
+	if time.Duration(now-b.slowedSince) > maxSlowed {
 		return 0, false
 	}
 	return time.Duration(-b.tokens / rate * float64(time.Second)), true
@@ -417,6 +420,7 @@ func (c *conn) readReady() bool {
 // drain ends the connection for a shutdown: the replies to every frame
 // handled so far are queued; they are sent first, then the close frame.
 func (c *conn) drain() {
+	c.waitSends(2 * time.Second)
 	c.wc.Flush(2 * time.Second)
 	// closeWith tears down when no read is running; a running read does
 	// when it ends, so a shutdown waits for the frame in hand.
@@ -444,6 +448,9 @@ func (c *conn) teardown() {
 			dcancel()
 		}
 		<-c.wc.Done()
+		// A send under way when the device left still ends, stored or
+		// not; a shutdown waits for it before it stops the store.
+		c.waitSends(0)
 		c.logger().Info("disconnected", zap.Int("user_conns", n))
 		s.conns.Done()
 	})

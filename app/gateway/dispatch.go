@@ -10,6 +10,7 @@ import (
 
 	"github.com/parley-im/parley/app/chat"
 	"github.com/parley-im/parley/app/metrics"
+	"github.com/parley-im/parley/app/store"
 	"github.com/parley-im/parley/domain"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
@@ -22,7 +23,12 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 		return
 	}
 	f := getFrame()
-	defer putFrame(f)
+	kept := false // a send's goroutine owns f
+	defer func() {
+		if !kept {
+			putFrame(f)
+		}
+	}()
 	if err := c.codec.decode(data, f); err != nil {
 		// Undecodable: no type to count it by.
 		c.srv.metrics.FrameIn("other")
@@ -40,7 +46,8 @@ func (c *conn) handle(ctx context.Context, binary bool, data []byte) {
 	}
 	switch f.Type {
 	case "send":
-		c.handleSend(ctx, f)
+		kept = true
+		c.startSend(ctx, f)
 	case "recv":
 		c.acked(ctx, domain.ConversationID(f.Conv), f.Seq)
 	case "sync":
@@ -120,8 +127,11 @@ func (c *conn) acked(ctx context.Context, conv domain.ConversationID, seq uint64
 // maxAckedConvs bounds the conversations a connection remembers acks of.
 const maxAckedConvs = 1024
 
-func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
+// handleSend stores a send and answers it, after the answer to the
+// connection's previous send (prev, nil for none) is queued; see sendPipe.
+func (c *conn) handleSend(ctx context.Context, f *pb.Frame, turn *store.Turn, prev <-chan struct{}) {
 	if err := checkMentions(f.Mentions); err != nil {
+		awaitTurn(prev)
 		c.sendErr(f.Id, err)
 		return
 	}
@@ -131,9 +141,11 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	res, err := c.srv.send.Handle(ctx, chat.SendMessage{
 		Sender: c.user, Conv: f.Conv, To: f.To, ClientMsgID: f.Cmid, ContentType: f.Ctype, Body: f.Body, Origin: c.id,
 		ReplyTo: f.ReplyTo, Mentions: f.Mentions, Route: chat.Route{Unit: f.Unit, Epoch: f.Epoch},
-		AcceptPending: true,
+		AcceptPending: true, Turn: turn,
 	})
+	turn.Placed()
 	traceSend(span, &res, err)
+	awaitTurn(prev)
 	if err != nil {
 		c.logger().Info("send refused", zap.String("req", f.Id), zap.String("cmid", f.Cmid), zap.Error(err))
 		c.sendErr(f.Id, err)
@@ -156,6 +168,13 @@ func (c *conn) handleSend(ctx context.Context, f *pb.Frame) {
 	c.send(ack)
 	putMsgFrame(ack)
 	c.srv.metrics.SendAcked(time.Since(start))
+}
+
+// awaitTurn waits until ch, when not nil, is closed.
+func awaitTurn(ch <-chan struct{}) {
+	if ch != nil {
+		<-ch
+	}
 }
 
 func (c *conn) sendErr(id string, err error) {

@@ -61,6 +61,11 @@ type Config struct {
 	// with 4011. Zero means 1000 per second and a burst of 2000.
 	MaxFrameRate  int
 	MaxFrameBurst int
+	// MaxSendsInFlight bounds the sends of one connection handled at
+	// once; the connection's next frame waits for a free one. Its sends
+	// still take their seqs in the order they came, and their answers go
+	// out in that order. Zero means 8; 1 handles one at a time.
+	MaxSendsInFlight int
 	// DeliveredWindow is the shortest gap between two "delivered" events
 	// for one (conversation, sender, reader): acknowledgements in between
 	// are merged, the newest seq winning. Zero means 100ms.
@@ -119,6 +124,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxFrameBurst == 0 {
 		c.MaxFrameBurst = 2000
+	}
+	if c.MaxSendsInFlight <= 0 {
+		c.MaxSendsInFlight = 8
 	}
 	if c.DeliveredWindow == 0 {
 		c.DeliveredWindow = 100 * time.Millisecond

@@ -33,6 +33,11 @@ type AppendOptions struct {
 	// devices gives them the conversation's messages in order. It must not
 	// block: it runs ahead of the commits of the conversation's next sends.
 	Stored func(*domain.Message)
+	// Turn, when set, orders this send after the previous send of its
+	// source (see Turn). Append places it once the send is queued for its
+	// seq; the caller places it too when Append returns, for the sends
+	// that end before.
+	Turn *Turn
 }
 
 // Appended is the result of an Append. Duplicate is true when the same
@@ -85,6 +90,10 @@ func (s *Store) Append(ctx context.Context, conv domain.Conversation, draft doma
 	if prior, ok, err := s.prior(ctx, draft); err != nil || ok {
 		return prior, err
 	}
+	// The source's previous send first: its seq comes before this one's.
+	if err := o.Turn.wait(ctx); err != nil {
+		return Appended{}, err
+	}
 
 	st.Lock()
 	if st.repairs != repairs {
@@ -100,6 +109,7 @@ func (s *Store) Append(ctx context.Context, conv domain.Conversation, draft doma
 		// own.
 		req.taken = true
 		st.Unlock()
+		o.Turn.Placed()
 		s.claims(ctx, st, []*sendReq{req})
 		return req.wait()
 	}
@@ -109,6 +119,7 @@ func (s *Store) Append(ctx context.Context, conv domain.Conversation, draft doma
 	}
 	q.pending = append(q.pending, req)
 	st.Unlock()
+	o.Turn.Placed()
 
 	// One claim round of the stripe's conversations at a time. The send
 	// that gets the turn claims for every send of its conversation queued
@@ -271,6 +282,9 @@ func (s *Store) claimRound(ctx context.Context, st *stripe, batch []*sendReq) (s
 	settled = append(settled, first)
 	// Sends of the batch whose earlier attempt the probe passed.
 	rest = slices.DeleteFunc(rest, func(r *sendReq) bool {
+		if len(passed) == 0 {
+			return false
+		}
 		id := domain.MessageID(r.draft.Sender, r.draft.ClientMsgID)
 		i := slices.IndexFunc(passed, func(m domain.Message) bool { return m.ID == id })
 		if i < 0 {
