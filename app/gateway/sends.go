@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parley-im/parley/app/gateway/wsconn"
 	"github.com/parley-im/parley/app/store"
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
@@ -44,7 +45,7 @@ func (c *conn) startSend(ctx context.Context, f *pb.Frame) {
 	prev, answered := p.answered, make(chan struct{})
 	p.turn, p.answered = turn, answered
 	p.wg.Add(1)
-	go func() {
+	wsconn.Go(func() {
 		defer func() {
 			turn.Placed()
 			close(answered)
@@ -53,7 +54,7 @@ func (c *conn) startSend(ctx context.Context, f *pb.Frame) {
 			p.wg.Done()
 		}()
 		c.handleSend(ctx, f, turn, prev)
-	}()
+	})
 }
 
 // waitSends waits for the connection's sends in flight to end, at most d

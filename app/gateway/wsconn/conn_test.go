@@ -327,3 +327,28 @@ func TestQueueRefusesPastItsBound(t *testing.T) {
 		t.Fatalf("queue after close: %v", err)
 	}
 }
+
+// TestGoKeepsAndEndsWorkers: work given to Go runs, a finished goroutine
+// takes the next work, and no more than maxIdleWorkers wait.
+func TestGoKeepsAndEndsWorkers(t *testing.T) {
+	var wg sync.WaitGroup
+	ran := make(chan int, 2*maxIdleWorkers)
+	for i := range 2 * maxIdleWorkers {
+		wg.Add(1)
+		Go(func() { defer wg.Done(); ran <- i })
+	}
+	wg.Wait()
+	if len(ran) != 2*maxIdleWorkers {
+		t.Fatalf("%d of %d works ran", len(ran), 2*maxIdleWorkers)
+	}
+	deadline := time.Now().Add(time.Second)
+	for idleWorkers.Load() > maxIdleWorkers && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := idleWorkers.Load(); n > maxIdleWorkers || n < 1 {
+		t.Fatalf("%d goroutines wait for work; want 1 to %d", n, maxIdleWorkers)
+	}
+	done := make(chan struct{})
+	Go(func() { close(done) })
+	<-done
+}

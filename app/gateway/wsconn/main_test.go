@@ -7,5 +7,8 @@ import (
 )
 
 // Every test stops what it starts: pollers, writers, close goroutines and
-// test servers. Nothing is ignored.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// test servers. Only the goroutines kept for the next frames (see Go) are
+// ignored: they end by themselves, idleWorkerTimeout after their last work.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/parley-im/parley/app/gateway/wsconn.worker"))
+}

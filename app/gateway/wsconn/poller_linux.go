@@ -130,7 +130,7 @@ func (p *Poller) loop() {
 		}
 		for i := range n {
 			if c := p.conns[events[i].Fd]; c != nil {
-				go c.h.Readable()
+				Go(c.h.Readable)
 			}
 		}
 		p.mu.Unlock()
