@@ -22,14 +22,42 @@ var _ infrastructure.BatchInserter = (*stateStore)(nil)
 // state/redis/redis.go (setDefaultQuery, parseETag, Multi).
 const absentETag = "-1"
 
-// atomicInserts reports whether the store applies a transaction of
-// inserts whole: Redis runs it as one MULTI/EXEC, which runs every command
-// or none, and an insert there fails only when its own key exists. The
-// SQL stores roll a whole transaction back when one insert fails, which
-// InsertAll does not promise, and daprd's in-memory store is not checked:
-// they insert one key at a time.
+// insertMode is how a store runs a transaction of first-write inserts.
+type insertMode int
+
+const (
+	// insertsAlone: not checked, or not applied whole; one key at a time.
+	insertsAlone insertMode = iota
+	// insertsPerKey: Redis runs the transaction as one MULTI/EXEC, which
+	// runs every command; an insert fails only when its own key exists.
+	// Inserts carry absentETag.
+	insertsPerKey
+	// insertsRolledBack: daprd's in-memory store checks every operation
+	// of a transaction under its lock before it applies any, and applies
+	// none when one fails; a first-write Set without an ETag fails when
+	// its key exists (components-contrib v1.18.3, state/in-memory
+	// in_memory.go: Multi, doValidateEtag). A transaction that a taken key
+	// failed runs again without it.
+	insertsRolledBack
+)
+
+// insertMode reports how the store runs InsertAll. The SQL stores roll a
+// transaction back too, but whether their first-write inserts inside one
+// fail only on a taken key is not checked: they insert one key at a time.
+func (s *stateStore) insertMode(ctx context.Context) insertMode {
+	switch s.c.stateStoreType(ctx, s.store) {
+	case "state.redis":
+		return insertsPerKey
+	case "state.in-memory":
+		return insertsRolledBack
+	}
+	return insertsAlone
+}
+
+// atomicInserts reports whether Unique inserts carry absentETag: on Redis
+// (see absentETag).
 func (s *stateStore) atomicInserts(ctx context.Context) bool {
-	return s.c.stateStoreType(ctx, s.store) == "state.redis"
+	return s.insertMode(ctx) == insertsPerKey
 }
 
 // insCall is one InsertAll, ready for daprd.
@@ -38,13 +66,14 @@ type insCall struct {
 	items []infrastructure.Insert
 }
 
-// InsertAll implements infrastructure.BatchInserter on Redis with one
-// transaction; concurrent calls are merged into one (see batch.go).
+// InsertAll implements infrastructure.BatchInserter on Redis and daprd's
+// in-memory store with one transaction; concurrent calls are merged into
+// one (see batch.go).
 func (s *stateStore) InsertAll(ctx context.Context, items []infrastructure.Insert) ([]error, bool) {
 	if len(items) == 0 {
 		return nil, true
 	}
-	if !s.atomicInserts(ctx) {
+	if s.insertMode(ctx) == insertsAlone {
 		return nil, false
 	}
 	errs := make([]error, len(items))
@@ -69,17 +98,21 @@ func (s *stateStore) InsertAll(ctx context.Context, items []infrastructure.Inser
 	return res, true
 }
 
-// insertOp is the transaction operation of one insert.
-func insertOp(it infrastructure.Insert) *dapr.StateOperation {
-	return &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: &dapr.SetStateItem{
+// insertOp is the transaction operation of one insert; withETag for Redis
+// (see absentETag).
+func insertOp(it infrastructure.Insert, withETag bool) *dapr.StateOperation {
+	item := &dapr.SetStateItem{
 		Key:   it.Key,
 		Value: it.Value,
-		Etag:  &dapr.ETag{Value: absentETag},
 		Options: &dapr.StateOptions{
 			Concurrency: dapr.StateConcurrencyFirstWrite,
 			Consistency: dapr.StateConsistencyStrong,
 		},
-	}}
+	}
+	if withETag {
+		item.Etag = &dapr.ETag{Value: absentETag}
+	}
+	return &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: item}
 }
 
 // insertOne runs one InsertAll by itself.
@@ -87,43 +120,67 @@ func (s *stateStore) insertOne(ctx context.Context, c insCall) ([]error, error) 
 	return s.insertBatch(ctx, []insCall{c})[0].res, nil
 }
 
-// insertBatch runs calls as one transaction. When it fails (an insert whose
-// key exists fails it, after every other insert ran), each key is read
-// back: its own bytes mean stored (the value names the write: Unique),
-// other bytes mean taken, and a missing key means the transaction did not
-// run. When the keys cannot be read, no item is known to be stored.
+// maxInsertRuns bounds the runs of a rolled-back transaction of inserts,
+// each without the keys the last one found taken.
+const maxInsertRuns = 4
+
+// insertBatch runs calls as one transaction. When it fails, each key is
+// read back: its own bytes mean stored (the value names the write:
+// Unique), other bytes mean taken, and a missing key means not stored. On
+// Redis an insert whose key exists fails the transaction after every other
+// insert ran, so a missing key means the transaction did not run. On a
+// store that rolls back, the transaction runs again with the missing keys
+// when it found others taken. When the keys cannot be read, no item is
+// known to be stored.
 func (s *stateStore) insertBatch(ctx context.Context, calls []insCall) []result[[]error] {
 	out := make([]result[[]error], len(calls))
-	var ops []*dapr.StateOperation
-	var keys []string
+	type slot struct{ call, item int }
+	var left []slot
 	for i, c := range calls {
 		out[i].res = make([]error, len(c.items))
-		for _, it := range c.items {
-			ops = append(ops, insertOp(it))
-			keys = append(keys, it.Key)
+		for j := range c.items {
+			left = append(left, slot{i, j})
 		}
 	}
-	txErr := s.c.sdk.ExecuteStateTransaction(ctx, s.store, nil, ops)
-	if txErr == nil {
-		return out
-	}
-	held, readErr := s.BulkGet(ctx, keys)
-	k := 0
-	for i, c := range calls {
-		for j, it := range c.items {
+	mode := s.insertMode(ctx)
+	for run := 1; len(left) > 0; run++ {
+		ops := make([]*dapr.StateOperation, len(left))
+		keys := make([]string, len(left))
+		for k, sl := range left {
+			it := calls[sl.call].items[sl.item]
+			ops[k], keys[k] = insertOp(it, mode == insertsPerKey), it.Key
+		}
+		txErr := s.c.sdk.ExecuteStateTransaction(ctx, s.store, nil, ops)
+		if txErr == nil {
+			for _, sl := range left {
+				out[sl.call].res[sl.item] = nil // an earlier run's answer
+			}
+			return out
+		}
+		held, readErr := s.BulkGet(ctx, keys)
+		var missing []slot
+		taken := false
+		for k, sl := range left {
+			it := calls[sl.call].items[sl.item]
 			var err error
 			switch {
 			case readErr != nil || !held[k].Found:
 				oe := opError(ctx, "insert", it.Key, txErr, false)
 				oe.Kind = infrastructure.ErrUnavailable
 				err = oe
+				missing = append(missing, sl)
 			case bytes.Equal(held[k].Value, it.Value):
 			default:
 				err = keyExists(it.Key)
+				taken = true
 			}
-			out[i].res[j] = err
-			k++
+			out[sl.call].res[sl.item] = err
 		}
+		if mode != insertsRolledBack || readErr != nil || !taken || run == maxInsertRuns {
+			return out
+		}
+		// Rolled back for the taken keys alone: the others were free.
+		left = missing
 	}
 	return out
 }
