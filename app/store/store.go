@@ -161,16 +161,30 @@ func (s *Store) Head(ctx context.Context, conv domain.ConversationID) (uint64, e
 // error wrapping infrastructure.ErrConflict when another message holds the
 // seq. It is a single-key insert-if-absent on purpose: that is atomic on
 // every store, where a transaction is not (Dapr's Redis store ignores
-// first-write inside transactions).
+// first-write inside transactions, unless the insert is made as
+// BatchInserter makes it).
 func (s *Store) insertMessage(ctx context.Context, m *domain.Message) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode message %s: %w", m.ID, err)
 	}
+	key := msgKey(m.Conv, m.Seq)
+	if bi, ok := s.state.(infrastructure.BatchInserter); ok {
+		// An insert of one key, which the adapter may write together with
+		// other conversations' inserts: through daprd on Redis one
+		// MULTI/EXEC for them all, where a bulk save runs one Set and one
+		// round trip to Redis for each.
+		if errs, ok := bi.InsertAll(ctx, []infrastructure.Insert{{Key: key, Value: data}}); ok {
+			if errs[0] != nil {
+				return fmt.Errorf("insert message %s at %s#%d: %w", m.ID, m.Conv, m.Seq, errs[0])
+			}
+			return nil
+		}
+	}
 	// Unique: the stored message carries its own id, seq and time, and a
-	// message key is only ever written here, so the adapter may insert, in
-	// bulk too, without reading the key first.
-	if err := s.state.Set(ctx, msgKey(m.Conv, m.Seq), data, infrastructure.IfAbsent(), infrastructure.Unique()); err != nil {
+	// message key is only ever written by these inserts, so the adapter
+	// may insert, in bulk too, without reading the key first.
+	if err := s.state.Set(ctx, key, data, infrastructure.IfAbsent(), infrastructure.Unique()); err != nil {
 		return fmt.Errorf("insert message %s at %s#%d: %w", m.ID, m.Conv, m.Seq, err)
 	}
 	return nil
