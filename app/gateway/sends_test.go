@@ -3,9 +3,11 @@ package gateway
 import (
 	"context"
 	stdjson "encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,5 +133,64 @@ func TestSendsInFlightIsBounded(t *testing.T) {
 		if f["type"] != "ack" || msg["seq"] != float64(i+1) {
 			t.Errorf("answer %d: %v, want the ack of seq %d", i+1, f, i+1)
 		}
+	}
+}
+
+// heldLookups holds every lookup of an earlier attempt's record until
+// release is closed.
+type heldLookups struct {
+	*memory.StateStore
+	waiting atomic.Int32
+	release chan struct{}
+}
+
+func (h *heldLookups) Get(ctx context.Context, key string) (infrastructure.Item, error) {
+	if strings.HasPrefix(key, "idem:") {
+		h.waiting.Add(1)
+		<-h.release
+	}
+	return h.StateStore.Get(ctx, key)
+}
+
+// TestShutdownAnswersTheSendsInFlight: a shutdown that begins while a
+// connection's sends are under way lets them end and sends their ACKs,
+// in order, before it closes the connection with 1001.
+func TestShutdownAnswersTheSendsInFlight(t *testing.T) {
+	const n = 3
+	st := &heldLookups{StateStore: memory.NewStateStore(), release: make(chan struct{})}
+	e := newTestEnv(t, withState(st))
+	ws := e.dial("alice")
+	for i := 1; i <= n; i++ {
+		f := fmt.Sprintf(`{"type":"send","id":"s%d","to":"bob","cmid":"c%d","body":"m%d"}`, i, i, i)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the sends to be under way", func() bool { return st.waiting.Load() == n })
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- e.srv.Shutdown(ctx)
+	}()
+	waitFor(t, "the shutdown to begin", e.srv.draining.Load)
+	close(st.release)
+	for i := 1; i <= n; i++ {
+		var f map[string]any
+		if err := stdjson.Unmarshal([]byte(readFrame(t, ws)), &f); err != nil {
+			t.Fatal(err)
+		}
+		if f["type"] != "ack" || f["id"] != fmt.Sprintf("s%d", i) {
+			t.Fatalf("frame %d: %v, want the ack of s%d", i, f, i)
+		}
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != CloseGoingAway {
+		t.Fatalf("after the ACKs the read ended with %v, want close code %d", err, CloseGoingAway)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }
