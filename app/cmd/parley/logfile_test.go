@@ -186,3 +186,18 @@ func TestLogFileFlagsRefused(t *testing.T) {
 		t.Fatal("a directory given as -log-file was accepted")
 	}
 }
+
+// TestMaxSendsInFlightFlag: the bound is taken within 1-256 and refused
+// outside it with an error that names the flag.
+func TestMaxSendsInFlightFlag(t *testing.T) {
+	t.Parallel()
+	o, err := parseOptions([]string{"-max-sends-in-flight", "3"}, io.Discard)
+	if err != nil || o.maxSends != 3 {
+		t.Fatalf("parseOptions(-max-sends-in-flight 3) = %d, %v; want 3", o.maxSends, err)
+	}
+	for _, v := range []string{"0", "-1", "257"} {
+		if _, err := parseOptions([]string{"-max-sends-in-flight", v}, io.Discard); err == nil || !strings.Contains(err.Error(), "-max-sends-in-flight") {
+			t.Errorf("parseOptions(-max-sends-in-flight %s) = %v, want an error naming the flag", v, err)
+		}
+	}
+}

@@ -304,7 +304,8 @@ func newApplication(ctx context.Context, o options, log *zap.Logger, b infrastru
 		}
 	}
 	gw := gateway.New(gateway.Config{NodeID: o.nodeID, PublicURL: o.publicURL, DevTokens: o.devTokens, Ready: b.Ready,
-		AllowedOrigins: origins, AdminToken: o.adminToken, TrustForwardedFor: o.trustForwardedFor, Metrics: m},
+		AllowedOrigins: origins, AdminToken: o.adminToken, TrustForwardedFor: o.trustForwardedFor, Metrics: m,
+		MaxSendsInFlight: o.maxSends},
 		log, verifier, live, hub, uc, reg, router).WithGuard(guard)
 	if err := gw.ServeInvocations(b.Invoker); err != nil {
 		stopPush(ctx)
