@@ -122,6 +122,6 @@ $(CENTRIFUGO):
 # redis engines) as a reference column beside parley memory and daprd+redis:
 # its direct runs alternate with parley's. A group of 2,000 members all
 # online, 10 of them sending, runs in memory and daprd+redis mode on a parley
-# of its own. 6 to 7 minutes; loopback only.
+# of its own. About 10 minutes; loopback only.
 bench: $(DAPRD) $(CENTRIFUGO)
 	$(GO) run ./tools/loadgen suite -centrifugo $(CENTRIFUGO)
