@@ -129,7 +129,7 @@ func (s *Store) Append(ctx context.Context, conv domain.Conversation, draft doma
 	st.Lock()
 	var batch []*sendReq
 	if !req.taken {
-		n := min(len(q.pending), maxClaim)
+		n := claimable(q.pending, st.contendedNow(conv.ID))
 		batch = slices.Clone(q.pending[:n])
 		for _, r := range batch {
 			r.taken = true
@@ -159,6 +159,32 @@ func (r *sendReq) wait() (Appended, error) {
 
 // maxClaim bounds the sends of one conversation that claim seqs together.
 const maxClaim = 32
+
+// claimable is how many of a conversation's pending sends, from the first,
+// claim their seqs in one round: at most maxClaim, and, while another
+// node writes the conversation too (contended), no two of one source
+// (store.Turn). A round's sends after the anchor are written together,
+// and one whose seq another node took first claims again after the others
+// are stored: two sends of one source in such a round would be stored in
+// the reverse of their order.
+func claimable(pending []*sendReq, contended bool) int {
+	n := min(len(pending), maxClaim)
+	if !contended {
+		return n
+	}
+	for i := 1; i < n; i++ {
+		src := pending[i].opts.Turn.sourceOf()
+		if src == nil {
+			continue
+		}
+		for _, r := range pending[:i] {
+			if r.opts.Turn.sourceOf() == src {
+				return i
+			}
+		}
+	}
+	return n
+}
 
 // claims runs claim rounds for batch until every send in it is stored or
 // failed, hands each round's stored sends to the commit queue in seq
@@ -379,6 +405,7 @@ func (s *Store) claimRound(ctx context.Context, st *stripe, batch []*sendReq) (s
 		st.repairs++
 	}
 	delete(st.heads, conv.ID)
+	st.contend(conv.ID)
 	st.Unlock()
 	sortBySeq(settled)
 	return settled, again
@@ -514,6 +541,7 @@ func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uin
 			}
 			st.Lock()
 			st.repairs++
+			st.contend(d.Conv)
 			st.Unlock()
 		}
 		if probe == maxProbe {
@@ -635,6 +663,39 @@ type stripe struct {
 	// another sender's message (see insert): a send that looked for its
 	// record before one of them must look again.
 	repairs uint64
+	// contended holds, per conversation, until when (Unix nanoseconds)
+	// its claims take one send of a source per round (see claimable):
+	// contendedFor after this node last met another writer's message
+	// where it claimed.
+	contended map[domain.ConversationID]int64
+}
+
+// contendedFor is how long a conversation counts as written by another
+// node after this node last met that node's message in its claims.
+const contendedFor = 10 * time.Second
+
+// contend marks conv as written by another node too. st is locked.
+func (st *stripe) contend(conv domain.ConversationID) {
+	if st.contended == nil || len(st.contended) >= maxHeadsPerStripe {
+		// Bounded: a conversation forgotten early batches again, as one
+		// that no other node writes.
+		st.contended = make(map[domain.ConversationID]int64)
+	}
+	st.contended[conv] = time.Now().Add(contendedFor).UnixNano()
+}
+
+// contendedNow reports whether another node wrote conv lately. st is
+// locked.
+func (st *stripe) contendedNow(conv domain.ConversationID) bool {
+	until, ok := st.contended[conv]
+	if !ok {
+		return false
+	}
+	if time.Now().UnixNano() < until {
+		return true
+	}
+	delete(st.contended, conv)
+	return false
 }
 
 func newStripes() *stripes {

@@ -232,3 +232,53 @@ func TestAppendQueuedRetryFindsRepairedRecord(t *testing.T) {
 	}
 	checkLog(t, s, 3)
 }
+
+// TestClaimableKeepsASourceApartWhileContended: while another node writes
+// the conversation, a round takes at most one send of each connection, so
+// that a seq taken under a batched write cannot put a connection's send
+// after its next one; otherwise the whole queue goes together.
+func TestClaimableKeepsASourceApartWhileContended(t *testing.T) {
+	t.Parallel()
+	a1 := NewTurn(nil)
+	a2 := NewTurn(a1)
+	b1 := NewTurn(nil)
+	b2 := NewTurn(b1)
+	pending := []*sendReq{{opts: AppendOptions{Turn: a1}}, {opts: AppendOptions{Turn: b1}}, {}, {opts: AppendOptions{Turn: a2}}, {opts: AppendOptions{Turn: b2}}}
+	if n := claimable(pending, false); n != len(pending) {
+		t.Errorf("uncontended: a round takes %d sends, want all %d", n, len(pending))
+	}
+	if n := claimable(pending, true); n != 3 {
+		t.Errorf("contended: a round takes %d sends, want 3 (a1, b1 and the send without a turn)", n)
+	}
+}
+
+// TestAnotherNodesMessageMarksContention: a claim that probes past a
+// message another node stored marks the conversation as contended; one
+// that meets none does not.
+func TestAnotherNodesMessageMarksContention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	state := memory.NewStateStore()
+	one, two := New(state), New(state)
+	if _, err := one.Append(ctx, aliceBob, draft("alice", "a1", "hi"), AppendOptions{NowMs: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st := one.stripes.of(aliceBob.ID)
+	contended := func() bool { st.Lock(); defer st.Unlock(); return st.contendedNow(aliceBob.ID) }
+	if contended() {
+		t.Fatal("contended after this node's own send")
+	}
+	if _, err := two.Append(ctx, aliceBob, draft("bob", "b1", "hello"), AppendOptions{NowMs: 2}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := one.Append(ctx, aliceBob, draft("alice", "a2", "again"), AppendOptions{NowMs: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Message.Seq != 3 {
+		t.Fatalf("stored at seq %d, want 3", m.Message.Seq)
+	}
+	if !contended() {
+		t.Error("not contended after probing past the other node's message")
+	}
+}
