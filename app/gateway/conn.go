@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -80,7 +81,9 @@ type conn struct {
 	// Touched only by the one readReady running at a time.
 	frames  frameBudget
 	ackedTo map[domain.ConversationID]uint64 // highest seq this device acknowledged, per conversation
-	sends   *sendPipe                        // nil until the device sends
+	// sends is nil until the device sends; set by the reader, read by a
+	// drain that may run beside it.
+	sends atomic.Pointer[sendPipe]
 }
 
 // queueFillEvery is how many pushes of a connection make one sample of

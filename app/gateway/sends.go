@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/parley-im/parley/app/gateway/wsconn"
@@ -24,7 +23,6 @@ import (
 // answered first.
 type sendPipe struct {
 	slots chan struct{} // one per send in flight
-	wg    sync.WaitGroup
 	// The previous send's turn and answer: touched only by the one
 	// readReady running at a time.
 	turn     *store.Turn
@@ -35,48 +33,52 @@ type sendPipe struct {
 // from here on. It waits while the connection has as many sends in flight
 // as allowed: the reader, and with it the device's next frames, is slowed.
 func (c *conn) startSend(ctx context.Context, f *pb.Frame) {
-	p := c.sends
+	p := c.sends.Load()
 	if p == nil {
 		p = &sendPipe{slots: make(chan struct{}, c.srv.cfg.MaxSendsInFlight)}
-		c.sends = p
+		c.sends.Store(p)
 	}
 	p.slots <- struct{}{}
 	turn := store.NewTurn(p.turn)
 	prev, answered := p.answered, make(chan struct{})
 	p.turn, p.answered = turn, answered
-	p.wg.Add(1)
 	wsconn.Go(func() {
 		defer func() {
 			turn.Placed()
 			close(answered)
 			putFrame(f)
-			<-p.slots
-			p.wg.Done()
+			<-p.slots // last: see waitSends
 		}()
 		c.handleSend(ctx, f, turn, prev)
 	})
 }
 
 // waitSends waits for the connection's sends in flight to end, at most d
-// when d > 0.
+// when d > 0. It takes every slot, which no send holds once it ended, and
+// gives them back: a reader that starts a send meanwhile only waits.
 func (c *conn) waitSends(d time.Duration) {
-	p := c.sends
+	p := c.sends.Load()
 	if p == nil {
 		return
 	}
-	if d <= 0 {
-		p.wg.Wait()
-		return
+	var deadline <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		deadline = t.C
 	}
-	done := make(chan struct{})
-	go func() {
-		p.wg.Wait()
-		close(done)
+	held := 0
+	defer func() {
+		for ; held > 0; held-- {
+			<-p.slots
+		}
 	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+	for held < cap(p.slots) {
+		select {
+		case p.slots <- struct{}{}:
+			held++
+		case <-deadline:
+			return
+		}
 	}
 }
