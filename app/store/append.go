@@ -67,6 +67,9 @@ type Appended struct {
 //     the answer. If it holds another sender's message, that message's
 //     idempotency record is written again on the way past, so a send cut
 //     off between its insert and its commit is still found by its retry;
+//   - order: the sends of one source (a connection, see Turn) join the
+//     claim queue in the order they came, and, while another node writes
+//     the conversation too, claim in separate rounds (see claimable);
 //   - idempotency: a retry of (sender, cmid) gets the first message back;
 //   - commit: the idempotency records, the head hint and the senders' read
 //     cursors are written in one transaction after the inserts, one commit
