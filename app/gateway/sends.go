@@ -9,6 +9,9 @@ import (
 	pb "github.com/parley-im/parley/proto/parley/v1"
 )
 
+// DefaultMaxSendsInFlight is Config.MaxSendsInFlight when unset.
+const DefaultMaxSendsInFlight = 8
+
 // sendPipe handles a connection's sends, up to Config.MaxSendsInFlight at
 // once, so that a device that sends without waiting for each ACK (as
 // clients do with several messages queued) has them stored together:

@@ -64,7 +64,8 @@ type Config struct {
 	// MaxSendsInFlight bounds the sends of one connection handled at
 	// once; the connection's next frame waits for a free one. Its sends
 	// still take their seqs in the order they came, and their answers go
-	// out in that order. Zero means 8; 1 handles one at a time.
+	// out in that order. Zero means DefaultMaxSendsInFlight; 1 handles
+	// one at a time.
 	MaxSendsInFlight int
 	// DeliveredWindow is the shortest gap between two "delivered" events
 	// for one (conversation, sender, reader): acknowledgements in between
@@ -126,7 +127,7 @@ func (c *Config) defaults() {
 		c.MaxFrameBurst = 2000
 	}
 	if c.MaxSendsInFlight <= 0 {
-		c.MaxSendsInFlight = 8
+		c.MaxSendsInFlight = DefaultMaxSendsInFlight
 	}
 	if c.DeliveredWindow == 0 {
 		c.DeliveredWindow = 100 * time.Millisecond

@@ -195,7 +195,7 @@ func (s *stateStore) Set(ctx context.Context, key string, value []byte, opts ...
 	}
 	item, withETag := writeItem(key, value, opts)
 	o := infrastructure.ResolveWriteOptions(opts)
-	if o.Unique && o.IfAbsent && !withETag && s.atomicInserts(ctx) {
+	if o.Unique && o.IfAbsent && !withETag && s.insertMode(ctx) == insertsPerKey {
 		// The same check as InsertAll's (see absentETag): a key inserted
 		// in a transaction is refused here too.
 		item.Etag = &dapr.ETag{Value: absentETag}

@@ -54,12 +54,6 @@ func (s *stateStore) insertMode(ctx context.Context) insertMode {
 	return insertsAlone
 }
 
-// atomicInserts reports whether Unique inserts carry absentETag: on Redis
-// (see absentETag).
-func (s *stateStore) atomicInserts(ctx context.Context) bool {
-	return s.insertMode(ctx) == insertsPerKey
-}
-
 // insCall is one InsertAll, ready for daprd.
 type insCall struct {
 	key   string // its first key, which names it in errors
@@ -89,13 +83,18 @@ func (s *stateStore) InsertAll(ctx context.Context, items []infrastructure.Inser
 	if err != nil {
 		// The caller left, or the client closed: the write may still run.
 		for i, it := range items {
-			oe := opError(ctx, "insert", it.Key, err, false)
-			oe.Kind = infrastructure.ErrUnavailable
-			errs[i] = oe
+			errs[i] = insertUnknown(ctx, it.Key, err)
 		}
 		return errs, true
 	}
 	return res, true
+}
+
+// insertUnknown is the error of an insert whose fate is not known.
+func insertUnknown(ctx context.Context, key string, err error) error {
+	oe := opError(ctx, "insert", key, err, false)
+	oe.Kind = infrastructure.ErrUnavailable
+	return oe
 }
 
 // insertOp is the transaction operation of one insert; withETag for Redis
@@ -165,9 +164,7 @@ func (s *stateStore) insertBatch(ctx context.Context, calls []insCall) []result[
 			var err error
 			switch {
 			case readErr != nil || !held[k].Found:
-				oe := opError(ctx, "insert", it.Key, txErr, false)
-				oe.Kind = infrastructure.ErrUnavailable
-				err = oe
+				err = insertUnknown(ctx, it.Key, txErr)
 				missing = append(missing, sl)
 			case bytes.Equal(held[k].Value, it.Value):
 			default:

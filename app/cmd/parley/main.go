@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/parley-im/parley/app/gateway"
 )
 
 func main() {
@@ -29,12 +31,12 @@ func main() {
 	}
 }
 
-// options are the command line, with the environment as fallback.
 // maxSendsInFlight bounds -max-sends-in-flight: each send in flight holds
 // a goroutine, and a connection's reader waits once its sends are all
 // under way.
 const maxSendsInFlight = 256
 
+// options are the command line, with the environment as fallback.
 type options struct {
 	addr           string
 	backend        string
@@ -113,7 +115,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.logFile.maxSizeMB, "log-max-size", envInt("PARLEY_LOG_MAX_SIZE", 100), "with -log-file: megabytes a log file grows to before it is rotated (env PARLEY_LOG_MAX_SIZE)")
 	fs.IntVar(&o.logFile.maxBackups, "log-max-backups", envInt("PARLEY_LOG_MAX_BACKUPS", 10), "with -log-file: rotated files kept; 0 means all (env PARLEY_LOG_MAX_BACKUPS)")
 	fs.IntVar(&o.logFile.maxAgeDays, "log-max-age", envInt("PARLEY_LOG_MAX_AGE", 30), "with -log-file: days a rotated file is kept; 0 means no limit by age (env PARLEY_LOG_MAX_AGE)")
-	fs.IntVar(&o.maxSends, "max-sends-in-flight", envInt("PARLEY_MAX_SENDS_IN_FLIGHT", 8), "sends of one connection handled at once, 1-256; they keep their order for seqs and ACKs (env PARLEY_MAX_SENDS_IN_FLIGHT)")
+	fs.IntVar(&o.maxSends, "max-sends-in-flight", envInt("PARLEY_MAX_SENDS_IN_FLIGHT", gateway.DefaultMaxSendsInFlight), "sends of one connection handled at once, 1-256; they keep their order for seqs and ACKs (env PARLEY_MAX_SENDS_IN_FLIGHT)")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.StringVar(&o.readyFile, "ready-file", "", "write the listen address to this file once serving (for scripts and tests)")
 	fs.StringVar(&o.publicURL, "public-url", envOr("PARLEY_PUBLIC_URL", ""), "where clients reach this node, for GET /v1/route; empty means http://<-addr> (env PARLEY_PUBLIC_URL)")
