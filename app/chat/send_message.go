@@ -228,7 +228,7 @@ func (h *SendMessageHandler) handle(ctx context.Context, cmd SendMessage, resolv
 		if err != nil {
 			return SendResult{}, err
 		}
-		// Held until the message is stored and recorded: a move copies
+		// Held until the message is stored and handed on: a move copies
 		// the conversation only once no send is under way.
 		defer release()
 		if remote {

@@ -48,7 +48,9 @@ type Appended struct {
 }
 
 // Append stores draft as the next message of conv and returns once it is
-// durable and recorded, so that the caller may acknowledge it. It owns the
+// durable and handed on (Stored), so that the caller may acknowledge it;
+// its idempotency record, the head hint and the sender's read cursor are
+// committed right after (see commits). It owns the
 // whole "no gaps" rule of a conversation's seqs:
 //
 //   - claim: the seq is taken by inserting msg:{conv}:{seq} only if absent.
@@ -82,7 +84,14 @@ func (s *Store) Append(ctx context.Context, conv domain.Conversation, draft doma
 	if err != nil {
 		return Appended{}, err
 	}
-	defer release()
+	// A send answered before its commit keeps its turn until the commit
+	// ends, so that a retry here waits for the record (see commits).
+	var req *sendReq
+	defer func() {
+		if req == nil || !req.committing {
+			release()
+		}
+	}()
 	// Look for an earlier attempt's record before taking the lock, so that
 	// the lookup of one send overlaps the claims of others. A record
 	// repaired meanwhile is looked for again under the lock.
@@ -105,7 +114,7 @@ func (s *Store) Append(ctx context.Context, conv domain.Conversation, draft doma
 			return prior, err
 		}
 	}
-	req := &sendReq{draft: draft, conv: conv, opts: o, done: make(chan struct{}), repairs: st.repairs}
+	req = &sendReq{draft: draft, conv: conv, opts: o, done: make(chan struct{}), repairs: st.repairs, release: release}
 	q := st.claims[conv.ID]
 	if q == nil && st.claimMu.TryLock() {
 		// Nothing queued and the turn is free: this send's round is its
@@ -192,8 +201,8 @@ func claimable(pending []*sendReq, contended bool) int {
 // claims runs claim rounds for batch until every send in it is stored or
 // failed, hands each round's stored sends to the commit queue in seq
 // order, releases the stripe's claim turn (held by the caller), and then,
-// if no commit of the conversation runs, commits them. The next round of
-// the stripe thus overlaps this commit.
+// if no commit of the conversation runs, starts one. The next round of the
+// stripe thus overlaps this commit.
 func (s *Store) claims(ctx context.Context, st *stripe, batch []*sendReq) {
 	conv := batch[0].conv.ID
 	cctx, cancel := ctx, context.CancelFunc(func() {})
@@ -209,6 +218,9 @@ func (s *Store) claims(ctx context.Context, st *stripe, batch []*sendReq) {
 		// Queued in seq order before the next round can queue its own:
 		// the commit queue hands messages on in the order they join it.
 		if q, l := st.queueCommits(conv, settled); q != nil {
+			if l {
+				s.committing.Add(1)
+			}
 			cq, lead = q, lead || l
 		}
 		st.Unlock()
@@ -218,7 +230,8 @@ func (s *Store) claims(ctx context.Context, st *stripe, batch []*sendReq) {
 	cancel()
 	st.claimMu.Unlock()
 	if lead {
-		s.commits(ctx, st, conv, cq)
+		// Apart from the caller, whose send is answered before the commit.
+		go s.commits(ctx, st, conv, cq)
 	}
 }
 
@@ -238,6 +251,31 @@ func (s *Store) claims(ctx context.Context, st *stripe, batch []*sendReq) {
 // above a free seq, and an insert whose fate is unknown fails with the
 // rest of its write, for the retries to find by probing.
 func (s *Store) claimRound(ctx context.Context, st *stripe, batch []*sendReq) (settled, again []*sendReq) {
+	conv := batch[0].conv
+	fail := func(reqs []*sendReq, err error) {
+		for _, r := range reqs {
+			r.fail(err)
+		}
+	}
+	st.Lock()
+	head, cached := st.heads[conv.ID]
+	forgets := st.forgets
+	st.Unlock()
+	if !cached {
+		hint, err := s.Head(ctx, conv.ID)
+		if err != nil {
+			fail(batch, err)
+			return nil, nil
+		}
+		head = hint
+		// The hint may have passed a message whose commit wrote it after
+		// a send of this batch looked for its record: the send is
+		// answered before its commit, and a retry of it made meanwhile
+		// would claim past it. Reading the hint counts as a repair.
+		st.Lock()
+		st.repairs++
+		st.Unlock()
+	}
 	// A probe of an earlier round may have repaired the record of a send
 	// that was already queued: such a send looks for its record again, as
 	// it would have before queueing.
@@ -262,12 +300,6 @@ func (s *Store) claimRound(ctx context.Context, st *stripe, batch []*sendReq) (s
 	if len(batch) == 0 {
 		return nil, nil
 	}
-	conv := batch[0].conv
-	fail := func(reqs []*sendReq, err error) {
-		for _, r := range reqs {
-			r.fail(err)
-		}
-	}
 	// A group's record and its members' indexes are written when it is
 	// created and as members join (CreateGroup, ApplyGroupEvent), not by
 	// its first message on each node, which would re-index every member.
@@ -282,18 +314,6 @@ func (s *Store) claimRound(ctx context.Context, st *stripe, batch []*sendReq) (s
 			s.knownCount.Store(0)
 		}
 		s.known.Store(conv.ID, struct{}{})
-	}
-	st.Lock()
-	head, cached := st.heads[conv.ID]
-	forgets := st.forgets
-	st.Unlock()
-	if !cached {
-		hint, err := s.Head(ctx, conv.ID)
-		if err != nil {
-			fail(batch, err)
-			return nil, nil
-		}
-		head = hint
 	}
 	first, rest := batch[0], batch[1:]
 	var passed []domain.Message
@@ -462,8 +482,15 @@ func (st *stripe) queueCommits(conv domain.ConversationID, settled []*sendReq) (
 	return q, lead
 }
 
-// commits hands on and commits what q holds, then passes the next batch, if
-// any, to a goroutine of its own.
+// commits hands on, answers and commits what q holds, then passes the next
+// batch, if any, to a goroutine of its own.
+//
+// A send is answered once its message is stored and handed on, before its
+// commit: the message is durable, and the commit's records only serve a
+// retry, which finds the message by probing while they are not written
+// (see commit). The send's (sender, cmid) stays taken on this node until
+// the commit ends, so a retry made here waits for the record rather than
+// claiming past a head that this node cached above the message.
 func (s *Store) commits(ctx context.Context, st *stripe, conv domain.ConversationID, q *commitQueue) {
 	st.Lock()
 	batch, idemTTL := q.pending, q.ttl
@@ -478,12 +505,18 @@ func (s *Store) commits(ctx context.Context, st *stripe, conv domain.Conversatio
 			r.opts.Stored(&r.msg)
 		}
 	}
+	for _, r := range batch {
+		r.committing = true
+		close(r.done)
+	}
 	// Detached: the batch holds other senders' messages too.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	s.commit(cctx, st, msgs, idemTTL)
 	cancel()
 	for _, r := range batch {
-		close(r.done)
+		if r.release != nil {
+			r.release()
+		}
 	}
 	st.Lock()
 	defer st.Unlock()
@@ -492,6 +525,7 @@ func (s *Store) commits(ctx context.Context, st *stripe, conv domain.Conversatio
 		if st.commits[conv] == q {
 			delete(st.commits, conv)
 		}
+		s.committing.Done()
 		return
 	}
 	go s.commits(ctx, st, conv, q)
@@ -557,6 +591,11 @@ func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uin
 				// commit never happened): seqs have no gaps, so probing on
 				// finds the end.
 				fresh = head + maxProbe
+			} else if prior, ok, err := s.prior(ctx, d); err != nil || ok {
+				// A jump to the hint passes messages unseen, this send's
+				// earlier attempt among them if its commit came since
+				// this send looked for its record.
+				return prior.Message, ok, err
 			}
 			head, probe = fresh, 0
 		}
@@ -603,11 +642,14 @@ func (s *Store) commit(ctx context.Context, st *stripe, msgs []*domain.Message, 
 	}()
 }
 
-// Close stops the retries of failed records and waits for them. A record
+// Close waits for the commits of sends already answered, then stops the
+// retries of failed records and waits for them. Call it once no Append
+// can start. A record
 // left unwritten is repaired by the next writer that probes past its
 // message, or found by its sender's retry probing: nothing is lost. Safe to
 // call more than once.
 func (s *Store) Close() {
+	s.committing.Wait()
 	s.closeOnce.Do(func() { close(s.closing) })
 	s.retries.Wait()
 }
@@ -741,6 +783,11 @@ type sendReq struct {
 	done chan struct{}
 	// taken is set, under the stripe lock, once a round took the send.
 	taken bool
+	// committing is set, before done is closed, when the send is answered
+	// ahead of its commit; release, its (sender, cmid) turn on this node,
+	// is then freed by the commit (see commits).
+	committing bool
+	release    func()
 	// repairs is the stripe's repairs when the send last looked for an
 	// earlier attempt's record.
 	repairs uint64

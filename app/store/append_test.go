@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -265,4 +267,103 @@ func TestAppendStoredInSeqOrder(t *testing.T) {
 			t.Fatalf("call %d had seq %d: out of order", i, seq)
 		}
 	}
+}
+
+// heldCommits holds every commit (a transaction that writes idempotency
+// records) until release is closed: a commit that is slow to land.
+type heldCommits struct {
+	infrastructure.StateStore
+	held    chan struct{} // gets a value as each commit starts waiting
+	release chan struct{}
+}
+
+func (h *heldCommits) Transact(ctx context.Context, ops []infrastructure.StateOp) error {
+	if slices.ContainsFunc(ops, func(op infrastructure.StateOp) bool { return strings.HasPrefix(op.Key, "idem:") }) {
+		h.held <- struct{}{}
+		<-h.release
+	}
+	return h.StateStore.Transact(ctx, ops)
+}
+
+// TestAppendAnswersBeforeItsCommit: a send is answered once its message is
+// stored, while its commit is still on its way. A retry of it on the same
+// node waits for the commit and gets the message back; a retry on another
+// node finds it by probing; the listing shows it as the last message, read
+// by its sender; and Close waits for the commit to land.
+func TestAppendAnswersBeforeItsCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	state := &heldCommits{StateStore: memory.NewStateStore(), held: make(chan struct{}, 16), release: make(chan struct{})}
+	if err := state.StateStore.Set(ctx, headKey(aliceBob.ID), []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	node, other := New(state), New(state)
+	if err := node.CreateConversation(ctx, aliceBob); err != nil {
+		t.Fatal(err)
+	}
+	d := draft("alice", "c1", "hi")
+	first, err := node.Append(ctx, aliceBob, d, AppendOptions{NowMs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-state.held
+	if first.Duplicate || first.Message.Seq != 1 {
+		t.Fatalf("got seq %d duplicate %v, want seq 1, new", first.Message.Seq, first.Duplicate)
+	}
+	if _, ok, _ := node.priorSend(ctx, "alice", "c1"); ok {
+		t.Fatal("test setup: the record is written although the commit is held")
+	}
+
+	sums, err := node.Summaries(ctx, "alice", []domain.ConversationID{aliceBob.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sums) != 1 || sums[0].LastSeq != 1 || sums[0].Last == nil || sums[0].Last.ID != first.Message.ID || sums[0].ReadSeq != 1 {
+		t.Fatalf("alice's listing before the commit: %+v; want last seq 1, her message, read up to 1", sums)
+	}
+
+	sameNode := make(chan Appended, 1)
+	go func() {
+		res, err := node.Append(ctx, aliceBob, d, AppendOptions{NowMs: 2})
+		if err != nil {
+			t.Error(err)
+		}
+		sameNode <- res
+	}()
+	select {
+	case res := <-sameNode:
+		t.Fatalf("a retry on the sending node was answered (%+v) before the first attempt's commit landed", res)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// The other node's retry probes from the hint, below the message.
+	retry, err := other.Append(ctx, aliceBob, d, AppendOptions{NowMs: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !retry.Duplicate || retry.Message.Seq != 1 {
+		t.Fatalf("retry on another node got seq %d duplicate %v, want seq 1, duplicate", retry.Message.Seq, retry.Duplicate)
+	}
+	<-state.held // the other node's commit of the record it found
+
+	closed := make(chan struct{})
+	go func() {
+		node.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a commit of answered sends was held")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(state.release)
+	<-closed
+	if res := <-sameNode; !res.Duplicate || res.Message.Seq != 1 {
+		t.Fatalf("retry on the sending node got seq %d duplicate %v, want seq 1, duplicate", res.Message.Seq, res.Duplicate)
+	}
+	if _, ok, _ := node.priorSend(ctx, "alice", "c1"); !ok {
+		t.Fatal("the record is missing after Close")
+	}
+	other.Close()
+	checkLog(t, node, 1)
 }

@@ -55,6 +55,9 @@ type Store struct {
 	knownCount atomic.Int64
 	// lists caches groups' member lists: see groups.go.
 	lists memberLists
+	// committing counts the conversations whose commits run: their sends
+	// are answered, and Close lets their records be written first.
+	committing sync.WaitGroup
 	// retries are the background writes of records whose commit failed;
 	// closing stops them (see Close).
 	retries   sync.WaitGroup
@@ -485,6 +488,9 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 			return nil, fmt.Errorf("decode %s: %w", rec.Key, err)
 		}
 		sum.LastSeq, _ = strconv.ParseUint(string(head.Value), 10, 64)
+		// The head key is written by the commit that follows a send's
+		// answer: the seqs this node gave since are stored already.
+		sum.LastSeq = max(sum.LastSeq, s.cachedHead(c))
 		sum.ReadSeq, _ = strconv.ParseUint(string(read.Value), 10, 64)
 		switch c.Kind() {
 		case domain.Direct:
@@ -543,7 +549,26 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 		}
 	}
 	for i := range out {
-		out[i].Last = byKey[msgKey(out[i].Conversation.ID, out[i].LastSeq)]
+		sum := &out[i]
+		sum.Last = byKey[msgKey(sum.Conversation.ID, sum.LastSeq)]
+		if sum.Last == nil {
+			continue
+		}
+		// Whoever sent the last message has read up to it, though the
+		// commit that moves their cursor may still be on its way.
+		if sum.Last.Sender == u {
+			sum.ReadSeq = max(sum.ReadSeq, sum.LastSeq)
+		} else if sum.Conversation.Kind == domain.Direct {
+			sum.PeerReadSeq = max(sum.PeerReadSeq, sum.LastSeq)
+		}
 	}
 	return out, nil
+}
+
+// cachedHead is the newest seq this node gave conv, 0 if it knows none.
+func (s *Store) cachedHead(conv domain.ConversationID) uint64 {
+	st := s.stripes.of(conv)
+	st.Lock()
+	defer st.Unlock()
+	return st.heads[conv]
 }
