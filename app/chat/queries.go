@@ -276,9 +276,19 @@ func (h *MarkReadHandler) Handle(ctx context.Context, cmd MarkRead) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	head, err := h.store.Head(ctx, c)
+	head, err := h.store.Newest(ctx, c)
 	if err != nil {
 		return 0, err
+	}
+	if cmd.Seq > head {
+		// The head hint is written by the commit that follows a send's
+		// ACK, and a device may be pushed the message first: a seq above
+		// the hint may be stored already.
+		if _, ok, err := h.store.Message(ctx, c, cmd.Seq); err != nil {
+			return 0, err
+		} else if ok {
+			head = cmd.Seq
+		}
 	}
 	if win.to != 0 {
 		head = min(head, win.to)

@@ -117,7 +117,7 @@ func (r *ReadReceipts) count(ctx context.Context, c domain.ConversationID) error
 	if err != nil {
 		return err
 	}
-	head, err := r.store.Head(ctx, c)
+	head, err := r.store.Newest(ctx, c)
 	if err != nil || head == 0 {
 		return err
 	}

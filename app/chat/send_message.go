@@ -160,16 +160,14 @@ func (h *SendMessageHandler) WithHomes(homes Homes) *SendMessageHandler {
 }
 
 // Handle validates, rate limits, asks the hook, appends and delivers. It
-// returns only after the message is durable and its send recorded: the
-// caller may acknowledge it.
+// returns only after the message is durable: the caller may acknowledge
+// it.
 //
 // Order: the message is stored (the insert that claims its seq), then
-// pushed to this node's devices and handed to other nodes, then its send is
-// recorded, then the caller gets it back. Delivery does not wait on the
-// record, and the record does not wait on other nodes: the hand-off to
-// them is queued (see Deliverer). The record comes before the reply so
-// that a retry after a lost reply finds this message instead of storing it
-// twice.
+// pushed to this node's devices and handed to other nodes, then the caller
+// gets it back, while its send is recorded (see store.Append: a retry
+// meanwhile still finds this message). Nothing waits on other nodes: the
+// hand-off to them is queued (see Deliverer).
 func (h *SendMessageHandler) Handle(ctx context.Context, cmd SendMessage) (SendResult, error) {
 	var conv domain.Conversation
 	res, err := h.handle(ctx, cmd, &conv)

@@ -13,6 +13,7 @@ import (
 	"github.com/parley-im/parley/app/settings"
 	"github.com/parley-im/parley/app/store"
 	"github.com/parley-im/parley/domain"
+	"github.com/parley-im/parley/infrastructure"
 	"github.com/parley-im/parley/infrastructure/memory"
 )
 
@@ -225,5 +226,45 @@ func TestHistoryPagesByBytes(t *testing.T) {
 	}
 	if total != n || pages < 2 {
 		t.Fatalf("%d messages in %d pages; want %d in several", total, pages, n)
+	}
+}
+
+// commitsCutOff fails every commit (a transaction that writes idempotency
+// records): the head hint stays behind the messages stored.
+type commitsCutOff struct{ infrastructure.StateStore }
+
+func (c commitsCutOff) Transact(ctx context.Context, ops []infrastructure.StateOp) error {
+	for _, op := range ops {
+		if strings.HasPrefix(op.Key, "idem:") {
+			return fmt.Errorf("commit cut off: %w", infrastructure.ErrUnavailable)
+		}
+	}
+	return c.StateStore.Transact(ctx, ops)
+}
+
+// TestMarkReadAboveALaggingHead: a device marks a message read that is
+// stored while the head hint, which its commit writes after the ACK, is
+// still behind; the cursor moves to it, and not past the newest message.
+func TestMarkReadAboveALaggingHead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := store.New(commitsCutOff{memory.NewStateStore()})
+	defer st.Close()
+	s := settings.NewLive(settings.Defaults())
+	send := chat.NewSendMessageHandler(st, s, &pushes{}, time.Now)
+	read := chat.NewMarkReadHandler(st)
+	for _, cmid := range []string{"c1", "c2"} {
+		if _, err := send.Handle(ctx, chat.SendMessage{Sender: "alice", To: "bob", ClientMsgID: cmid, Body: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if head, err := st.Head(ctx, "d:alice~bob"); err != nil || head != 0 {
+		t.Fatalf("test setup: head hint %d, %v; want 0, the commits cut off", head, err)
+	}
+	for _, tc := range []struct{ mark, want uint64 }{{1, 1}, {2, 2}, {3, 2}} {
+		got, err := read.Handle(ctx, chat.MarkRead{Reader: "bob", Conv: "d:alice~bob", Seq: tc.mark})
+		if err != nil || got != tc.want {
+			t.Fatalf("mark %d: cursor %d, %v; want %d", tc.mark, got, err, tc.want)
+		}
 	}
 }

@@ -367,3 +367,39 @@ func TestAppendAnswersBeforeItsCommit(t *testing.T) {
 	other.Close()
 	checkLog(t, node, 1)
 }
+
+// TestACommitLandingLateKeepsTheReadCursor: bob's send is answered, bob
+// marks a later message read, and only then does his send's commit land:
+// his cursor stays where he moved it.
+func TestACommitLandingLateKeepsTheReadCursor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	state := &heldCommits{StateStore: memory.NewStateStore(), held: make(chan struct{}, 16), release: make(chan struct{})}
+	node, other := New(state), New(state)
+	bobs, err := node.Append(ctx, aliceBob, draft("bob", "b1", "first"), AppendOptions{NowMs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-state.held
+	alices, err := other.Append(ctx, aliceBob, draft("alice", "a1", "second"), AppendOptions{NowMs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-state.held
+	if alices.Message.Seq != bobs.Message.Seq+1 {
+		t.Fatalf("seqs %d then %d, want consecutive", bobs.Message.Seq, alices.Message.Seq)
+	}
+	if cur, err := node.AdvanceReadCursor(ctx, aliceBob.ID, "bob", alices.Message.Seq); err != nil || cur != alices.Message.Seq {
+		t.Fatalf("bob marks %d read: cursor %d, %v", alices.Message.Seq, cur, err)
+	}
+	close(state.release)
+	node.Close()
+	other.Close()
+	got, err := node.ReadCursors(ctx, aliceBob.ID, []domain.UserID{"alice", "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != alices.Message.Seq || got[1] != alices.Message.Seq {
+		t.Fatalf("cursors alice %d, bob %d after the commits; want %d each (alice sent it, bob read it)", got[0], got[1], alices.Message.Seq)
+	}
+}

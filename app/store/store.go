@@ -9,7 +9,9 @@
 //	msg:{conv}:{seq}     one message; inserted only if absent, which is what
 //	                     makes a seq belong to exactly one message
 //	head:{conv}          the newest seq, a hint: writers probe past it
-//	read:{conv}:{user}   the user's read cursor
+//	read:{conv}:{user}   the user's read cursor, as the user moved it
+//	sent:{conv}:{user}   the newest seq the user sent, which they have read
+//	                     too: the cursor in force is the higher of the two
 //	idem:{user}:{cmid}   the reply to a send, for idempotent retries (TTL)
 //	chg:{conv}:{seq}     the message as a recall or edit left it
 //	mention:{conv}:{user} the newest seq that mentioned user ("*": @all)
@@ -76,6 +78,13 @@ func headKey(c domain.ConversationID) string      { return "head:" + string(c) }
 func idemKey(u domain.UserID, cmid string) string { return "idem:" + string(u) + ":" + cmid }
 func readKey(c domain.ConversationID, u domain.UserID) string {
 	return "read:" + string(c) + ":" + string(u)
+}
+
+// sentKey is written by the commits of u's sends, apart from readKey:
+// a commit lands after its send's ACK, and writing the read cursor then
+// could move it back past what the user marked read meanwhile.
+func sentKey(c domain.ConversationID, u domain.UserID) string {
+	return "sent:" + string(c) + ":" + string(u)
 }
 
 // mentionKey holds the newest seq that mentioned u in conv; u "*" is
@@ -212,7 +221,7 @@ func (s *Store) commitSends(ctx context.Context, msgs []*domain.Message, idemTTL
 		cursors[m.Sender] = max(cursors[m.Sender], m.Seq)
 	}
 	for u, seq := range cursors {
-		ops = append(ops, infrastructure.StateOp{Key: readKey(last.Conv, u), Value: []byte(strconv.FormatUint(seq, 10))})
+		ops = append(ops, infrastructure.StateOp{Key: sentKey(last.Conv, u), Value: []byte(strconv.FormatUint(seq, 10))})
 	}
 	// Who was mentioned, and by which newest seq: the listing shows a
 	// conversation as mentioning its reader until the cursor passes it.
@@ -385,7 +394,9 @@ func (s *Store) Messages(ctx context.Context, conv domain.ConversationID, after 
 const firstWindow = 32
 
 // AdvanceReadCursor moves u's cursor in conv up to seq, never down, with
-// compare-and-set so that two devices marking at once keep the larger.
+// compare-and-set so that two devices marking at once keep the larger. It
+// returns the cursor in force, which u's own newest message may hold
+// higher (see sentKey).
 func (s *Store) AdvanceReadCursor(ctx context.Context, conv domain.ConversationID, u domain.UserID, seq uint64) (uint64, error) {
 	var result uint64
 	err := infrastructure.Update(ctx, s.state, readKey(conv, u), func(cur infrastructure.Item) ([]byte, infrastructure.Change, error) {
@@ -403,25 +414,37 @@ func (s *Store) AdvanceReadCursor(ctx context.Context, conv domain.ConversationI
 	if err != nil {
 		return 0, fmt.Errorf("advance read cursor %s/%s: %w", conv, u, err)
 	}
-	return result, nil
+	sent, err := s.state.Get(ctx, sentKey(conv, u))
+	if err != nil {
+		return 0, fmt.Errorf("read the newest send of %s in %s: %w", u, conv, err)
+	}
+	return cursorOf(infrastructure.Item{Value: []byte(strconv.FormatUint(result, 10))}, sent), nil
 }
 
-// ReadCursors reads the read cursors of users in conv, in order; 0 for
-// none.
+// ReadCursors reads the read cursors in force of users in conv, in order;
+// 0 for none.
 func (s *Store) ReadCursors(ctx context.Context, conv domain.ConversationID, users []domain.UserID) ([]uint64, error) {
-	keys := make([]string, len(users))
-	for i, u := range users {
-		keys[i] = readKey(conv, u)
+	keys := make([]string, 0, 2*len(users))
+	for _, u := range users {
+		keys = append(keys, readKey(conv, u), sentKey(conv, u))
 	}
 	items, err := s.state.BulkGet(ctx, keys)
 	if err != nil {
 		return nil, fmt.Errorf("read cursors of %s: %w", conv, err)
 	}
-	out := make([]uint64, len(items))
-	for i, it := range items {
-		out[i], _ = strconv.ParseUint(string(it.Value), 10, 64)
+	out := make([]uint64, len(users))
+	for i := range out {
+		out[i] = cursorOf(items[2*i], items[2*i+1])
 	}
 	return out, nil
+}
+
+// cursorOf is the read cursor in force: the higher of the one the user
+// moved (read) and the newest seq the user sent (sent).
+func cursorOf(read, sent infrastructure.Item) uint64 {
+	r, _ := strconv.ParseUint(string(read.Value), 10, 64)
+	w, _ := strconv.ParseUint(string(sent.Value), 10, 64)
+	return max(r, w)
 }
 
 // Summary is what a conversation list shows of one conversation.
@@ -464,10 +487,10 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 				if peer == u {
 					peer = members[1]
 				}
-				keys = append(keys, readKey(c, peer), mentionKey(c, u))
+				keys = append(keys, readKey(c, peer), mentionKey(c, u), sentKey(c, u), sentKey(c, peer))
 			}
 		case domain.Group:
-			keys = append(keys, groupKey(c), memberKey(c, u), mentionKey(c, u), mentionKey(c, "*"))
+			keys = append(keys, groupKey(c), memberKey(c, u), mentionKey(c, u), mentionKey(c, "*"), sentKey(c, u))
 		}
 	}
 	first[len(convs)] = len(keys)
@@ -494,14 +517,16 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 		sum.ReadSeq, _ = strconv.ParseUint(string(read.Value), 10, 64)
 		switch c.Kind() {
 		case domain.Direct:
-			if len(at) > 4 {
-				sum.PeerReadSeq, _ = strconv.ParseUint(string(at[3].Value), 10, 64)
+			if len(at) > 6 {
+				sum.ReadSeq = cursorOf(read, at[5])
+				sum.PeerReadSeq = cursorOf(at[3], at[6])
 				sum.MentionSeq, _ = strconv.ParseUint(string(at[4].Value), 10, 64)
 			}
 		case domain.Group:
-			if len(at) < 7 || !at[3].Found || !at[4].Found {
+			if len(at) < 8 || !at[3].Found || !at[4].Found {
 				continue
 			}
+			sum.ReadSeq = cursorOf(read, at[7])
 			mine, _ := strconv.ParseUint(string(at[5].Value), 10, 64)
 			all, _ := strconv.ParseUint(string(at[6].Value), 10, 64)
 			sum.MentionSeq = max(mine, all)
@@ -563,6 +588,17 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 		}
 	}
 	return out, nil
+}
+
+// Newest is conv's newest seq as far as this node knows without probing:
+// the head hint, or the newest seq this node gave, whichever is higher.
+// The hint lags a send's ACK until its commit lands (see commits).
+func (s *Store) Newest(ctx context.Context, conv domain.ConversationID) (uint64, error) {
+	hint, err := s.Head(ctx, conv)
+	if err != nil {
+		return 0, err
+	}
+	return max(hint, s.cachedHead(conv)), nil
 }
 
 // cachedHead is the newest seq this node gave conv, 0 if it knows none.
