@@ -49,7 +49,7 @@ type Appended struct {
 
 // Append stores draft as the next message of conv and returns once it is
 // durable and handed on (Stored), so that the caller may acknowledge it;
-// its idempotency record, the head hint and the sender's read cursor are
+// its idempotency record, the head hint and the sender's newest seq are
 // committed right after (see commits). It owns the
 // whole "no gaps" rule of a conversation's seqs:
 //
@@ -73,8 +73,8 @@ type Appended struct {
 //     claim queue in the order they came, and, while another node writes
 //     the conversation too, claim in separate rounds (see claimable);
 //   - idempotency: a retry of (sender, cmid) gets the first message back;
-//   - commit: the idempotency records, the head hint and the senders' read
-//     cursors are written in one transaction after the inserts, one commit
+//   - commit: the idempotency records, the head hint and the senders' newest
+//     seqs are written in one transaction after the inserts, one commit
 //     of a conversation at a time and in seq order, each taking every send
 //     queued behind it.
 //
