@@ -579,6 +579,10 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 		if sum.Last == nil {
 			continue
 		}
+		// The commit that records mentions may still be on its way.
+		if slices.Contains(sum.Last.Mentions, u) || (sum.Last.MentionAll && sum.Conversation.Kind == domain.Group) {
+			sum.MentionSeq = max(sum.MentionSeq, sum.LastSeq)
+		}
 		// Whoever sent the last message has read up to it, though the
 		// commit that moves their cursor may still be on its way.
 		if sum.Last.Sender == u {
