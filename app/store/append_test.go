@@ -301,7 +301,8 @@ func TestAppendAnswersBeforeItsCommit(t *testing.T) {
 	if err := node.CreateConversation(ctx, aliceBob); err != nil {
 		t.Fatal(err)
 	}
-	d := draft("alice", "c1", "hi")
+	d := draft("alice", "c1", "hi @bob")
+	d.Mentions = []domain.UserID{"bob"}
 	first, err := node.Append(ctx, aliceBob, d, AppendOptions{NowMs: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -320,6 +321,13 @@ func TestAppendAnswersBeforeItsCommit(t *testing.T) {
 	}
 	if len(sums) != 1 || sums[0].LastSeq != 1 || sums[0].Last == nil || sums[0].Last.ID != first.Message.ID || sums[0].ReadSeq != 1 {
 		t.Fatalf("alice's listing before the commit: %+v; want last seq 1, her message, read up to 1", sums)
+	}
+	sums, err = node.Summaries(ctx, "bob", []domain.ConversationID{aliceBob.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sums) != 1 || sums[0].LastSeq != 1 || sums[0].ReadSeq != 0 || sums[0].PeerReadSeq != 1 || sums[0].MentionSeq != 1 {
+		t.Fatalf("bob's listing before the commit: %+v; want last seq 1 unread, mentioning him, read by alice", sums)
 	}
 
 	sameNode := make(chan Appended, 1)
