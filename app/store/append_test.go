@@ -411,3 +411,36 @@ func TestACommitLandingLateKeepsTheReadCursor(t *testing.T) {
 		t.Fatalf("cursors alice %d, bob %d after the commits; want %d each (alice sent it, bob read it)", got[0], got[1], alices.Message.Seq)
 	}
 }
+
+// TestListingCountsOwnSendsAsRead: in a direct and in a customer-service
+// conversation, a user's own messages count as read in the listing once
+// their commit landed, though the newest message is another member's.
+func TestListingCountsOwnSendsAsRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svc, err := domain.NewServiceConversation("shop", "carol", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, conv := range []domain.Conversation{
+		aliceBob,
+		{ID: svc.ID, Kind: domain.Service, Members: svc.Members()},
+	} {
+		s := New(memory.NewStateStore())
+		own, other := conv.Members[0], conv.Members[1]
+		for i, from := range []domain.UserID{own, own, other} {
+			d := domain.Draft{Conv: conv.ID, Sender: from, ClientMsgID: fmt.Sprintf("c%d", i), ContentType: domain.Text, Body: "x"}
+			if _, err := s.Append(ctx, conv, d, AppendOptions{NowMs: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close() // the commits have landed
+		sums, err := s.Summaries(ctx, own, []domain.ConversationID{conv.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sums) != 1 || sums[0].LastSeq != 3 || sums[0].ReadSeq != 2 {
+			t.Fatalf("%s: %s's listing %+v; want last seq 3, read up to 2 (their own sends)", conv.ID, own, sums)
+		}
+	}
+}

@@ -491,6 +491,8 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 			}
 		case domain.Group:
 			keys = append(keys, groupKey(c), memberKey(c, u), mentionKey(c, u), mentionKey(c, "*"), sentKey(c, u))
+		default:
+			keys = append(keys, sentKey(c, u))
 		}
 	}
 	first[len(convs)] = len(keys)
@@ -521,6 +523,10 @@ func (s *Store) Summaries(ctx context.Context, u domain.UserID, convs []domain.C
 				sum.ReadSeq = cursorOf(read, at[5])
 				sum.PeerReadSeq = cursorOf(at[3], at[6])
 				sum.MentionSeq, _ = strconv.ParseUint(string(at[4].Value), 10, 64)
+			}
+		default:
+			if len(at) > 3 {
+				sum.ReadSeq = cursorOf(read, at[3])
 			}
 		case domain.Group:
 			if len(at) < 8 || !at[3].Found || !at[4].Found {
