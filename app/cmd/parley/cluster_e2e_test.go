@@ -177,3 +177,78 @@ func TestClusterDelivery(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryOnAnotherNodeRightAfterTheAck: the ACK comes before the commit
+// that writes a send's idempotency record, so a retry made at once on
+// another node must find the message in the log. Alice sends on one node
+// and repeats every send on the other node as soon as its ACK arrives,
+// while Bob sends on the other node too: every retry gets the first
+// message back, and the log holds each send once, with no gap.
+func TestRetryOnAnotherNodeRightAfterTheAck(t *testing.T) {
+	m := mode{name: "dapr-" + daprdtest.Redis, args: []string{"-backend", "dapr", "-sidecar", "launch", "-profile", daprdtest.Redis}}
+	requireMode(t, m)
+	appID := daprdtest.UniqueName("parley-retry")
+	var procs []*proc
+	for i := range 2 {
+		procs = append(procs, startProc(t, m, "-app-id", appID, "-node-id", fmt.Sprintf("%s-n%d", appID, i+1),
+			"-jwt-secret", "cluster-test-secret-cluster-test-secret"))
+	}
+	n1, n2 := procs[0].node(), procs[1].node()
+	aliceWeb, alicePhone := dial(t, n1, "alice", "web"), dial(t, n2, "alice", "phone")
+	bob := dial(t, n2, "bob", "web")
+	ctx := ctxT(t, 90*time.Second)
+	const sends = 40
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range sends {
+			if _, err := bob.Send(ctx, "alice", "", fmt.Sprintf("b-%d", i), "from bob"); err != nil {
+				t.Errorf("bob's send %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	for i := range sends {
+		cmid := fmt.Sprintf("a-%d", i)
+		first, err := aliceWeb.Send(ctx, "bob", "", cmid, "from alice")
+		if err != nil {
+			t.Fatalf("alice's send %d: %v", i, err)
+		}
+		retry, err := alicePhone.Send(ctx, "bob", "", cmid, "from alice")
+		if err != nil {
+			t.Fatalf("alice's retry %d on the other node: %v", i, err)
+		}
+		if retry.Id != first.Id || retry.Seq != first.Seq {
+			t.Fatalf("retry %d on the other node got %s#%d, the first attempt %s#%d", i, retry.Id, retry.Seq, first.Id, first.Seq)
+		}
+	}
+	wg.Wait()
+	hist, err := aliceWeb.Sync(ctx, "d:alice~bob", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(hist) > 0 && len(hist) < 2*sends {
+		more, err := aliceWeb.Sync(ctx, "d:alice~bob", hist[len(hist)-1].Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(more) == 0 {
+			break
+		}
+		hist = append(hist, more...)
+	}
+	ids := map[string]bool{}
+	for i, msg := range hist {
+		if msg.Seq != uint64(i+1) {
+			t.Fatalf("position %d holds seq %d: a gap", i, msg.Seq)
+		}
+		if ids[msg.Id] {
+			t.Fatalf("message %s is stored twice", msg.Id)
+		}
+		ids[msg.Id] = true
+	}
+	if len(hist) != 2*sends {
+		t.Fatalf("the log holds %d messages, want %d", len(hist), 2*sends)
+	}
+}
