@@ -419,7 +419,7 @@ func (s *Store) claimRound(ctx context.Context, st *stripe, batch []*sendReq) (s
 		if ids[id] {
 			continue
 		}
-		if err := s.recordSend(ctx, &m, first.opts.IdempotencyTTL); err == nil {
+		if err := s.repairRecord(ctx, &m, first.opts.IdempotencyTTL); err == nil {
 			repaired = true
 		}
 	}
@@ -573,7 +573,7 @@ func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uin
 			*passed = append(*passed, held)
 		}
 		if ok {
-			if err := s.recordSend(ctx, &held, o.IdempotencyTTL); err != nil {
+			if err := s.repairRecord(ctx, &held, o.IdempotencyTTL); err != nil {
 				return domain.Message{}, false, err
 			}
 			st.Lock()
@@ -601,6 +601,32 @@ func (s *Store) insert(ctx context.Context, st *stripe, d domain.Draft, head uin
 		}
 	}
 }
+
+// repairRecord writes the idempotency record of m, another sender's
+// message that a claim met, trying again after a short wait while the
+// store is unavailable: the sender's own commit may be writing the same
+// record at that moment, and MySQL answers two such writes with a
+// deadlock that it asks to restart.
+func (s *Store) repairRecord(ctx context.Context, m *domain.Message, idemTTL time.Duration) error {
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.recordSend(ctx, m, idemTTL)
+		if err == nil || attempt == repairAttempts || !errors.Is(err, infrastructure.ErrUnavailable) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+		wait *= 2
+	}
+}
+
+// repairAttempts bounds the writes of one repaired record.
+const repairAttempts = 4
 
 // commit records stored messages' sends. A failed commit does not fail the
 // sends: the messages are stored, and a retry finds one by probing. The

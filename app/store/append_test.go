@@ -444,3 +444,45 @@ func TestListingCountsOwnSendsAsRead(t *testing.T) {
 		}
 	}
 }
+
+// flakyRecords refuses the first refusals idempotency record writes made
+// with Set as unavailable, as MySQL refuses a write that deadlocked with
+// another transaction on the same key.
+type flakyRecords struct {
+	infrastructure.StateStore
+	refusals atomic.Int32
+}
+
+func (f *flakyRecords) Set(ctx context.Context, key string, value []byte, opts ...infrastructure.WriteOption) error {
+	if strings.HasPrefix(key, "idem:") && f.refusals.Add(-1) >= 0 {
+		return fmt.Errorf("deadlock found: %w", infrastructure.ErrUnavailable)
+	}
+	return f.StateStore.Set(ctx, key, value, opts...)
+}
+
+// TestARepairThatMeetsADeadlockIsTriedAgain: a send that probes past
+// another sender's unrecorded message repairs its record; a write refused
+// as unavailable a few times is tried again, and the send succeeds.
+func TestARepairThatMeetsADeadlockIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	state := &flakyRecords{StateStore: memory.NewStateStore()}
+	s := New(state)
+	defer s.Close()
+	d := draft("bob", "b1", "unrecorded")
+	m := d.Accept(1, 1)
+	if err := s.insertMessage(ctx, &m); err != nil {
+		t.Fatal(err)
+	}
+	state.refusals.Store(3)
+	res, err := s.Append(ctx, aliceBob, draft("alice", "a1", "next"), AppendOptions{NowMs: 2})
+	if err != nil {
+		t.Fatalf("alice's send failed on a repair the store refused 3 times: %v", err)
+	}
+	if res.Message.Seq != 2 {
+		t.Fatalf("alice's message got seq %d, want 2", res.Message.Seq)
+	}
+	if _, ok, _ := s.priorSend(ctx, "bob", "b1"); !ok {
+		t.Fatal("bob's record was not repaired")
+	}
+}
