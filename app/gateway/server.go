@@ -431,15 +431,16 @@ func (s *Server) releaseSlot(user domain.UserID) {
 }
 
 func (s *Server) serveConn(c *conn) {
-	// hello first, then register: a message sent right after hello
-	// reaches this device wherever the sender is, and none comes before it.
-	c.hello()
-	n := s.hub.Add(c)
+	// Presence, then hello, then the hub: once the device has its hello,
+	// other nodes know where it is, so a message sent after that reaches
+	// it wherever the sender is; and no push comes before the hello.
 	if s.presence != nil {
 		if err := s.presence.Connect(c.ctx, c.user, presence.Entry{Conn: c.id, Device: c.device, SinceMs: c.sinceMs}); err != nil {
 			c.logger().Warn("presence not recorded; devices on other nodes may need to sync", zap.Error(err))
 		}
 	}
+	c.hello()
+	n := s.hub.Add(c)
 	c.logger().Info("connected", zap.String("device", c.device), zap.Int("user_conns", n))
 	c.start()
 }
