@@ -268,18 +268,18 @@ func (s *Store) claimRound(ctx context.Context, st *stripe, batch []*sendReq) (s
 			return nil, nil
 		}
 		head = hint
-		// The hint may have passed a message whose commit wrote it after
-		// a send of this batch looked for its record: the send is
-		// answered before its commit, and a retry of it made meanwhile
-		// would claim past it. Reading the hint counts as a repair.
-		st.Lock()
-		st.repairs++
-		st.Unlock()
 	}
 	// A probe of an earlier round may have repaired the record of a send
 	// that was already queued: such a send looks for its record again, as
-	// it would have before queueing.
+	// it would have before queueing. Reading the hint counts as a repair:
+	// the hint may have passed a message whose commit wrote it after a
+	// send of this batch looked for its record (the send is answered
+	// before its commit), and a retry of it made meanwhile would claim
+	// past it.
 	st.Lock()
+	if !cached {
+		st.repairs++
+	}
 	repairs := st.repairs
 	st.Unlock()
 	batch = slices.DeleteFunc(batch, func(r *sendReq) bool {
@@ -514,9 +514,7 @@ func (s *Store) commits(ctx context.Context, st *stripe, conv domain.Conversatio
 	s.commit(cctx, st, msgs, idemTTL)
 	cancel()
 	for _, r := range batch {
-		if r.release != nil {
-			r.release()
-		}
+		r.release()
 	}
 	st.Lock()
 	defer st.Unlock()

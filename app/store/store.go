@@ -418,7 +418,7 @@ func (s *Store) AdvanceReadCursor(ctx context.Context, conv domain.ConversationI
 	if err != nil {
 		return 0, fmt.Errorf("read the newest send of %s in %s: %w", u, conv, err)
 	}
-	return cursorOf(infrastructure.Item{Value: []byte(strconv.FormatUint(result, 10))}, sent), nil
+	return max(result, seqOf(sent)), nil
 }
 
 // ReadCursors reads the read cursors in force of users in conv, in order;
@@ -442,9 +442,13 @@ func (s *Store) ReadCursors(ctx context.Context, conv domain.ConversationID, use
 // cursorOf is the read cursor in force: the higher of the one the user
 // moved (read) and the newest seq the user sent (sent).
 func cursorOf(read, sent infrastructure.Item) uint64 {
-	r, _ := strconv.ParseUint(string(read.Value), 10, 64)
-	w, _ := strconv.ParseUint(string(sent.Value), 10, 64)
-	return max(r, w)
+	return max(seqOf(read), seqOf(sent))
+}
+
+// seqOf is the seq an item holds, 0 for none.
+func seqOf(it infrastructure.Item) uint64 {
+	n, _ := strconv.ParseUint(string(it.Value), 10, 64)
+	return n
 }
 
 // Summary is what a conversation list shows of one conversation.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/infrastructure/dapr/daprd/daprdtest"
+	pb "github.com/parley-im/parley/proto/parley/v1"
 	"github.com/parley-im/parley/tools/testkit"
 )
 
@@ -48,17 +49,23 @@ func waitInbox(t *testing.T, d *device, conv string, want int, within time.Durat
 // seqs 1..n with no gap, each once.
 func checkComplete(t *testing.T, d *device, conv string, acked map[uint64]string) {
 	t.Helper()
-	got := d.inbox.Messages(conv)
+	checkLog(t, d.name, conv, d.inbox.Messages(conv), acked)
+}
+
+// checkLog asserts that got, what who holds of conv in seq order, is
+// exactly the ACKed messages, seqs 1..n with no gap, each once.
+func checkLog(t *testing.T, who, conv string, got []*pb.Message, acked map[uint64]string) {
+	t.Helper()
 	if len(got) != len(acked) {
-		t.Errorf("%s holds %d messages of %s, %d were ACKed", d.name, len(got), conv, len(acked))
+		t.Errorf("%s holds %d messages of %s, %d were ACKed", who, len(got), conv, len(acked))
 	}
 	for i, m := range got {
 		if m.Seq != uint64(i+1) {
-			t.Errorf("%s: position %d holds seq %d: gap", d.name, i, m.Seq)
+			t.Errorf("%s: position %d holds seq %d: gap", who, i, m.Seq)
 			return
 		}
 		if acked[m.Seq] != m.Id {
-			t.Errorf("%s: seq %d is %s, the ACK said %s", d.name, m.Seq, m.Id, acked[m.Seq])
+			t.Errorf("%s: seq %d is %s, the ACK said %s", who, m.Seq, m.Id, acked[m.Seq])
 		}
 	}
 }
@@ -198,15 +205,24 @@ func TestRetryOnAnotherNodeRightAfterTheAck(t *testing.T) {
 	bob := dial(t, n2, "bob", "web")
 	ctx := ctxT(t, 90*time.Second)
 	const sends = 40
+	var mu sync.Mutex
+	acked := map[uint64]string{}
+	ack := func(m *pb.Message) {
+		mu.Lock()
+		acked[m.Seq] = m.Id
+		mu.Unlock()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for i := range sends {
-			if _, err := bob.Send(ctx, "alice", "", fmt.Sprintf("b-%d", i), "from bob"); err != nil {
+			a, err := bob.Send(ctx, "alice", "", fmt.Sprintf("b-%d", i), "from bob")
+			if err != nil {
 				t.Errorf("bob's send %d: %v", i, err)
 				return
 			}
+			ack(a)
 		}
 	}()
 	for i := range sends {
@@ -215,6 +231,7 @@ func TestRetryOnAnotherNodeRightAfterTheAck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("alice's send %d: %v", i, err)
 		}
+		ack(first)
 		retry, err := alicePhone.Send(ctx, "bob", "", cmid, "from alice")
 		if err != nil {
 			t.Fatalf("alice's retry %d on the other node: %v", i, err)
@@ -224,31 +241,10 @@ func TestRetryOnAnotherNodeRightAfterTheAck(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	hist, err := aliceWeb.Sync(ctx, "d:alice~bob", 0)
+	const conv = "d:alice~bob"
+	hist, err := aliceWeb.Sync(ctx, conv, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for len(hist) > 0 && len(hist) < 2*sends {
-		more, err := aliceWeb.Sync(ctx, "d:alice~bob", hist[len(hist)-1].Seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(more) == 0 {
-			break
-		}
-		hist = append(hist, more...)
-	}
-	ids := map[string]bool{}
-	for i, msg := range hist {
-		if msg.Seq != uint64(i+1) {
-			t.Fatalf("position %d holds seq %d: a gap", i, msg.Seq)
-		}
-		if ids[msg.Id] {
-			t.Fatalf("message %s is stored twice", msg.Id)
-		}
-		ids[msg.Id] = true
-	}
-	if len(hist) != 2*sends {
-		t.Fatalf("the log holds %d messages, want %d", len(hist), 2*sends)
-	}
+	checkLog(t, "alice's history", conv, hist, acked)
 }
